@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Edge pipeline cost per audio second, per stage and per model runtime, on one thread.
+
+Runs the bundled 4-channel sample scene (10 s) through each stage and through the whole pipeline with
+each model runtime installed (LiteRT, ONNX Runtime), side by side in one run, repeating each
+measurement and reporting the median. Writes `benchmarks/results/pipeline.md` and `.json`.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_pipeline.py [--repeats 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from importlib import resources
+
+import numpy as np
+
+from boards.profiles import load_array
+from edge.dsp.frontend import logmel_from_spectra, stft
+from edge.inference import Model, RUNTIMES
+from edge.localise import Localiser, active_frames
+from edge.pipeline import EdgePipeline, run
+from edge.sources import FileSource, read_audio
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def median_time(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.process_time()
+        fn()
+        times.append(time.process_time() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=7)
+    args = ap.parse_args()
+    scene = str(resources.files("edge").joinpath("data", "sample_scene.flac"))
+    array = load_array("respeaker-4mic-hat")
+    x = read_audio(scene, expected_channels=array.n_mics)
+    dur = x.shape[1] / 16000
+    rows: list[dict[str, object]] = []
+
+    def add(stage: str, runtime: str, seconds: float) -> None:
+        rows.append({"stage": stage, "runtime": runtime, "cpu_s_per_audio_s": seconds / dur,
+                     "x_real_time": dur / seconds if seconds > 0 else float("inf")})
+
+    spectra = stft(x)
+    add("stft (4 ch)", "numpy", median_time(lambda: stft(x), args.repeats))
+    add("log-mel", "numpy", median_time(lambda: logmel_from_spectra(spectra), args.repeats))
+    loc = Localiser(array)
+    mask = active_frames(spectra)
+    add("PHAT cross-spectra (6 pairs)", "numpy", median_time(lambda: loc.frame_cross(spectra), args.repeats))
+    cross = loc.frame_cross(spectra[:, :, mask]).sum(axis=0)
+    add("SRP-PHAT map + peaks (one estimate)", "numpy", median_time(lambda: loc.bearings(cross), args.repeats) * dur)
+    for rt in RUNTIMES:
+        try:
+            model = Model(None, runtime=rt, threads=1)
+        except Exception as e:  # a runtime that is not installed is reported, not fatal
+            print(f"skip {rt}: {e}")
+            continue
+        window = np.full((model.window_frames, 64), -5.0, np.float32)
+        per_window = median_time(lambda m=model: [m.predict(window) for _ in range(50)], args.repeats) / 50
+        windows_per_s = 1.0 / (12 * 0.01)
+        add("model window (hop 0.12 s)", rt, per_window * windows_per_s * dur)
+
+        def whole(m: Model = model) -> None:
+            list(run(FileSource(scene, block_size=1600, expected_channels=4), EdgePipeline(m, array)))
+
+        add("whole pipeline (4 ch: SED + DOA)", rt, median_time(whole, max(3, args.repeats // 2)))
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}",
+        "python": platform.python_version(),
+        "audio_s": dur,
+        "repeats": args.repeats,
+        "timer": "process CPU time, median of repeats, one thread",
+        "rows": rows,
+    }
+    out = os.path.join(HERE, "results")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "pipeline.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    lines = [
+        "# Edge pipeline cost per audio second",
+        "",
+        f"`benchmarks/bench_pipeline.py`, {result['machine']}; {result['timer']}; the bundled 10 s "
+        "4-channel sample scene.",
+        "",
+        "| stage | runtime | CPU ms per audio s | x real time |",
+        "|---|---|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['stage']} | {r['runtime']} | {1000 * float(r['cpu_s_per_audio_s']):.2f} | "
+                     f"{float(r['x_real_time']):.0f} |")
+    with open(os.path.join(out, "pipeline.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,256 @@
+"""The edge package's subcommands: `tympan listen`, `tympan tag`, `tympan locate`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+import numpy as np
+
+from edge.errors import InputError, TympanError
+
+log = logging.getLogger(__name__)
+
+def _array_flags(p: argparse.ArgumentParser, required: bool) -> None:
+    g = p.add_mutually_exclusive_group(required=required)
+    g.add_argument("--board", metavar="NAME", help="board or array profile name (see `tympan boards list`)")
+    g.add_argument("--array", metavar="FILE", help="array geometry JSON file (ARCHITECTURE.md format)")
+
+
+def _model_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="PATH", help="model directory, .tflite or .onnx (default: bundled)")
+    p.add_argument(
+        "--runtime", default="auto", choices=["auto", "litert", "onnxruntime"],
+        help="model runtime (default: LiteRT if installed, else ONNX Runtime)",
+    )
+    p.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
+
+
+def add_listen(sub: Any) -> None:
+    p = sub.add_parser(
+        "listen", help="detect and localise sound events in a file or from a microphone array",
+        description="Stream audio through the edge pipeline and report events with onset, offset and "
+        "direction.",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", metavar="FILE", help="audio file (WAV/FLAC/OGG, any rate and channel count)")
+    src.add_argument(
+        "--device", nargs="?", const="", metavar="NAME",
+        help="capture from a sound device (name substring or index; default: the array's or the system's)",
+    )
+    _array_flags(p, required=False)
+    _model_flags(p)
+    p.add_argument("--events", metavar="OUT.jsonl", help="write every event phase as JSON lines here")
+    p.add_argument("--json", action="store_true", help="print event tokens as JSON lines on stdout")
+    p.add_argument("--device-id", default="tympan-0", metavar="ID", help="device id in tokens")
+    p.add_argument("--block-ms", type=float, default=100.0, help="block size in ms (default 100)")
+    p.add_argument("--duration", type=float, metavar="S", help="stop capturing after S seconds")
+    p.add_argument("--threshold-scale", type=float, default=1.0, help="scale every class threshold")
+    p.set_defaults(func=cmd_listen)
+
+
+def add_tag(sub: Any) -> None:
+    p = sub.add_parser("tag", help="clip-level scores of every label for audio files")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    _model_flags(p)
+    p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.add_argument("--top", type=int, default=5, help="how many top labels to list (default 5)")
+    p.set_defaults(func=cmd_tag)
+
+
+def add_locate(sub: Any) -> None:
+    p = sub.add_parser("locate", help="directions of the sound sources in multichannel files")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    _array_flags(p, required=True)
+    p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.add_argument("--max-sources", type=int, default=3, help="most sources to report (default 3)")
+    p.set_defaults(func=cmd_locate)
+
+
+# --- helpers -----------------------------------------------------------------------------------
+def _load_array(args: argparse.Namespace) -> Any:
+    from boards.profiles import resolve
+
+    if args.board is None and args.array is None:
+        return None
+    return resolve(args.board, args.array)
+
+
+def _load_model(args: argparse.Namespace) -> Any:
+    from edge.inference import Model
+
+    if args.threads < 1:
+        raise InputError(f"--threads {args.threads}: must be >= 1")
+    return Model(args.model, runtime=args.runtime, threads=args.threads)
+
+
+def _per_file(files: list[str], work: Callable[[str], None]) -> int:
+    """Run `work` on each file; a bad file is reported in one line and the rest still run."""
+    failed = 0
+    for f in files:
+        try:
+            work(f)
+        except TympanError as e:
+            print(f"tympan: error: {e}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
+def _fmt_dir(tok: dict[str, Any]) -> str:
+    if tok.get("az") is None:
+        return ""
+    s = f"  az {tok['az']:6.1f}°"
+    if tok.get("el") is not None:
+        s += f" el {tok['el']:5.1f}°"
+    if tok.get("amb"):
+        s += " (or its mirror)"
+    return s
+
+
+def _print_event(tok: dict[str, Any], out: TextIO) -> None:
+    if tok["ph"] == "on":
+        print(f"{tok['onset']:8.2f} s  on   {tok['lbl']:<28} p={tok['p']:.2f}{_fmt_dir(tok)}", file=out)
+    elif tok["ph"] == "off":
+        dur = tok["offset"] - tok["onset"]
+        print(
+            f"{tok['offset']:8.2f} s  off  {tok['lbl']:<28} p={tok['p']:.2f}{_fmt_dir(tok)}"
+            f"  {tok['onset']:.2f}-{tok['offset']:.2f} s ({dur:.2f} s)"
+            + (f"  {tok['lvl']:.0f} dBFS" if tok.get("lvl") is not None else ""),
+            file=out,
+        )
+
+
+# --- commands ----------------------------------------------------------------------------------
+def cmd_listen(args: argparse.Namespace) -> int:
+    from edge.pipeline import EdgePipeline, PipelineConfig, run
+    from edge.sed import SedConfig
+    from edge.sources import FileSource, MicrophoneSource
+    from edge.tokens import TokenBuilder
+
+    if not 1.0 <= args.block_ms <= 10000.0:
+        raise InputError(f"--block-ms {args.block_ms}: must be between 1 and 10000")
+    if args.duration is not None and args.duration <= 0:
+        raise InputError(f"--duration {args.duration}: must be > 0")
+    array = _load_array(args)
+    model = _load_model(args)
+    block = int(round(args.block_ms * model.frontend.sample_rate / 1000.0))
+    blocks: Any
+    if args.input is not None:
+        blocks = FileSource(args.input, block_size=block, expected_channels=None if array is None else array.n_mics,
+                            array=array)
+        if array is None and blocks.channels > 1:
+            log.warning("%s: %d channels and no --board/--array: events get no direction", args.input,
+                        blocks.channels)
+    else:
+        if array is None:
+            raise InputError("--device needs --board or --array (the channel count and order come from it)")
+        device: str | int | None = args.device or None
+        if isinstance(device, str) and device.isdigit():
+            device = int(device)
+        blocks = MicrophoneSource(device, array, block_size=block, duration_s=args.duration)
+    pipeline = EdgePipeline(model, array, PipelineConfig(sed=SedConfig(threshold_scale=args.threshold_scale)))
+    builder = TokenBuilder(args.device_id, model.id, wall_start=time.time(), stream_times=True)
+    sink = open(args.events, "w", encoding="utf-8") if args.events else None  # noqa: SIM115
+    n_closed = 0
+    try:
+        for ev in run(blocks, pipeline):
+            tok = builder.build(ev)
+            if sink is not None:
+                sink.write(json.dumps(tok, separators=(",", ":")) + "\n")
+                sink.flush()
+            if args.json:
+                print(json.dumps(tok, separators=(",", ":")), flush=True)
+            else:
+                _print_event(tok, sys.stdout)
+            n_closed += tok["ph"] == "off"
+    finally:
+        if sink is not None:
+            sink.close()
+    if not args.json:
+        print(f"{n_closed} event(s)" + (f"; written to {args.events}" if args.events else ""), file=sys.stderr)
+    return 0
+
+
+def _tag_rows(model: Any, path: str, top: int) -> dict[str, Any]:
+    from edge.dsp.frontend import logmel
+    from edge.sources import read_audio
+
+    x = read_audio(path)
+    scores = model.tag(logmel(x, model.frontend))
+    order = np.argsort(-scores)[:top]
+    return {
+        "file": path,
+        "model": model.id,
+        "scores": {lb.name: round(float(s), 4) for lb, s in zip(model.labels, scores, strict=True)},
+        "top": [{"label": model.labels[i].name, "mid": model.labels[i].mid, "p": round(float(scores[i]), 4)}
+                for i in order],
+    }
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    if args.top < 1:
+        raise InputError(f"--top {args.top}: must be >= 1")
+    model = _load_model(args)
+
+    def work(path: str) -> None:
+        row = _tag_rows(model, path, args.top)
+        if args.json:
+            print(json.dumps(row), flush=True)
+        else:
+            print(path)
+            for t in row["top"]:
+                print(f"  {t['p']:.3f}  {t['label']}  ({t['mid']})")
+
+    return _per_file(args.files, work)
+
+
+def locate_rows(path: str, array: Any, max_sources: int) -> dict[str, Any]:
+    from edge.dsp.frontend import stft
+    from edge.localise import Localiser, LocaliserConfig, locate_recording
+    from edge.sources import read_audio
+
+    x = read_audio(path, expected_channels=array.n_mics, array=array)
+    loc = Localiser(array, config=LocaliserConfig(max_sources=max_sources))
+    spectra = stft(x)
+    if spectra.shape[2] == 0:
+        raise InputError(f"{path}: shorter than one analysis frame ({loc.spec.win} samples)")
+    bearings = locate_recording(spectra, loc)
+    sources = [
+        {"azimuth_deg": b.azimuth, "elevation_deg": b.elevation, "spread_deg": b.spread, "power": b.power}
+        for b in bearings
+    ]
+    first = bearings[0] if bearings else None
+    return {
+        "file": path,
+        "array": array.name,
+        "azimuth_deg": None if first is None else first.azimuth,
+        "elevation_deg": None if first is None else first.elevation,
+        "ambiguous": array.geometry == "linear",
+        "sources": sources,
+    }
+
+
+def cmd_locate(args: argparse.Namespace) -> int:
+    if args.max_sources < 1:
+        raise InputError(f"--max-sources {args.max_sources}: must be >= 1")
+    array = _load_array(args)
+
+    def work(path: str) -> None:
+        row = locate_rows(path, array, args.max_sources)
+        if args.json:
+            print(json.dumps(row), flush=True)
+        else:
+            print(path)
+            for s in row["sources"]:
+                el = "" if s["elevation_deg"] is None else f"  el {s['elevation_deg']:.1f}°"
+                print(f"  az {s['azimuth_deg']:.1f}°{el}  spread {s['spread_deg']:.1f}°  power {s['power']:.2f}")
+            if not row["sources"]:
+                print("  no directional source found")
+
+    return _per_file(args.files, work)
+

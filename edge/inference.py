@@ -1,0 +1,263 @@
+"""Features -> Scores: the student model on a runtime (LiteRT for .tflite, ONNX Runtime for .onnx).
+
+A model directory holds `model.json` (id, frontend, window and hop, label file, thresholds, hashes),
+`labels.csv` (index, mid, display_name) and the model files. The model takes one window of raw
+log-mel [1, window_frames, n_mels] and returns frame-level probabilities
+[1, window_frames // output_hop_frames, K]. Clip scores are the linear-softmax pooling of frames.
+
+Runtimes form a registry; the board profile (or `--runtime`) picks one, `auto` prefers LiteRT.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.dsp.frontend import DEFAULT_FRONTEND, FrontendSpec
+from edge.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "default"
+MODEL_JSON = "model.json"
+
+
+@dataclass(frozen=True)
+class Label:
+    index: int
+    mid: str
+    name: str
+
+
+class Runtime(ABC):
+    """One loaded model file. `run` maps float log-mel [1, W, M] to float probabilities [1, T, K]."""
+
+    name: str
+
+    @abstractmethod
+    def run(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]: ...
+
+
+class LiteRTRuntime(Runtime):
+    name = "litert"
+
+    def __init__(self, path: str, threads: int) -> None:
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            try:
+                from tflite_runtime.interpreter import Interpreter
+            except ImportError:
+                raise ModelError(
+                    f"{path}: no TFLite runtime installed (pip install ai-edge-litert); "
+                    "or use the .onnx model with --runtime onnxruntime"
+                ) from None
+        try:
+            self._it = Interpreter(model_path=path, num_threads=threads)
+            self._it.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise ModelError(f"{path}: not a loadable TFLite model ({e})") from None
+        self._in = self._it.get_input_details()[0]
+        self._out = self._it.get_output_details()[0]
+
+    def run(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        d = self._in
+        if d["dtype"] in (np.int8, np.uint8):
+            scale, zero = d["quantization"]
+            info = np.iinfo(d["dtype"])
+            q = np.clip(np.round(x / scale) + zero, info.min, info.max).astype(d["dtype"])
+            self._it.set_tensor(d["index"], q)
+        else:
+            self._it.set_tensor(d["index"], x.astype(d["dtype"]))
+        self._it.invoke()
+        y = self._it.get_tensor(self._out["index"])
+        if self._out["dtype"] in (np.int8, np.uint8):
+            scale, zero = self._out["quantization"]
+            return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+        return np.asarray(y, dtype=np.float32)
+
+
+class OnnxRuntime(Runtime):
+    name = "onnxruntime"
+
+    def __init__(self, path: str, threads: int) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ModelError(f"{path}: onnxruntime is not installed (pip install onnxruntime)") from None
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        try:
+            self._s = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise ModelError(f"{path}: not a loadable ONNX model ({e})") from None
+        self._in = self._s.get_inputs()[0].name
+
+    def run(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        return np.asarray(self._s.run(None, {self._in: x.astype(np.float32)})[0], dtype=np.float32)
+
+
+RUNTIMES: dict[str, tuple[str, Callable[[str, int], Runtime]]] = {
+    "litert": ("tflite", LiteRTRuntime),
+    "onnxruntime": ("onnx", OnnxRuntime),
+}
+
+
+def _litert_available() -> bool:
+    import importlib.util
+
+    return any(importlib.util.find_spec(m) is not None for m in ("ai_edge_litert", "tflite_runtime"))
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def default_model_dir() -> str:
+    return str(resources.files("edge").joinpath("models", DEFAULT_MODEL))
+
+
+def pool_clip(frames: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Linear-softmax pooling over frames: [T, K] -> [K]  (sum p^2 / sum p)."""
+    s = frames.sum(axis=0)
+    return np.where(s > 0, (frames**2).sum(axis=0) / np.maximum(s, 1e-12), 0.0).astype(np.float32)
+
+
+class Model:
+    """A student model: labels, frontend, window geometry, thresholds and a loaded runtime."""
+
+    def __init__(self, path: str | None = None, runtime: str = "auto", threads: int = 1) -> None:
+        path = path or default_model_dir()
+        if not os.path.exists(path):
+            raise ModelError(f"{path}: no such model file or directory")
+        model_dir = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+        meta_path = os.path.join(model_dir, MODEL_JSON)
+        if not os.path.isfile(meta_path):
+            raise ModelError(f"{path}: no {MODEL_JSON} beside the model (a Tympan model directory holds one)")
+        try:
+            with open(meta_path, encoding="utf-8") as f:
+                meta: dict[str, Any] = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ModelError(f"{meta_path}: unreadable model description ({e})") from None
+        self.dir = model_dir
+        self.meta = meta
+        try:
+            self.id: str = str(meta["id"])
+            self.frontend = FrontendSpec.from_dict(dict(meta["frontend"]), meta_path)
+            self.window_frames = int(meta["window_frames"])
+            self.output_hop_frames = int(meta["output_hop_frames"])
+            files: dict[str, str] = dict(meta["files"])
+            hashes: dict[str, str] = dict(meta.get("sha256", {}))
+            thresholds: dict[str, Any] = dict(meta.get("thresholds", {}))
+            labels_file = str(meta.get("labels", "labels.csv"))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelError(f"{meta_path}: missing or malformed key {e}") from None
+        DEFAULT_FRONTEND.check_matches(self.frontend, meta_path)
+        if self.window_frames % self.output_hop_frames:
+            raise ModelError(f"{meta_path}: window_frames must be a multiple of output_hop_frames")
+        self.labels = _read_labels(os.path.join(model_dir, labels_file))
+        self.default_threshold = float(thresholds.get("default", 0.5))
+        per_class: dict[str, float] = dict(thresholds.get("per_class", {}))
+        self.thresholds = np.array(
+            [float(per_class.get(lb.name, self.default_threshold)) for lb in self.labels], np.float32
+        )
+
+        if os.path.isdir(path):
+            name = _pick_runtime(runtime)
+            ext = RUNTIMES[name][0]
+            if ext not in files:
+                raise ModelError(f"{meta_path}: no {ext!r} model file listed for runtime {name!r}")
+            model_file = os.path.join(model_dir, files[ext])
+        else:
+            model_file = os.path.abspath(path)
+            ext = os.path.splitext(model_file)[1].lstrip(".")
+            match = [n for n, (e, _) in RUNTIMES.items() if e == ext]
+            if not match:
+                raise ModelError(f"{path}: unknown model format {ext!r}; expected .tflite or .onnx")
+            name = match[0]
+        if not os.path.isfile(model_file):
+            raise ModelError(f"{model_file}: model file is missing")
+        want = hashes.get(os.path.basename(model_file))
+        self.sha256 = sha256_file(model_file)
+        if want and want != self.sha256:
+            raise ModelError(f"{model_file}: sha256 {self.sha256[:12]}... does not match model.json's {want[:12]}...")
+        self.file = model_file
+        self.runtime_name = name
+        self._rt = RUNTIMES[name][1](model_file, threads)
+        self.out_frames = self.window_frames // self.output_hop_frames
+        probe = self._rt.run(np.full((1, self.window_frames, self.frontend.n_mels), -6.9, np.float32))
+        if probe.shape != (1, self.out_frames, len(self.labels)):
+            raise ModelError(
+                f"{model_file}: output shape {probe.shape} does not match "
+                f"(1, {self.out_frames}, {len(self.labels)}) from model.json and the label file"
+            )
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return tuple(lb.name for lb in self.labels)
+
+    def predict(self, window: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """One window of log-mel [window_frames, n_mels] -> frame probabilities [out_frames, K]."""
+        return self._rt.run(window[None].astype(np.float32))[0]
+
+    def tag(self, logmel: npt.NDArray[np.float32], hop_frames: int | None = None) -> npt.NDArray[np.float32]:
+        """Clip scores [K] of a whole recording: the max over windows of each window's pooled score.
+
+        Recordings shorter than a window are padded with the log-mel of silence.
+        """
+        from edge.dsp.frontend import silence_floor
+
+        w = self.window_frames
+        hop = hop_frames or w // 2
+        if len(logmel) < w:
+            pad = np.full((w - len(logmel), logmel.shape[1]), silence_floor(self.frontend), np.float32)
+            logmel = np.concatenate([logmel, pad])
+        starts = list(range(0, len(logmel) - w + 1, hop))
+        if starts[-1] != len(logmel) - w:
+            starts.append(len(logmel) - w)
+        return np.max([pool_clip(self.predict(logmel[s : s + w])) for s in starts], axis=0)
+
+
+def _pick_runtime(runtime: str) -> str:
+    if runtime == "auto":
+        return "litert" if _litert_available() else "onnxruntime"
+    if runtime not in RUNTIMES:
+        raise ModelError(f"unknown runtime {runtime!r}; choose from: auto, {', '.join(RUNTIMES)}")
+    return runtime
+
+
+def _read_labels(path: str) -> tuple[Label, ...]:
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        raise ModelError(f"{path}: cannot read the label file ({e.strerror})") from None
+    out = []
+    for i, r in enumerate(rows):
+        try:
+            idx, mid, name = int(r["index"]), r["mid"].strip(), r["display_name"].strip()
+        except (KeyError, ValueError, AttributeError):
+            raise ModelError(f"{path}: line {i + 2}: expected columns index,mid,display_name") from None
+        if idx != i or not mid or not name:
+            raise ModelError(f"{path}: line {i + 2}: bad entry {r!r} (indices must count from 0)")
+        out.append(Label(idx, mid, name))
+    if not out:
+        raise ModelError(f"{path}: the label file is empty")
+    return tuple(out)

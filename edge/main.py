@@ -1,0 +1,67 @@
+"""The `tympan` entry point: finds subcommands through the `tympan.commands` entry-point group.
+
+Each package owns its subcommands in its own `cli.py`; only the module of the command that runs is
+imported (so `tympan listen` never imports `quantize` or torch). Every `TympanError` is printed as one
+line on stderr with a non-zero exit; there are no tracebacks for a user's mistakes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from importlib.metadata import EntryPoint, entry_points
+
+from edge import __version__
+from edge.errors import TympanError
+
+EXIT_USAGE = 2
+EXIT_ERROR = 1
+
+
+def _commands() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group="tympan.commands")}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tympan", description="Edge listening: detect, tag and localise sound events on a device."
+    )
+    parser.add_argument("--version", action="version", version=f"tympan {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, ep in sorted(_commands().items()):
+        if only is None or name == only:
+            ep.load()(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    commands = _commands()
+    first = next((a for a in args_list if not a.startswith("-")), None)
+    try:
+        parser = build_parser(first if first in commands else None)
+        args = parser.parse_args(args_list)
+        logging.basicConfig(
+            level=logging.WARNING - 10 * min(args.verbose, 2),
+            format="tympan: %(levelname)s: %(message)s",
+        )
+        func = getattr(args, "func", None)
+        if func is None:
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        return int(func(args))
+    except TympanError as e:
+        print(f"tympan: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("tympan: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Scores -> Events: causal sound event detection on frame-level probabilities.
+
+Per class, a small state machine with hysteresis: a class turns ON when its probability stays at or
+above its on-threshold for `min_on_frames` frames while it is among the `top_k` classes of the frame
+(probability relative to threshold); the event's onset is the first of those frames. It turns OFF
+after `max_gap_frames` consecutive frames below its off-threshold (`off_ratio` x on-threshold); the
+offset is the end of the last frame at or above the off-threshold. While active, an `upd` phase is
+emitted every `update_interval_s`. Everything is driven by stream frame indices, so the events do
+not depend on how the audio was cut into blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.errors import ConfigError
+from edge.inference import Label
+from edge.messages import Event, Scores
+
+
+@dataclass(frozen=True)
+class SedConfig:
+    threshold_scale: float = 1.0
+    off_ratio: float = 0.6
+    min_on_frames: int = 2
+    max_gap_frames: int = 6
+    top_k: int = 3
+    update_interval_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 0.1 <= self.threshold_scale <= 10.0:
+            raise ConfigError(f"sed threshold_scale={self.threshold_scale!r}: must be in [0.1, 10]")
+        if not 0.0 < self.off_ratio <= 1.0:
+            raise ConfigError(f"sed off_ratio={self.off_ratio!r}: must be in (0, 1]")
+        if self.min_on_frames < 1 or self.max_gap_frames < 0 or self.top_k < 1:
+            raise ConfigError(
+                f"sed min_on_frames={self.min_on_frames!r}, max_gap_frames={self.max_gap_frames!r}, "
+                f"top_k={self.top_k!r}: need min_on_frames >= 1, max_gap_frames >= 0, top_k >= 1"
+            )
+        if self.update_interval_s <= 0:
+            raise ConfigError(f"sed update_interval_s={self.update_interval_s!r}: must be > 0")
+
+
+@dataclass
+class _ClassState:
+    run_start: int = -1  # first frame of the current above-threshold run (pending or active)
+    run_len: int = 0
+    active: bool = False
+    event_id: int = -1
+    last_above: int = -1  # last frame at or above the off threshold
+    gap: int = 0
+    p_max: float = 0.0
+    p_sum: float = 0.0
+    n: int = 0
+    last_update: float = 0.0
+    onset_frame: int = -1
+
+
+@dataclass
+class SedStage:
+    labels: tuple[Label, ...]
+    thresholds: npt.NDArray[np.float32]
+    config: SedConfig = field(default_factory=SedConfig)
+
+    def __post_init__(self) -> None:
+        self.on_thr = np.clip(self.thresholds * self.config.threshold_scale, 1e-3, 0.999).astype(np.float32)
+        self.off_thr = (self.on_thr * self.config.off_ratio).astype(np.float32)
+        self._states = [_ClassState() for _ in self.labels]
+        self._next_id = 0
+        self._seq = 0
+        self._hop_s = 0.0
+        self._frame_end = 0
+
+    def _event(self, k: int, phase: str, st: _ClassState, emitted: float, offset: float | None) -> Event:
+        lb = self.labels[k]
+        p = st.p_max if phase == "off" else st.p_max
+        ev = Event(
+            id=st.event_id,
+            phase=phase,  # type: ignore[arg-type]
+            label=lb.name,
+            mid=lb.mid,
+            code=lb.index,
+            p=round(float(p), 3),
+            onset=round(st.onset_frame * self._hop_s, 3),
+            offset=None if offset is None else round(offset, 3),
+            emitted=round(emitted, 3),
+            seq=self._seq,
+            level_dbfs=float("nan"),
+        )
+        self._seq += 1
+        return ev
+
+    def process(self, scores: Scores) -> list[Event]:
+        self._hop_s = scores.hop_s
+        cfg = self.config
+        out: list[Event] = []
+        probs = scores.probs
+        for r in range(probs.shape[0]):
+            j = scores.index + r
+            now = (j + 1) * scores.hop_s
+            p = probs[r]
+            rel = p / self.on_thr
+            if cfg.top_k < len(p):
+                kth = np.partition(rel, -cfg.top_k)[-cfg.top_k]
+                in_top = rel >= kth
+            else:
+                in_top = np.ones(len(p), bool)
+            above_on = (p >= self.on_thr) & in_top
+            above_off = p >= self.off_thr
+            candidates = np.flatnonzero(above_on | above_off)
+            for k in {int(c) for c in candidates} | {i for i, s in enumerate(self._states) if s.run_len or s.active}:
+                st = self._states[k]
+                if st.active:
+                    if above_off[k]:
+                        st.last_above, st.gap = j, 0
+                        st.p_max = max(st.p_max, float(p[k]))
+                        if now - st.last_update >= cfg.update_interval_s:
+                            st.last_update = now
+                            out.append(self._event(k, "upd", st, now, None))
+                    else:
+                        st.gap += 1
+                        if st.gap > cfg.max_gap_frames:
+                            out.append(self._event(k, "off", st, now, (st.last_above + 1) * scores.hop_s))
+                            self._states[k] = _ClassState()
+                    continue
+                if above_on[k]:
+                    if st.run_len == 0:
+                        st.run_start, st.p_max = j, 0.0
+                    st.run_len += 1
+                    st.p_max = max(st.p_max, float(p[k]))
+                    if st.run_len >= cfg.min_on_frames:
+                        st.active, st.onset_frame, st.last_above, st.gap = True, st.run_start, j, 0
+                        st.event_id = self._next_id
+                        self._next_id += 1
+                        st.last_update = now
+                        out.append(self._event(k, "on", st, now, None))
+                else:
+                    st.run_len = 0
+            self._frame_end = j + 1
+        return out
+
+    def flush(self) -> list[Event]:
+        """Close every active event at the end of the stream."""
+        out = []
+        now = self._frame_end * self._hop_s
+        for k, st in enumerate(self._states):
+            if st.active:
+                out.append(self._event(k, "off", st, now, (st.last_above + 1) * self._hop_s))
+            self._states[k] = _ClassState()
+        return out

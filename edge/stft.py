@@ -1,0 +1,46 @@
+"""Block -> Spectra: the streaming causal STFT (frames as in `edge.dsp.frontend.stft`).
+
+Keeps the samples not yet covered by a complete frame between blocks, so any block size gives the
+same frames as one whole-stream STFT.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge.dsp import backends
+from edge.dsp.frontend import DEFAULT_FRONTEND, FrontendSpec, n_frames
+from edge.errors import InputError
+from edge.messages import Block, Spectra
+
+
+class StftStage:
+    def __init__(self, spec: FrontendSpec = DEFAULT_FRONTEND, backend: str = backends.REFERENCE) -> None:
+        self.spec = spec
+        self._stft = backends.get("stft", backend)
+        self._buf: np.ndarray | None = None
+        self._next_frame = 0  # stream index of the next frame to produce
+        self._seq = 0
+
+    def process(self, block: Block) -> Spectra:
+        if block.sample_rate != self.spec.sample_rate:
+            raise InputError(f"block at {block.sample_rate} Hz; the frontend needs {self.spec.sample_rate} Hz")
+        x = block.samples
+        if self._buf is None:
+            self._buf = np.zeros((x.shape[0], 0), np.float32)
+        elif x.shape[0] != self._buf.shape[0]:
+            raise InputError(f"channel count changed mid-stream: {self._buf.shape[0]} -> {x.shape[0]}")
+        buf = np.concatenate([self._buf, x], axis=1) if self._buf.shape[1] else x
+        t = n_frames(buf.shape[1], self.spec)
+        frames = self._stft(buf[:, : (t - 1) * self.spec.hop + self.spec.win] if t else buf[:, :0], self.spec)
+        self._buf = np.ascontiguousarray(buf[:, t * self.spec.hop :])
+        out = Spectra(
+            frames=frames,
+            t=self._next_frame * self.spec.hop_s,
+            seq=self._seq,
+            index=self._next_frame,
+            hop_s=self.spec.hop_s,
+        )
+        self._next_frame += t
+        self._seq += 1
+        return out
