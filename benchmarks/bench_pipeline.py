@@ -23,7 +23,7 @@ import numpy as np
 
 from boards.profiles import load_array
 from edge.dsp.frontend import logmel_from_spectra, stft
-from edge.inference import Model, RUNTIMES
+from edge.inference import RUNTIMES, Model
 from edge.localise import Localiser, active_frames
 from edge.pipeline import EdgePipeline, run
 from edge.sources import FileSource, read_audio
@@ -51,8 +51,14 @@ def main() -> None:
     rows: list[dict[str, object]] = []
 
     def add(stage: str, runtime: str, seconds: float) -> None:
-        rows.append({"stage": stage, "runtime": runtime, "cpu_s_per_audio_s": seconds / dur,
-                     "x_real_time": dur / seconds if seconds > 0 else float("inf")})
+        rows.append(
+            {
+                "stage": stage,
+                "runtime": runtime,
+                "cpu_s_per_audio_s": seconds / dur,
+                "x_real_time": dur / seconds if seconds > 0 else float("inf"),
+            }
+        )
 
     spectra = stft(x)
     add("stft (4 ch)", "numpy", median_time(lambda: stft(x), args.repeats))
@@ -69,7 +75,7 @@ def main() -> None:
             print(f"skip {rt}: {e}")
             continue
         window = np.full((model.window_frames, 64), -5.0, np.float32)
-        per_window = median_time(lambda m=model: [m.predict(window) for _ in range(50)], args.repeats) / 50
+        per_window = median_time(lambda m=model, w=window: [m.predict(w) for _ in range(50)], args.repeats) / 50
         windows_per_s = 1.0 / (12 * 0.01)
         add("model window (hop 0.12 s)", rt, per_window * windows_per_s * dur)
 
@@ -99,8 +105,10 @@ def main() -> None:
         "|---|---|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['stage']} | {r['runtime']} | {1000 * float(r['cpu_s_per_audio_s']):.2f} | "
-                     f"{float(r['x_real_time']):.0f} |")
+        lines.append(
+            f"| {r['stage']} | {r['runtime']} | {1000 * float(r['cpu_s_per_audio_s']):.2f} | "
+            f"{float(r['x_real_time']):.0f} |"
+        )
     with open(os.path.join(out, "pipeline.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -273,8 +273,7 @@ def array_from_dict(d: Mapping[str, Any], origin: str, path: str | None = None) 
     """Validate an array profile given as a parsed JSON object. `origin` names it in error messages."""
     if not isinstance(d, Mapping):
         raise ProfileError(
-            f'{origin}: expected a JSON object {{"name": ..., "mics": [[x, y, z], ...]}}, '
-            f"got {type(d).__name__}"
+            f'{origin}: expected a JSON object {{"name": ..., "mics": [[x, y, z], ...]}}, got {type(d).__name__}'
         )
     _check_keys(d, _ARRAY_REQUIRED, _ARRAY_OPTIONAL, origin)
     name = _text(d, "name", origin)
@@ -496,9 +495,7 @@ def _mics(value: object, origin: str) -> F64:
             raise ProfileError(f"{origin}: key 'mics'[{i}] must be 3 numbers [x, y, z] (metres), got {mic!r}")
         for axis, v in zip("xyz", mic, strict=True):
             if not math.isfinite(v):
-                raise ProfileError(
-                    f"{origin}: key 'mics'[{i}] has {axis} = {v!r}; coordinates must be finite numbers"
-                )
+                raise ProfileError(f"{origin}: key 'mics'[{i}] has {axis} = {v!r}; coordinates must be finite numbers")
     if len(value) < 2:
         raise ProfileError(f"{origin}: key 'mics' has {len(value)} mic(s); an array needs at least 2")
     mics = np.array(value, dtype=np.float64)
@@ -520,9 +517,7 @@ def _mics(value: object, origin: str) -> F64:
     return mics
 
 
-def _channel_map(
-    value: object, n_mics: int, channels: int, channels_given: bool, origin: str
-) -> tuple[int, ...]:
+def _channel_map(value: object, n_mics: int, channels: int, channels_given: bool, origin: str) -> tuple[int, ...]:
     if value is None:
         return tuple(range(n_mics))
     if not isinstance(value, list) or not all(_is_int(c) for c in value):
@@ -536,14 +531,11 @@ def _channel_map(
         if not 0 <= c < channels:
             hint = "" if channels_given else " (set 'channels' when the device delivers more channels)"
             raise ProfileError(
-                f"{origin}: key 'channel_map'[{i}] is {c}, outside 0..{channels - 1} for "
-                f"channels = {channels}{hint}"
+                f"{origin}: key 'channel_map'[{i}] is {c}, outside 0..{channels - 1} for channels = {channels}{hint}"
             )
     duplicates = sorted({c for c in value if value.count(c) > 1})
     if duplicates:
-        raise ProfileError(
-            f"{origin}: key 'channel_map' {value!r} uses channel(s) {duplicates} for more than one mic"
-        )
+        raise ProfileError(f"{origin}: key 'channel_map' {value!r} uses channel(s) {duplicates} for more than one mic")
     return tuple(value)
 
 

@@ -16,6 +16,7 @@ from edge.errors import InputError, TympanError
 
 log = logging.getLogger(__name__)
 
+
 def _array_flags(p: argparse.ArgumentParser, required: bool) -> None:
     g = p.add_mutually_exclusive_group(required=required)
     g.add_argument("--board", metavar="NAME", help="board or array profile name (see `tympan boards list`)")
@@ -25,7 +26,9 @@ def _array_flags(p: argparse.ArgumentParser, required: bool) -> None:
 def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="PATH", help="model directory, .tflite or .onnx (default: bundled)")
     p.add_argument(
-        "--runtime", default="auto", choices=["auto", "litert", "onnxruntime"],
+        "--runtime",
+        default="auto",
+        choices=["auto", "litert", "onnxruntime"],
         help="model runtime (default: LiteRT if installed, else ONNX Runtime)",
     )
     p.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
@@ -33,14 +36,17 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
 
 def add_listen(sub: Any) -> None:
     p = sub.add_parser(
-        "listen", help="detect and localise sound events in a file or from a microphone array",
-        description="Stream audio through the edge pipeline and report events with onset, offset and "
-        "direction.",
+        "listen",
+        help="detect and localise sound events in a file or from a microphone array",
+        description="Stream audio through the edge pipeline and report events with onset, offset and direction.",
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--input", metavar="FILE", help="audio file (WAV/FLAC/OGG, any rate and channel count)")
     src.add_argument(
-        "--device", nargs="?", const="", metavar="NAME",
+        "--device",
+        nargs="?",
+        const="",
+        metavar="NAME",
         help="capture from a sound device (name substring or index; default: the array's or the system's)",
     )
     _array_flags(p, required=False)
@@ -138,14 +144,14 @@ def cmd_listen(args: argparse.Namespace) -> int:
         raise InputError(f"--duration {args.duration}: must be > 0")
     array = _load_array(args)
     model = _load_model(args)
-    block = int(round(args.block_ms * model.frontend.sample_rate / 1000.0))
+    block = round(args.block_ms * model.frontend.sample_rate / 1000.0)
     blocks: Any
     if args.input is not None:
-        blocks = FileSource(args.input, block_size=block, expected_channels=None if array is None else array.n_mics,
-                            array=array)
+        blocks = FileSource(
+            args.input, block_size=block, expected_channels=None if array is None else array.n_mics, array=array
+        )
         if array is None and blocks.channels > 1:
-            log.warning("%s: %d channels and no --board/--array: events get no direction", args.input,
-                        blocks.channels)
+            log.warning("%s: %d channels and no --board/--array: events get no direction", args.input, blocks.channels)
     else:
         if array is None:
             raise InputError("--device needs --board or --array (the channel count and order come from it)")
@@ -155,7 +161,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
         blocks = MicrophoneSource(device, array, block_size=block, duration_s=args.duration)
     pipeline = EdgePipeline(model, array, PipelineConfig(sed=SedConfig(threshold_scale=args.threshold_scale)))
     builder = TokenBuilder(args.device_id, model.id, wall_start=time.time(), stream_times=True)
-    sink = open(args.events, "w", encoding="utf-8") if args.events else None  # noqa: SIM115
+    sink = open(args.events, "w", encoding="utf-8") if args.events else None
     n_closed = 0
     try:
         for ev in run(blocks, pipeline):
@@ -187,8 +193,9 @@ def _tag_rows(model: Any, path: str, top: int) -> dict[str, Any]:
         "file": path,
         "model": model.id,
         "scores": {lb.name: round(float(s), 4) for lb, s in zip(model.labels, scores, strict=True)},
-        "top": [{"label": model.labels[i].name, "mid": model.labels[i].mid, "p": round(float(scores[i]), 4)}
-                for i in order],
+        "top": [
+            {"label": model.labels[i].name, "mid": model.labels[i].mid, "p": round(float(scores[i]), 4)} for i in order
+        ],
     }
 
 
@@ -253,4 +260,3 @@ def cmd_locate(args: argparse.Namespace) -> int:
                 print("  no directional source found")
 
     return _per_file(args.files, work)
-

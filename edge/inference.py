@@ -10,13 +10,14 @@ Runtimes form a registry; the board profile (or `--runtime`) picks one, `auto` p
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
 import logging
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -38,6 +39,23 @@ class Label:
     index: int
     mid: str
     name: str
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence native code's writes to file descriptor 2 (Python errors still raise as exceptions)."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 class Runtime(ABC):
@@ -64,8 +82,9 @@ class LiteRTRuntime(Runtime):
                     "or use the .onnx model with --runtime onnxruntime"
                 ) from None
         try:
-            self._it = Interpreter(model_path=path, num_threads=threads)
-            self._it.allocate_tensors()
+            with _quiet_stderr():  # the TFLite C++ runtime prints an INFO line per interpreter
+                self._it = Interpreter(model_path=path, num_threads=threads)
+                self._it.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"{path}: not a loadable TFLite model ({e})") from None
         self._in = self._it.get_input_details()[0]

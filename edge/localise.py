@@ -30,6 +30,7 @@ from edge.dsp.gcc_phat import mic_pairs
 from edge.errors import ConfigError
 from edge.messages import Bearing
 
+
 @dataclass(frozen=True)
 class LocaliserConfig:
     az_step_deg: float = 2.0
@@ -195,8 +196,8 @@ class Localiser:
             del_ = np.array([0.0])
         else:
             del_ = np.arange(-cfg.el_step_deg, cfg.el_step_deg + 1e-9, max(r, cfg.el_step_deg / 10))
-        a, e = np.meshgrid(az + daz, el + del_, indexing="ij")
-        a, e = a.ravel(), e.ravel()
+        a2, e2 = np.meshgrid(az + daz, el + del_, indexing="ij")
+        a, e = a2.ravel(), e2.ravel()
         lim_lo = -90.0 if self.geometry == "3d" else 0.0
         e = np.clip(e, lim_lo, 90.0)
         if self._axis is not None:
@@ -243,9 +244,7 @@ def _half_width(norm: npt.NDArray[np.float64], k: int, step: float, circular: bo
     return (width + 1) * step / 2.0
 
 
-def active_frames(
-    spectra: npt.NDArray[np.complexfloating], range_db: float = 20.0
-) -> npt.NDArray[np.bool_]:
+def active_frames(spectra: npt.NDArray[np.complexfloating], range_db: float = 20.0) -> npt.NDArray[np.bool_]:
     """Frames whose energy (all channels) is within `range_db` of the loudest frame."""
     e = np.sum(np.abs(spectra) ** 2, axis=(0, 1))
     if e.size == 0 or e.max() <= 0:

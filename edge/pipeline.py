@@ -66,7 +66,7 @@ class EdgePipeline:
         self._feat = np.full((pad, spec.n_mels), frontend.silence_floor(spec), np.float32)
         self._feat_next = 0  # stream index of the first feature frame not yet fed to the model
         self._seq = 0
-        ring = int(round(cfg.ring_s / self.out_hop_s))
+        ring = round(cfg.ring_s / self.out_hop_s)
         self._ring = ring
         self._level = np.full(ring, -np.inf, np.float64)
         self._power_acc = np.zeros(self.sub)  # per-STFT-frame power of the output frame being built
@@ -108,8 +108,8 @@ class EdgePipeline:
 
     def _attach(self, ev: Event) -> Event:
         """Level and bearings of the event from its loud frames between onset and emission."""
-        j0 = int(round(ev.onset / self.out_hop_s))
-        j1 = int(round((ev.offset if ev.offset is not None else ev.emitted) / self.out_hop_s))
+        j0 = round(ev.onset / self.out_hop_s)
+        j1 = round((ev.offset if ev.offset is not None else ev.emitted) / self.out_hop_s)
         j1 = max(j1, j0 + 1)
         j0 = max(j0, j1 - self._ring + 1, 0)
         slots = np.arange(j0, j1) % self._ring

@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from edge.errors import ConfigError
 from edge.inference import Label
-from edge.messages import Event, Scores
+from edge.messages import Event, Phase, Scores
 
 
 @dataclass(frozen=True)
@@ -74,16 +74,15 @@ class SedStage:
         self._hop_s = 0.0
         self._frame_end = 0
 
-    def _event(self, k: int, phase: str, st: _ClassState, emitted: float, offset: float | None) -> Event:
+    def _event(self, k: int, phase: Phase, st: _ClassState, emitted: float, offset: float | None) -> Event:
         lb = self.labels[k]
-        p = st.p_max if phase == "off" else st.p_max
         ev = Event(
             id=st.event_id,
-            phase=phase,  # type: ignore[arg-type]
+            phase=phase,
             label=lb.name,
             mid=lb.mid,
             code=lb.index,
-            p=round(float(p), 3),
+            p=round(st.p_max, 3),
             onset=round(st.onset_frame * self._hop_s, 3),
             offset=None if offset is None else round(offset, 3),
             emitted=round(emitted, 3),

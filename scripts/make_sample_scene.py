@@ -79,8 +79,17 @@ def main() -> None:
         x[-fade:] *= np.linspace(1, 0, fade)
         pos = CENTRE + DISTANCE * np.array([np.cos(np.radians(az)), np.sin(np.radians(az)), 0.0])
         room.add_source(pos.tolist(), signal=x, delay=start)
-        truth.append({"label": cat, "clip": r["filename"], "onset": start, "offset": start + length,
-                      "azimuth_deg": az, "elevation_deg": 0.0, "distance_m": DISTANCE})
+        truth.append(
+            {
+                "label": cat,
+                "clip": r["filename"],
+                "onset": start,
+                "offset": start + length,
+                "azimuth_deg": az,
+                "elevation_deg": 0.0,
+                "distance_m": DISTANCE,
+            }
+        )
         credits.append(f"- `{r['filename']}` ({cat}, ESC-50 fold 5): {c}")
     room.add_microphone_array(pra.MicrophoneArray(mics, FS))
     room.simulate()
@@ -98,15 +107,21 @@ def main() -> None:
         t["offset"] = round(t["offset"] + delay, 3)
     os.makedirs(args.out, exist_ok=True)
     sf.write(os.path.join(args.out, "sample_scene.flac"), y.T, FS, subtype="PCM_16")
-    json.dump({"array": ARRAY, "sample_rate": FS, "duration_s": SCENE_S, "rt60_s": RT60, "room_m": ROOM,
-               "events": truth}, open(os.path.join(args.out, "sample_scene.json"), "w"), indent=1)
+    json.dump(
+        {"array": ARRAY, "sample_rate": FS, "duration_s": SCENE_S, "rt60_s": RT60, "room_m": ROOM, "events": truth},
+        open(os.path.join(args.out, "sample_scene.json"), "w"),
+        indent=1,
+    )
     with open(os.path.join(args.out, "SAMPLE_CREDITS.md"), "w", encoding="utf-8") as f:
-        f.write("# Credits for the bundled sample scene\n\n"
-                "`sample_scene.flac` is made by `scripts/make_sample_scene.py` from these clips of ESC-10, the\n"
-                "CC BY 3.0 subset of ESC-50 (K. J. Piczak, ESC: Dataset for Environmental Sound Classification,\n"
-                "ACM MM 2015; https://creativecommons.org/licenses/by/3.0/). The clips were cut, scaled and\n"
-                "spatialised in a simulated room; the scene is shared under CC BY 3.0 as well.\n\n"
-                + "\n".join(credits) + "\n")
+        f.write(
+            "# Credits for the bundled sample scene\n\n"
+            "`sample_scene.flac` is made by `scripts/make_sample_scene.py` from these clips of ESC-10, the\n"
+            "CC BY 3.0 subset of ESC-50 (K. J. Piczak, ESC: Dataset for Environmental Sound Classification,\n"
+            "ACM MM 2015; https://creativecommons.org/licenses/by/3.0/). The clips were cut, scaled and\n"
+            "spatialised in a simulated room; the scene is shared under CC BY 3.0 as well.\n\n"
+            + "\n".join(credits)
+            + "\n"
+        )
     print("wrote", args.out, [t["clip"] for t in truth])
 
 

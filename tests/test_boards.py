@@ -292,9 +292,7 @@ BAD_ARRAYS: list[tuple[str, dict[str, Any], list[str]]] = [
 
 
 @pytest.mark.parametrize(("case", "content", "expected"), BAD_ARRAYS, ids=[c for c, _, _ in BAD_ARRAYS])
-def test_bad_array_file_is_rejected(
-    tmp_path: Path, case: str, content: dict[str, Any], expected: list[str]
-) -> None:
+def test_bad_array_file_is_rejected(tmp_path: Path, case: str, content: dict[str, Any], expected: list[str]) -> None:
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(content))
     with pytest.raises(ProfileError) as info:
@@ -395,9 +393,7 @@ BAD_BOARDS: list[tuple[str, dict[str, Any], list[str]]] = [
 
 
 @pytest.mark.parametrize(("case", "content", "expected"), BAD_BOARDS, ids=[c for c, _, _ in BAD_BOARDS])
-def test_bad_board_file_is_rejected(
-    tmp_path: Path, case: str, content: dict[str, Any], expected: list[str]
-) -> None:
+def test_bad_board_file_is_rejected(tmp_path: Path, case: str, content: dict[str, Any], expected: list[str]) -> None:
     path = tmp_path / "board.json"
     path.write_text(json.dumps(content))
     assert board_from_dict(GOOD_BOARD, "<good>").default_array == "ps3-eye"

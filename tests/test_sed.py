@@ -82,9 +82,7 @@ def test_updates_while_active() -> None:
     assert [e.phase for e in ev].count("upd") >= 5
 
 
-@pytest.mark.parametrize(
-    "bad", [{"off_ratio": 0.0}, {"min_on_frames": 0}, {"top_k": 0}, {"threshold_scale": 100.0}]
-)
+@pytest.mark.parametrize("bad", [{"off_ratio": 0.0}, {"min_on_frames": 0}, {"top_k": 0}, {"threshold_scale": 100.0}])
 def test_bad_config_rejected(bad: dict) -> None:
     with pytest.raises(ConfigError, match=next(iter(bad))):
         SedConfig(**bad)

@@ -37,9 +37,7 @@ def phat_cross_spectra(
 
 
 @register(REFERENCE, "gcc")
-def gcc(
-    cross: npt.NDArray[np.complexfloating], bins: slice, n_fft: int, upsample: int
-) -> npt.NDArray[np.float32]:
+def gcc(cross: npt.NDArray[np.complexfloating], bins: slice, n_fft: int, upsample: int) -> npt.NDArray[np.float32]:
     """Cross-spectra [P, B] (bins `bins` of an n_fft-point spectrum) -> cross-correlation [P, L].
 
     L = n_fft * upsample; lag index k is the delay (k - L // 2) / (sample_rate * upsample) seconds.

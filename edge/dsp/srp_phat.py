@@ -9,9 +9,7 @@ from edge.dsp.backends import REFERENCE, register
 
 
 @register(REFERENCE, "srp_map")
-def srp_map(
-    cc: npt.NDArray[np.floating], lag_index: npt.NDArray[np.floating]
-) -> npt.NDArray[np.float32]:
+def srp_map(cc: npt.NDArray[np.floating], lag_index: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
     """cc [P, L] cross-correlations; lag_index [G, P] fractional lag index of each pair for each grid
     direction -> power [G]: the sum over pairs of the linearly interpolated cross-correlation."""
     n_pairs, length = cc.shape

@@ -1,0 +1,78 @@
+"""Audio chunks of any length -> `Block`s of a fixed length, with stream time and sequence number.
+
+Both sources cut their stream with this, so a stream gives the same samples whatever the block size:
+the blocks concatenate to the input, only the last block may be shorter, and nothing is padded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge.dsp.frontend import SAMPLE_RATE
+from edge.errors import ConfigError
+from edge.messages import F32, Block
+
+
+def check_block_size(block_size: int) -> int:
+    """Return `block_size` if it is a positive integer, else raise ConfigError quoting it."""
+    if isinstance(block_size, bool) or not isinstance(block_size, int | np.integer) or block_size < 1:
+        raise ConfigError(f"block_size must be a positive number of samples, got {block_size!r}")
+    return int(block_size)
+
+
+class BlockCutter:
+    """Collects [channels, n] float32 chunks and cuts them into Blocks of `block_size` samples.
+
+    Block k holds stream samples [k * block_size, (k + 1) * block_size); its `t` is the index of its
+    first sample divided by `sample_rate` and its `seq` is k.
+    """
+
+    def __init__(self, channels: int, block_size: int, sample_rate: int = SAMPLE_RATE) -> None:
+        self.channels = channels
+        self.block_size = check_block_size(block_size)
+        self.sample_rate = sample_rate
+        self._pending: list[F32] = []
+        self._n_pending = 0
+        self._emitted = 0  # samples already emitted in blocks
+        self._seq = 0
+
+    @property
+    def samples_emitted(self) -> int:
+        return self._emitted
+
+    def push(self, chunk: F32) -> list[Block]:
+        """Add a [channels, n] chunk; return the blocks it completes (possibly none)."""
+        if chunk.ndim != 2 or chunk.shape[0] != self.channels:
+            raise ValueError(f"expected a [{self.channels}, n] chunk, got shape {chunk.shape}")
+        if chunk.shape[1] == 0:
+            return []
+        self._pending.append(chunk)
+        self._n_pending += chunk.shape[1]
+        if self._n_pending < self.block_size:
+            return []
+        return self._cut(final=False)
+
+    def flush(self) -> list[Block]:
+        """The last, possibly shorter, block (an empty list when nothing is pending)."""
+        return self._cut(final=True) if self._n_pending else []
+
+    def _cut(self, final: bool) -> list[Block]:
+        data = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending, axis=1)
+        n_full = data.shape[1] // self.block_size * self.block_size
+        stop = data.shape[1] if final else n_full
+        blocks = [self._block(data[:, i : min(i + self.block_size, stop)]) for i in range(0, stop, self.block_size)]
+        rest = data[:, stop:]
+        self._pending = [rest] if rest.shape[1] else []
+        self._n_pending = rest.shape[1]
+        return blocks
+
+    def _block(self, samples: F32) -> Block:
+        block = Block(
+            samples=np.array(samples, dtype=np.float32, order="C"),  # a copy: blocks own their samples
+            t=self._emitted / self.sample_rate,
+            seq=self._seq,
+            sample_rate=self.sample_rate,
+        )
+        self._emitted += samples.shape[1]
+        self._seq += 1
+        return block
