@@ -56,6 +56,13 @@ def add_listen(sub: Any) -> None:
     p.add_argument("--device-id", default="tympan-0", metavar="ID", help="device id in tokens")
     p.add_argument("--block-ms", type=float, default=100.0, help="block size in ms (default 100)")
     p.add_argument("--duration", type=float, metavar="S", help="stop capturing after S seconds")
+    p.add_argument(
+        "--buffer-s",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="capture queue length in seconds; audio beyond it is counted, logged and replaced by silence",
+    )
     p.add_argument("--threshold-scale", type=float, default=1.0, help="scale every class threshold")
     p.set_defaults(func=cmd_listen)
 
@@ -142,6 +149,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
         raise InputError(f"--block-ms {args.block_ms}: must be between 1 and 10000")
     if args.duration is not None and args.duration <= 0:
         raise InputError(f"--duration {args.duration}: must be > 0")
+    if not args.buffer_s > 0:
+        raise InputError(f"--buffer-s {args.buffer_s}: must be > 0")
     array = _load_array(args)
     model = _load_model(args)
     block = round(args.block_ms * model.frontend.sample_rate / 1000.0)
@@ -158,7 +167,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
         device: str | int | None = args.device or None
         if isinstance(device, str) and device.isdigit():
             device = int(device)
-        blocks = MicrophoneSource(device, array, block_size=block, duration_s=args.duration)
+        blocks = MicrophoneSource(device, array, block_size=block, duration_s=args.duration, queue_s=args.buffer_s)
     pipeline = EdgePipeline(model, array, PipelineConfig(sed=SedConfig(threshold_scale=args.threshold_scale)))
     builder = TokenBuilder(args.device_id, model.id, wall_start=time.time(), stream_times=True)
     sink = open(args.events, "w", encoding="utf-8") if args.events else None
