@@ -68,8 +68,8 @@ class EdgePipeline:
         self._seq = 0
         ring = round(cfg.ring_s / self.out_hop_s)
         self._ring = ring
-        self._level = np.full(ring, -np.inf, np.float64)
-        self._power_acc = np.zeros(self.sub)  # per-STFT-frame power of the output frame being built
+        self._psum = np.zeros(ring, np.float64)  # summed STFT-frame power per output frame
+        self._pcount = np.zeros(ring, np.int64)
         self._cross: npt.NDArray[np.complex64] | None = None
         if self.localiser is not None:
             n_pairs = len(self.localiser.pairs)
@@ -86,24 +86,26 @@ class EdgePipeline:
     # --- per-output-frame rings ---------------------------------------------------------------
     def _store_frames(self, spectra: npt.NDArray[np.complex64]) -> None:
         """Accumulate levels and cross-spectra of STFT frames into their output-frame slots."""
+        step = (self._ring - 1) * self.sub  # never write a slot twice in one pass
+        for s in range(0, spectra.shape[2], step):
+            self._store_chunk(spectra[:, :, s : s + step])
+
+    def _store_chunk(self, spectra: npt.NDArray[np.complex64]) -> None:
         t = spectra.shape[2]
         if t == 0:
             return
-        power = np.einsum("cft,f->t", np.abs(spectra) ** 2, self._parseval) / spectra.shape[0]
-        cross = self.localiser.frame_cross(spectra) if self.localiser is not None else None
-        for i in range(t):
-            f = self._frames_seen + i
-            j, within = divmod(f, self.sub)
-            slot = j % self._ring
-            if within == 0:
-                self._level[slot] = -np.inf
-                self._power_acc[:] = 0.0
-                if self._cross is not None:
-                    self._cross[slot] = 0
-            self._power_acc[within] = power[i]
-            self._level[slot] = 10 * np.log10(self._power_acc[: within + 1].mean() * 2.0 + 1e-20)
-            if self._cross is not None and cross is not None:
-                self._cross[slot] += cross[i]
+        power = np.einsum("cft,f->t", (np.abs(spectra) ** 2).astype(np.float64), self._parseval)
+        power /= spectra.shape[0]
+        f = self._frames_seen + np.arange(t)
+        slots = (f // self.sub) % self._ring
+        fresh = slots[f % self.sub == 0]  # output frames that start in this chunk
+        self._psum[fresh] = 0.0
+        self._pcount[fresh] = 0
+        np.add.at(self._psum, slots, power)
+        np.add.at(self._pcount, slots, 1)
+        if self._cross is not None and self.localiser is not None:
+            self._cross[fresh] = 0
+            np.add.at(self._cross, slots, self.localiser.frame_cross(spectra))
         self._frames_seen += t
 
     def _attach(self, ev: Event) -> Event:
@@ -113,9 +115,12 @@ class EdgePipeline:
         j1 = max(j1, j0 + 1)
         j0 = max(j0, j1 - self._ring + 1, 0)
         slots = np.arange(j0, j1) % self._ring
-        levels = self._level[slots]
-        if not np.isfinite(levels).any():
+        filled = self._pcount[slots] > 0
+        if not filled.any():
             return ev
+        slots = slots[filled]
+        # dBFS: a full-scale sine (mean power 1/2) is 0 dBFS
+        levels = 10.0 * np.log10(2.0 * self._psum[slots] / self._pcount[slots] + 1e-20)
         peak = float(np.max(levels))
         bearings = ev.bearings
         if self._cross is not None and self.localiser is not None:
