@@ -87,8 +87,10 @@ class LiteRTRuntime(Runtime):
                 self._it.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"{path}: not a loadable TFLite model ({e})") from None
-        self._in = self._it.get_input_details()[0]
-        self._out = self._it.get_output_details()[0]
+        ins, outs = self._it.get_input_details(), self._it.get_output_details()
+        if len(ins) != 1 or len(outs) != 1:
+            raise ModelError(f"{path}: expected one input and one output, got {len(ins)} and {len(outs)}")
+        self._in, self._out = ins[0], outs[0]
 
     def run(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         d = self._in
@@ -153,10 +155,10 @@ def default_model_dir() -> str:
     return str(resources.files("edge").joinpath("models", DEFAULT_MODEL))
 
 
-def pool_clip(frames: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """Linear-softmax pooling over frames: [T, K] -> [K]  (sum p^2 / sum p)."""
-    s = frames.sum(axis=0)
-    return np.where(s > 0, (frames**2).sum(axis=0) / np.maximum(s, 1e-12), 0.0).astype(np.float32)
+def pool_clip(frames: npt.NDArray[np.float32], axis: int = 0) -> npt.NDArray[np.float32]:
+    """Linear-softmax pooling over the frame axis: [T, K] -> [K]  (sum p^2 / sum p)."""
+    s = frames.sum(axis=axis)
+    return np.where(s > 0, (frames**2).sum(axis=axis) / np.maximum(s, 1e-12), 0.0).astype(np.float32)
 
 
 class Model:

@@ -1,0 +1,61 @@
+"""Audio file -> float32 mono waveform at the frontend's sample rate; waveform -> fixed windows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import soundfile as sf
+
+from edge.dsp.frontend import DEFAULT_FRONTEND, FrontendSpec
+from edge.errors import InputError
+
+F32 = npt.NDArray[np.float32]
+
+
+def window_samples(frames: int, spec: FrontendSpec = DEFAULT_FRONTEND) -> int:
+    """Samples that hold exactly `frames` causal frames."""
+    return spec.win + (frames - 1) * spec.hop
+
+
+def read_audio(path: Path, spec: FrontendSpec = DEFAULT_FRONTEND) -> F32:
+    """Read `path` as float32 mono at spec.sample_rate. Raises InputError naming the file."""
+    try:
+        x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+        raise InputError(f"{path}: unreadable audio ({e})") from None
+    if sr != spec.sample_rate:
+        raise InputError(f"{path}: sample rate {sr} Hz, expected {spec.sample_rate} Hz")
+    if x.shape[0] == 0:
+        raise InputError(f"{path}: no samples")
+    mono = x.mean(axis=1).astype(np.float32)
+    if not np.all(np.isfinite(mono)):
+        raise InputError(f"{path}: non-finite samples")
+    return mono
+
+
+def segment(x: F32, start: int, length: int) -> F32:
+    """x[start:start+length] with zeros where the range falls outside x (start may be negative)."""
+    out = np.zeros(length, np.float32)
+    lo, hi = max(start, 0), min(start + length, x.shape[0])
+    if hi > lo:
+        out[lo - start : hi - start] = x[lo:hi]
+    return out
+
+
+def frame_energy_db(x: F32, spec: FrontendSpec = DEFAULT_FRONTEND) -> F32:
+    """Per causal frame RMS level in dBFS, [n_frames(len(x))]."""
+    if x.shape[0] < spec.win:
+        return np.zeros(0, np.float32)
+    frames = np.lib.stride_tricks.sliding_window_view(x, spec.win)[:: spec.hop]
+    rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12)
+    return (20.0 * np.log10(rms)).astype(np.float32)
+
+
+def activity_mask(x: F32, rel_db: float, floor_db: float, spec: FrontendSpec = DEFAULT_FRONTEND) -> F32:
+    """Frames of `x` whose level is within `rel_db` of the loudest frame of `x` and above `floor_db`."""
+    e = frame_energy_db(x, spec)
+    if e.size == 0:
+        return e
+    return ((e >= e.max() - rel_db) & (e >= floor_db)).astype(np.float32)

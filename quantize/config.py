@@ -1,0 +1,179 @@
+"""JSON config file -> typed `PipelineConfig` (one dataclass per concern, unknown keys rejected).
+
+Each field's default is written once, here; bounds live in the field metadata (`lo`, `hi`) and are
+checked on load. `quantize/configs/default.json` states the shipped model's choices explicitly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from edge.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def _f(default: Any, lo: float | None = None, hi: float | None = None, doc: str = "") -> Any:
+    if isinstance(default, list | tuple | dict):
+        return field(default_factory=lambda: type(default)(default), metadata={"lo": lo, "hi": hi, "doc": doc})
+    return field(default=default, metadata={"lo": lo, "hi": hi, "doc": doc})
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    data_root: str = _f("../shared/data", doc="esc50/, urbansound8k_fold3/, ... (relative to the working dir)")
+    teacher: str = _f("../shared/models/yamnet/YamNet_w8a8.onnx.zip", doc=".onnx, .onnx.zip or .tflite")
+    teacher_class_map: str = _f("../shared/models/yamnet/yamnet_class_map.csv")
+    labels: str = _f("", doc="label CSV; empty: the packaged quantize/data/labels_default.csv")
+    dataset_mapping: str = _f("", doc="dataset label -> MID CSV; empty: packaged dataset_to_audioset.csv")
+    cache_dir: str = _f("~/.cache/tympan", doc="teacher unzip, teacher logits, transfer sets")
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    datasets: tuple[str, ...] = _f(("esc50", "urbansound8k", "vehicles", "dcase2016"))
+    esc50_val_folds: tuple[int, ...] = _f((5,))
+    us8k_val_fraction: float = _f(0.3, 0.0, 1.0, "fraction of US8K recordings (fsID) held out")
+    windows_per_second: float = _f(1.0, 0.05, 20.0, "training windows drawn per second of event clip")
+    background_only_fraction: float = _f(0.05, 0.0, 1.0)
+    snr_db: tuple[float, float] = _f((0.0, 30.0), -20.0, 60.0)
+    gain_db: tuple[float, float] = _f((-20.0, 0.0), -60.0, 20.0)
+    bg_label_max_snr_db: float = _f(15.0, -20.0, 60.0, "background labels count only below this SNR")
+    activity_rel_db: float = _f(30.0, 1.0, 120.0, "event active within this many dB of its loudest frame")
+    activity_floor_db: float = _f(-65.0, -120.0, 0.0, "and above this absolute frame level (dBFS)")
+    max_clips_per_dataset: int = _f(0, 0, None, "0: all; >0: a subset (quick runs)")
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    channels: tuple[int, ...] = _f((16, 32, 64, 96, 128), doc="conv block widths; the first two pool time by 2")
+    dropout: float = _f(0.1, 0.0, 0.9)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    epochs: int = _f(14, 1, 1000)
+    batch_size: int = _f(64, 1, 4096)
+    lr: float = _f(3e-3, 1e-6, 1.0)
+    weight_decay: float = _f(1e-4, 0.0, 1.0)
+    temperature: float = _f(2.0, 0.1, 20.0)
+    alpha: float = _f(0.7, 0.0, 1.0, "weight of the teacher (KD) terms vs the ground-truth terms")
+    frame_weight: float = _f(0.5, 0.0, 1.0, "weight of frame-level vs clip-level terms")
+    threads: int = _f(2, 1, 64)
+    max_minutes: float = _f(24.0, 0.1, 1000.0, "stop training after this long")
+    spec_augment: bool = _f(True, doc="random time / mel masks on training windows")
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    calibration_windows: int = _f(256, 8, 100000)
+    per_channel: bool = _f(True)
+    onnx_reduce_range: bool = _f(True, doc="7-bit ONNX weights: avoids x86 non-VNNI int8 saturation")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    max_val_clips: int = _f(0, 0, None, "0: all validation clips")
+    latency_repeats: int = _f(50, 1, 100000)
+    teacher_hop_frames: int = _f(48, 1, 96)
+    threshold_floor: float = _f(0.2, 0.01, 0.99, "lowest per-class detection threshold picked on validation")
+    threshold_min_positives: int = _f(5, 1, None, "classes with fewer validation positives keep the default")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    model_id: str = _f("tympan-sed-s1")
+    window_frames: int = _f(96, 16, 1024)
+    output_hop_frames: int = _f(4, 1, 16)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected an object, got {value!r}")
+        return from_dict(tp, value, where)  # type: ignore[arg-type]
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {value!r}")
+        return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"{where}: union types are not supported in config")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported config type {tp!r}")
+
+
+def _check_bounds(value: Any, meta: typing.Mapping[str, Any], where: str) -> None:
+    lo, hi = meta.get("lo"), meta.get("hi")
+    for v in value if isinstance(value, tuple) else (value,):
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            if lo is not None and v < lo:
+                raise ConfigError(f"{where}: {v!r} is below the minimum {lo}")
+            if hi is not None and v > hi:
+                raise ConfigError(f"{where}: {v!r} is above the maximum {hi}")
+
+
+def from_dict(cls: type[T], d: dict[str, Any], where: str = "config") -> T:
+    """Build dataclass `cls` from `d`: unknown keys rejected, types and bounds checked."""
+    assert dataclasses.is_dataclass(cls)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(fields)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in d.items():
+        sub = f"{where}.{name}"
+        kwargs[name] = _convert(value, hints[name], sub)
+        _check_bounds(kwargs[name], fields[name].metadata, sub)
+    return cls(**kwargs)
+
+
+def load_config(path: Path) -> PipelineConfig:
+    try:
+        raw = json.loads(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config: {e.strerror}") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be an object")
+    cfg = from_dict(PipelineConfig, raw, str(path))
+    if cfg.window_frames % cfg.output_hop_frames:
+        raise ConfigError(f"{path}: window_frames {cfg.window_frames} not a multiple of output_hop_frames")
+    return cfg

@@ -1,0 +1,170 @@
+"""Transfer set -> trained fp32 `Student` (knowledge distillation + ground-truth labels).
+
+Targets per window (see quantize.transfer): the event's teacher soft target on its active frames,
+max-combined with the background's teacher target (if the background is loud enough to count) and
+with the event's ground-truth classes on its active frames. With p = sigmoid(z) the student's frame
+probabilities and P = linear_softmax(p) its clip score:
+
+  frame loss = alpha * T^2 * BCE(sigmoid(z / T), teacher_T) + (1 - alpha) * BCE(p, max(teacher_1, gt))
+  clip loss  = alpha * BCE(P, max_frames teacher_1)
+             + (1 - alpha) * BCE(P, max_frames max(teacher_1, gt))
+  loss       = frame_weight * frame loss + (1 - frame_weight) * clip loss
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from quantize.audio import F32
+from quantize.config import DistillConfig, StudentConfig
+from quantize.student import Student, linear_softmax
+from quantize.transfer import TransferSet
+
+EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Targets:
+    frame_kd_t: torch.Tensor  # [B, T', K] teacher at temperature T
+    frame_all: torch.Tensor  # [B, T', K] max(teacher at T=1, gt)
+    clip_kd: torch.Tensor  # [B, K]
+    clip_all: torch.Tensor  # [B, K]
+
+
+def make_targets(ts: TransferSet, idx: np.ndarray, temperature: float, hop: int) -> Targets:
+    mask = torch.from_numpy(ts.ev_mask[idx])  # [B, F]
+    b, f = mask.shape
+    m = mask.reshape(b, f // hop, hop).amax(2)[:, :, None]  # [B, T', 1]
+    ev = torch.from_numpy(ts.ev_logits[idx])[:, None, :]
+    bg = torch.from_numpy(ts.bg_logits[idx])[:, None, :]
+    bw = torch.from_numpy(ts.bg_weight[idx])[:, None, None]
+    gt = torch.from_numpy(ts.gt[idx])[:, None, :]
+    kd_t = torch.maximum(torch.sigmoid(ev / temperature) * m, torch.sigmoid(bg / temperature) * bw)
+    kd_1 = torch.maximum(torch.sigmoid(ev) * m, torch.sigmoid(bg) * bw)
+    all_1 = torch.maximum(kd_1, gt * m)
+    return Targets(kd_t, all_1, kd_1.amax(1), all_1.amax(1))
+
+
+def _bce(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy(p.clamp(EPS, 1 - EPS), t)
+
+
+def distill_loss(z: torch.Tensor, tg: Targets, cfg: DistillConfig) -> torch.Tensor:
+    t = cfg.temperature
+    p = torch.sigmoid(z)
+    pooled = linear_softmax(p, 1)
+    frame = cfg.alpha * t * t * F.binary_cross_entropy_with_logits(z / t, tg.frame_kd_t) + (
+        1 - cfg.alpha
+    ) * F.binary_cross_entropy_with_logits(z, tg.frame_all)
+    clip = cfg.alpha * _bce(pooled, tg.clip_kd) + (1 - cfg.alpha) * _bce(pooled, tg.clip_all)
+    return cfg.frame_weight * frame + (1 - cfg.frame_weight) * clip
+
+
+def _augment(x: torch.Tensor, mean: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Mask one random band of up to 8 mels per window (filled with the mel mean)."""
+    b, _, m = x.shape
+    width = torch.randint(0, 9, (b,), generator=gen)
+    lo = (torch.rand(b, generator=gen) * (m - width)).long()
+    bands = torch.arange(m)[None, :]
+    cut = (bands >= lo[:, None]) & (bands < (lo + width)[:, None])  # [B, M]
+    return torch.where(cut[:, None, :], mean[None, None, :], x)
+
+
+def train_student(
+    train: TransferSet,
+    val: TransferSet,
+    n_classes: int,
+    student_cfg: StudentConfig,
+    cfg: DistillConfig,
+    hop: int,
+    seed: int,
+) -> tuple[Student, dict[str, float | int | list[float]]]:
+    """Train with AdamW + one-cycle LR; keep the epoch with the lowest validation loss."""
+    torch.manual_seed(seed)
+    torch.set_num_threads(cfg.threads)
+    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = Student(student_cfg, n_classes, train.x.shape[2], hop)
+    mean: F32 = train.x.mean(axis=(0, 1))
+    std: F32 = train.x.std(axis=(0, 1))
+    model.set_normalisation(mean, std)
+    mean_t = torch.from_numpy(mean)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, len(train) // cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.15
+    )
+    best_loss, best_state, best_epoch = float("inf"), None, -1
+    history: list[float] = []
+    t0 = time.monotonic()
+    stopped_early = False
+    for epoch in range(cfg.epochs):
+        model.train()
+        order = rng.permutation(len(train))
+        total = 0.0
+        for s in range(steps_per_epoch):
+            idx = np.sort(order[s * cfg.batch_size : (s + 1) * cfg.batch_size])
+            x = torch.from_numpy(train.x[idx])
+            if cfg.spec_augment:
+                x = _augment(x, mean_t, gen)
+            loss = distill_loss(model.logits(x), make_targets(train, idx, cfg.temperature, hop), cfg)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item()
+        val_loss = evaluate_loss(model, val, cfg, hop)
+        history.append(val_loss)
+        elapsed = time.monotonic() - t0
+        print(
+            f"  epoch {epoch + 1}/{cfg.epochs}: train loss {total / steps_per_epoch:.4f}, "
+            f"val loss {val_loss:.4f}, {elapsed:.0f} s",
+            flush=True,
+        )
+        if val_loss < best_loss:
+            best_loss, best_epoch = val_loss, epoch + 1
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if elapsed > cfg.max_minutes * 60 and epoch + 1 < cfg.epochs:
+            print(f"  stopping after {epoch + 1} epochs: time budget {cfg.max_minutes} min spent", flush=True)
+            stopped_early = True
+            break
+    assert best_state is not None
+    model.load_state_dict(best_state)
+    model.eval()
+    info: dict[str, float | int | list[float]] = {
+        "best_epoch": best_epoch,
+        "best_val_loss": best_loss,
+        "val_loss_history": history,
+        "train_windows": len(train),
+        "val_windows": len(val),
+        "train_seconds": round(time.monotonic() - t0, 1),
+        "stopped_early": int(stopped_early),
+    }
+    return model, info
+
+
+def evaluate_loss(model: Student, ts: TransferSet, cfg: DistillConfig, hop: int) -> float:
+    model.eval()
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for s in range(0, len(ts), 256):
+            idx = np.arange(s, min(s + 256, len(ts)))
+            z = model.logits(torch.from_numpy(ts.x[idx]))
+            total += float(distill_loss(z, make_targets(ts, idx, cfg.temperature, hop), cfg)) * len(idx)
+            n += len(idx)
+    return total / max(n, 1)
+
+
+def predict_frames(model: Student, x: F32, batch: int = 256) -> F32:
+    """fp32 student on log-mel windows [N, F, M] -> frame probabilities [N, F / hop, K]."""
+    model.eval()
+    outs = []
+    with torch.no_grad():
+        for s in range(0, x.shape[0], batch):
+            outs.append(model(torch.from_numpy(np.ascontiguousarray(x[s : s + batch]))).numpy())
+    return np.concatenate(outs).astype(np.float32)

@@ -1,0 +1,415 @@
+"""Config + data + teacher -> run directory (student, int8 models, report) -> model directory.
+
+The one wiring module of the workstation pipeline: it calls the stages in order and owns the files
+of a run directory:
+  transfer stats, student_fp32.pt, student_fp32.onnx, model_int8.tflite, model_int8.onnx,
+  metrics.json, report.md, model/ (the installable model directory, see quantize.export).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.dsp.frontend import DEFAULT_FRONTEND
+from edge.errors import ConfigError, ModelError
+from quantize.audio import read_audio
+from quantize.config import PipelineConfig
+from quantize.labels import LabelSet, load_dataset_mapping, load_labels, packaged_data
+from quantize.teacher import Teacher, TeacherCache, load_teacher
+from quantize.transfer import Clip, TransferSet, _hash_fraction, build_transfer, list_backgrounds, list_clips
+
+STUDENT_PT = "student_fp32.pt"
+RUN_JSON = "run.json"
+TEACHER_PARAMS = 3_700_000  # YAMNet, per its README (the ONNX export does not say)
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "edge" / "models" / "default"
+LICENCES = {
+    "esc50": "ESC-50: CC BY-NC 3.0 (ESC-10 subset CC BY 3.0)",
+    "urbansound8k": "UrbanSound8K: CC BY-NC 3.0",
+    "vehicles": "vehicles: licence not stated by its source",
+    "dcase2016": "DCASE 2016 task 2 isolated events: DCASE challenge data terms",
+    "backgrounds": "backgrounds: licence not stated by its source",
+}
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Everything the stages share: labels, teacher, its cache and the clip lists."""
+
+    cfg: PipelineConfig
+    labels: LabelSet
+    teacher_map: LabelSet
+    teacher_cols: np.ndarray
+    mapping: dict[tuple[str, str], tuple[int, ...]]
+    teacher: Teacher
+    cache: TeacherCache
+    clips: list[Clip]
+    backgrounds: list[Path]
+    cache_dir: Path
+
+
+def _subset(clips: list[Clip], n: int) -> list[Clip]:
+    """The first n clips of each (dataset, split), in a stable hashed order (all if n == 0)."""
+    if n == 0:
+        return clips
+    out: list[Clip] = []
+    for key in sorted({(c.dataset, c.split) for c in clips}):
+        group = sorted((c for c in clips if (c.dataset, c.split) == key), key=lambda c: _hash_fraction(str(c.path)))
+        out += group[:n]
+    return out
+
+
+def setup(cfg: PipelineConfig) -> Setup:
+    p = cfg.paths
+    cache_dir = Path(os.path.expanduser(p.cache_dir))
+    teacher_map = load_labels(Path(p.teacher_class_map))
+    labels = load_labels(Path(p.labels) if p.labels else packaged_data("labels_default.csv"), teacher_map)
+    mapping = load_dataset_mapping(
+        Path(p.dataset_mapping) if p.dataset_mapping else packaged_data("dataset_to_audioset.csv"), labels
+    )
+    teacher = load_teacher(Path(p.teacher), cache_dir / "teacher", cfg.window_frames, DEFAULT_FRONTEND)
+    if teacher.n_classes != len(teacher_map):
+        raise ModelError(
+            f"{p.teacher}: teacher has {teacher.n_classes} outputs, its class map "
+            f"{p.teacher_class_map} has {len(teacher_map)} rows"
+        )
+    root = Path(p.data_root)
+    clips = _subset(list_clips(root, cfg.transfer), cfg.transfer.max_clips_per_dataset)
+    backgrounds = list_backgrounds(root)
+    return Setup(
+        cfg,
+        labels,
+        teacher_map,
+        labels.columns_in(teacher_map),
+        mapping,
+        teacher,
+        TeacherCache(teacher, cache_dir),
+        clips,
+        backgrounds,
+        cache_dir,
+    )
+
+
+def transfer_sets(s: Setup, seed: int) -> tuple[TransferSet, TransferSet]:
+    """Train and validation mixture sets, cached by everything that determines them."""
+    key_src = json.dumps(
+        {
+            "transfer": s.cfg.to_dict()["transfer"],
+            "labels": s.labels.mids,
+            "teacher": s.teacher.fingerprint,
+            "seed": seed,
+            "clips": [str(c.path) for c in s.clips],
+            "bg": [str(b) for b in s.backgrounds],
+            "window": s.cfg.window_frames,
+            "version": 1,
+        },
+        sort_keys=True,
+    )
+    key = hashlib.sha1(key_src.encode()).hexdigest()[:16]
+    out = []
+    for split, split_seed in (("train", seed), ("val", seed + 1)):
+        f = s.cache_dir / f"transfer-{key}-{split}.npz"
+        if f.exists():
+            print(f"transfer set ({split}): cached {f}", flush=True)
+            out.append(TransferSet.load(f))
+            continue
+        print(f"transfer set ({split}): building", flush=True)
+        ts = build_transfer(
+            [c for c in s.clips if c.split == split],
+            s.backgrounds,
+            s.cache,
+            s.teacher_cols,
+            s.mapping,
+            s.labels,
+            s.cfg.transfer,
+            split_seed,
+            s.cfg.window_frames,
+        )
+        ts.save(f)
+        out.append(ts)
+    return out[0], out[1]
+
+
+def run(cfg: PipelineConfig, out: Path, seed: int, command: str, install_default: bool) -> Path:
+    """The whole pipeline; returns the model directory (out/model)."""
+    train_and_quantize(cfg, out, seed, command)
+    return evaluate_and_package(out, install_default)
+
+
+def train_and_quantize(cfg: PipelineConfig, out: Path, seed: int, command: str) -> None:
+    """Teacher -> transfer sets -> student -> int8 files, written into run directory `out`."""
+    import torch
+
+    from quantize.distill import train_student
+    from quantize.export import export_onnx_fp32
+    from quantize.ptq import quantize_onnx, quantize_tflite
+
+    t_start = time.monotonic()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    s = setup(cfg)
+    n_train = sum(c.split == "train" for c in s.clips)
+    print(
+        f"{len(s.labels)} classes, {n_train} train / {len(s.clips) - n_train} val clips, "
+        f"{len(s.backgrounds)} backgrounds, teacher {s.teacher.path}",
+        flush=True,
+    )
+    train, val = transfer_sets(s, seed)
+
+    print(f"distilling: {len(train)} train / {len(val)} val windows", flush=True)
+    model, train_info = train_student(train, val, len(s.labels), cfg.student, cfg.distill, cfg.output_hop_frames, seed)
+    torch.save(model.state_dict(), out / STUDENT_PT)
+    probe = torch.from_numpy(val.x[:8] if len(val) else train.x[:8])
+    before = model(probe).detach()
+    model.fold_batchnorm()
+    fold_err = float((model(probe).detach() - before).abs().max())
+    if fold_err > 1e-4:
+        raise ModelError(f"BatchNorm folding changed the outputs by {fold_err:.2g}")
+
+    print("quantising (int8 PTQ)", flush=True)
+    rng = np.random.default_rng(seed + 2)
+    calib = train.x[rng.choice(len(train), size=min(cfg.quant.calibration_windows, len(train)), replace=False)]
+    export_onnx_fp32(model, cfg.window_frames, DEFAULT_FRONTEND.n_mels, out / "student_fp32.onnx")
+    quantize_tflite(model, calib, out / "model_int8.tflite", cfg.quant.per_channel)
+    quantize_onnx(
+        out / "student_fp32.onnx", calib, out / "model_int8.onnx", cfg.quant.per_channel, cfg.quant.onnx_reduce_range
+    )
+    train_info["bn_fold_max_abs_err"] = fold_err
+    train_info["seconds_to_quantised"] = round(time.monotonic() - t_start, 1)
+    run_info = {"seed": seed, "command": command, "training": train_info}
+    (out / RUN_JSON).write_text(json.dumps(run_info, indent=2) + "\n")
+
+
+def _run_info(out: Path) -> dict[str, Any]:
+    """run.json of a run directory (older runs: rebuilt from metrics.json and model/model.json)."""
+    if (out / RUN_JSON).exists():
+        info: dict[str, Any] = json.loads((out / RUN_JSON).read_text())
+        return info
+    try:
+        old = json.loads((out / "model" / "model.json").read_text())["training"]
+        metrics = json.loads((out / "metrics.json").read_text())
+    except (OSError, KeyError, json.JSONDecodeError):
+        raise ModelError(f"{out}: not a run directory (no {RUN_JSON})") from None
+    training = dict(metrics["training"])
+    training["bn_fold_max_abs_err"] = metrics.get("bn_fold_max_abs_err")
+    return {"seed": old["seed"], "command": old["command"], "training": training}
+
+
+def evaluate_and_package(out: Path, install_default: bool) -> Path:
+    """Run directory -> metrics.json, report.md and the model directory out/model (see module doc)."""
+    import torch
+
+    from quantize.config import from_dict
+    from quantize.distill import predict_frames
+    from quantize.evaluate import TEACHER, FrameModel, compute_metrics, report_markdown, score_clips
+    from quantize.export import check_model_dir, install_model_dir, pick_thresholds, write_model_dir
+    from quantize.infer import OnnxRunner, TfliteRunner
+    from quantize.student import Student, count_macs, count_params
+    from quantize.transfer import clip_windows, windows_logmel
+
+    t_start = time.monotonic()
+    try:
+        cfg = from_dict(PipelineConfig, json.loads((out / "config.json").read_text()), str(out / "config.json"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ModelError(f"{out}: no readable config.json ({e})") from None
+    info = _run_info(out)
+    s = setup(cfg)
+    n_mels = DEFAULT_FRONTEND.n_mels
+    model = Student(cfg.student, len(s.labels), n_mels, cfg.output_hop_frames)
+    model.load_state_dict(torch.load(out / STUDENT_PT))
+    model.eval()
+    model.fold_batchnorm()
+    params = count_params(model)
+    macs = count_macs(model, cfg.window_frames, n_mels)
+
+    print("evaluating", flush=True)
+    torch.set_num_threads(1)
+    tfl, onx = TfliteRunner(out / "model_int8.tflite"), OnnxRunner(out / "model_int8.onnx")
+    models: dict[str, FrameModel] = {
+        "student_fp32": lambda w: predict_frames(model, w),
+        "student_int8_tflite": tfl,
+        "student_int8_onnx": onx,
+    }
+    val_clips = _subset([c for c in s.clips if c.split == "val"], cfg.eval.max_val_clips)
+    if not val_clips:
+        raise ConfigError("no validation clips: check the datasets and their splits in the config")
+    cs = score_clips(
+        val_clips,
+        s.cache,
+        s.teacher_cols,
+        s.mapping,
+        len(s.labels),
+        models,
+        cfg.window_frames,
+        cfg.eval.teacher_hop_frames,
+    )
+    metrics = compute_metrics(cs, s.mapping, "student_fp32", ["student_int8_tflite", "student_int8_onnx"])
+    window_s = cfg.window_frames * DEFAULT_FRONTEND.hop_s
+    x0 = read_audio(val_clips[0].path)
+    w1 = windows_logmel(x0, clip_windows(x0, cfg.window_frames, cfg.window_frames)[:1], cfg.window_frames)
+    reps = cfg.eval.latency_repeats
+
+    def ms_per_s(sec_per_window: float, seconds_per_window: float) -> float:
+        return round(1000.0 * sec_per_window / seconds_per_window, 3)
+
+    t = time.perf_counter()
+    for _ in range(reps):
+        predict_frames(model, w1)
+    fp32_lat = (time.perf_counter() - t) / reps
+    teacher_window = np.zeros((1, s.teacher.n_samples), np.float32)
+    t = time.perf_counter()
+    for _ in range(reps):
+        s.teacher.logits(teacher_window)
+    teacher_lat = (time.perf_counter() - t) / reps
+    teacher_hop_s = cfg.eval.teacher_hop_frames * DEFAULT_FRONTEND.hop_s
+    model_info: dict[str, dict[str, Any]] = {
+        TEACHER: {
+            "bytes": Path(cfg.paths.teacher).stat().st_size,
+            "params": TEACHER_PARAMS,
+            "macs": None,
+            "ms_per_audio_second": ms_per_s(teacher_lat, teacher_hop_s),
+        },
+        "student_fp32": {
+            "bytes": (out / "student_fp32.onnx").stat().st_size,
+            "params": params,
+            "macs": macs,
+            "ms_per_audio_second": ms_per_s(fp32_lat, window_s),
+        },
+        "student_int8_tflite": {
+            "bytes": (out / "model_int8.tflite").stat().st_size,
+            "params": params,
+            "macs": macs,
+            "ms_per_audio_second": ms_per_s(tfl.latency_s(w1, reps), window_s),
+        },
+        "student_int8_onnx": {
+            "bytes": (out / "model_int8.onnx").stat().st_size,
+            "params": params,
+            "macs": macs,
+            "ms_per_audio_second": ms_per_s(onx.latency_s(w1, reps), window_s),
+        },
+    }
+    targets = np.maximum(cs.gt, (cs.scores[TEACHER] >= 0.5).astype(np.float32))
+    default_threshold = 0.5
+    per_class = pick_thresholds(
+        cs.scores["student_int8_tflite"],
+        targets,
+        s.labels.names,
+        default_threshold,
+        cfg.eval.threshold_min_positives,
+        cfg.eval.threshold_floor,
+    )
+    seed, command, train_info = info["seed"], info["command"], info["training"]
+    all_metrics = {
+        "validation": metrics,
+        "models": model_info,
+        "training": train_info,
+        "host": platform.processor() or platform.machine(),
+    }
+    (out / "metrics.json").write_text(json.dumps(all_metrics, indent=2) + "\n")
+    report = report_markdown(metrics, model_info, f"Tympan distillation run: {out}", command)
+    (out / "report.md").write_text(report)
+
+    date = datetime.date.today().strftime("%Y%m%d")
+    model_id = f"{cfg.model_id}-{date}"
+    datasets = [*sorted({c.dataset for c in s.clips}), "backgrounds"]
+    meta: dict[str, Any] = {
+        "id": model_id,
+        "frontend": DEFAULT_FRONTEND.to_dict(),
+        "window_frames": cfg.window_frames,
+        "output_hop_frames": cfg.output_hop_frames,
+        "thresholds": {"default": default_threshold, "per_class": per_class},
+        "pooling": "linear_softmax",
+        "teacher": {
+            "model": "YAMNet",
+            "file": Path(cfg.paths.teacher).name,
+            "format": type(s.teacher).__name__,
+            "sha256_16": s.teacher.fingerprint,
+            "outputs": "logits (soft targets: sigmoid(logit / T))",
+            "class_map": Path(cfg.paths.teacher_class_map).name,
+            "licence": "Apache-2.0",
+        },
+        "training": {
+            "config": cfg.to_dict(),
+            "seed": seed,
+            "command": command,
+            "data": {d: LICENCES[d] for d in datasets},
+            **train_info,
+        },
+        "metrics": {"validation": metrics, "models": model_info},
+    }
+    card = model_card(model_id, s, meta, report, command)
+    model_dir = out / "model"
+    write_model_dir(model_dir, out / "model_int8.tflite", out / "model_int8.onnx", s.labels, meta, card)
+    check_model_dir(model_dir)
+    if install_default:
+        install_model_dir(model_dir, DEFAULT_MODEL_DIR)
+        print(f"installed {model_dir} -> {DEFAULT_MODEL_DIR}", flush=True)
+    print(f"done in {time.monotonic() - t_start:.0f} s: {model_dir}", flush=True)
+    return model_dir
+
+
+def model_card(model_id: str, s: Setup, meta: dict[str, Any], report: str, command: str) -> str:
+    tr = meta["training"]
+    ev = s.cfg.eval
+    tr_default = meta["thresholds"]["default"]
+    data_lines = "\n".join(f"- {v}" for v in tr["data"].values())
+    return f"""# Model card: {model_id}
+
+Tympan's on-device sound event detector: a {meta["metrics"]["models"]["student_fp32"]["params"]:,}-parameter
+CNN distilled from YAMNet, int8-quantised (post-training, per-channel weights), shipped as
+`model_int8.tflite` (LiteRT) and `model_int8.onnx` (ONNX Runtime, QDQ).
+
+## Interface
+- Input: one window of 96 frames x 64 log-mel bands ([1, 96, 64] float32, raw log-mel of
+  `edge.dsp.frontend`: 16 kHz, 25 ms Hann, 10 ms hop, 64 HTK mels 125-7500 Hz, log(mel + 0.001)).
+  Normalisation is inside the model.
+- Output: [1, 24, {len(s.labels)}] sigmoid probabilities, one row per 40 ms (4 input frames).
+- Clip score: linear-softmax pooling over frames (sum p^2 / sum p). Thresholds per class in
+  `model.json` (chosen to maximise F1 on the validation clips where a class has at least
+  {ev.threshold_min_positives} positives, never below {ev.threshold_floor}; {tr_default} elsewhere).
+  They were picked on the same validation clips the metrics below use, so treat them as a
+  starting point.
+- Classes: {len(s.labels)} AudioSet classes (`labels.csv`) for home, street, industrial and nature
+  monitoring.
+
+## Training
+- Teacher: YAMNet (Apache-2.0), `{Path(s.cfg.paths.teacher).name}` ({type(s.teacher).__name__}); its
+  outputs are logits, soft targets are sigmoid(logit / T) with T = {s.cfg.distill.temperature}.
+- Transfer set: event windows of the training clips mixed into background clips at random SNR
+  ({s.cfg.transfer.snr_db[0]:g}-{s.cfg.transfer.snr_db[1]:g} dB); frame targets = teacher soft target of the
+  event x its activity mask (energy envelope), max-combined with the dataset's labels mapped to
+  AudioSet and the background's teacher target.
+- Loss: KD (weight alpha = {s.cfg.distill.alpha}) + ground truth, frame and clip (pooled) terms.
+- Seed {tr["seed"]}; best epoch {tr["best_epoch"]} of {s.cfg.distill.epochs}; {tr["train_windows"]} windows.
+- Command: `{command}`
+
+## Data and licences
+{data_lines}
+
+Because ESC-50 and UrbanSound8K are CC BY-NC 3.0, **this model inherits non-commercial terms**: do not
+use it commercially without retraining on suitably licensed data. Validation: ESC-50 fold 5 and a
+held-out 30% of the UrbanSound8K fold-3 recordings (split by fsID); these are development
+validation numbers, not a held-out benchmark.
+
+## Measured metrics
+{_demote_headings(report.split(chr(10), 3)[3] if report.count(chr(10)) >= 3 else report)}
+
+## Limitations
+- Only 0.96 s of context per window; classes the training data never shows (many of the {len(s.labels)})
+  are learnt from the teacher's soft targets alone and are weaker than the teacher.
+- Trained on a few thousand clips on a 2-core CPU in minutes: a first model, not a tuned one.
+"""
+
+
+def _demote_headings(md: str) -> str:
+    """Nest a report's `## ` sections under a model card section."""
+    return "\n".join("#" + line if line.startswith("## ") else line for line in md.split("\n"))

@@ -1,0 +1,82 @@
+"""fp32 `Student` + calibration log-mel windows -> int8 `.tflite` (PT2E) and int8 QDQ `.onnx` files.
+
+TFLite: torch.export -> PT2E prepare with litert-torch's symmetric int8 quantizer (per-channel
+weights, histogram-observed activations) -> calibrate -> convert_pt2e(fold_quantize=False) ->
+litert_torch.convert. ONNX: the fp32 ONNX (quantize.export) -> onnxruntime quantize_static (QDQ,
+int8 activations and per-channel int8 weights) with a CalibrationDataReader over the same windows.
+Both keep one float32 input [1, F, M] (raw log-mel) and one float32 output [1, F / hop, K].
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from quantize.audio import F32
+from quantize.export import INPUT_NAME, quiet
+from quantize.student import Student
+
+
+def quantize_tflite(model: Student, calib: F32, out: Path, per_channel: bool) -> None:
+    """PT2E int8 post-training quantisation and TFLite export of `model` (BatchNorm folded)."""
+    import litert_torch
+    from litert_torch.quantize import pt2e_quantizer
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e import quantize_pt2e
+
+    model.eval()
+    sample = (torch.from_numpy(np.ascontiguousarray(calib[:1])),)
+    with quiet():
+        exported = torch.export.export(model, sample).module()
+        quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
+            pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=per_channel)
+        )
+        prepared = quantize_pt2e.prepare_pt2e(exported, quantizer)
+        with torch.no_grad():
+            for i in range(calib.shape[0]):
+                prepared(torch.from_numpy(np.ascontiguousarray(calib[i : i + 1])))
+        converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
+        edge = litert_torch.convert(converted, sample, quant_config=QuantConfig(pt2e_quantizer=quantizer))
+        edge.export(str(out))
+
+
+def quantize_onnx(fp32_onnx: Path, calib: F32, out: Path, per_channel: bool, reduce_range: bool) -> None:
+    """onnxruntime static QDQ int8 quantisation of an fp32 ONNX student.
+
+    `reduce_range` quantises weights to 7 bits. ONNX Runtime's x86 int8 kernels on CPUs without VNNI
+    (u8 x s8 via 16-bit pairwise sums) saturate with full-range weights: measured here, the same QDQ
+    model agreed with fp32 on 0.97 of top-1 class decisions with graph optimisations off, 0.88 with
+    ORT's fused int8 kernels, and 0.96 fused with reduce_range.
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._i = 0
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            if self._i >= calib.shape[0]:
+                return None
+            self._i += 1
+            return {INPUT_NAME: np.ascontiguousarray(calib[self._i - 1 : self._i], np.float32)}
+
+    # The final sigmoid stays float: an int8 probability (step 1/255) would flatten every small
+    # probability to 0 or 0.004 and scramble the ranking of the many quiet classes. Its input
+    # (the logits) is still int8, as in the TFLite model, where PT2E leaves LOGISTIC in float too.
+    graph = onnx.load(str(fp32_onnx)).graph
+    keep_float = [n.name for n in graph.node if n.op_type == "Sigmoid"]
+    with quiet():
+        quantize_static(
+            str(fp32_onnx),
+            str(out),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=keep_float,
+            reduce_range=reduce_range,
+        )

@@ -1,0 +1,504 @@
+"""The quantize pipeline's mechanics on tiny generated data with a tiny generated teacher, the inputs
+it must reject, and the shipped default model's consistency."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from edge.dsp.frontend import logmel
+from edge.errors import ConfigError, InputError, ModelError
+from quantize.audio import read_audio, window_samples
+from quantize.config import PipelineConfig, from_dict, load_config
+from quantize.export import check_model_dir
+from quantize.infer import OnnxRunner, TfliteRunner, linear_softmax_np
+from quantize.labels import load_dataset_mapping, load_labels
+from quantize.pipeline import DEFAULT_MODEL_DIR
+from quantize.teacher import OnnxTeacher, TeacherCache, load_teacher
+
+SR = 16000
+N_TEACHER = 521
+SHARED_DATA = Path("/work/shared/data")
+
+
+# --- fixtures: a tiny teacher, class map, labels and a tiny dataset tree -----------------------
+
+
+def make_teacher_onnx(path: Path, frames: int = 96, mels: int = 64, seed: int = 0, sigmoid_out: bool = False) -> Path:
+    """uint8 log-mel [1, 1, frames, mels] -> dequantise -> mean over time -> linear -> logits [1, 521]."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((mels, N_TEACHER)) * 0.5).astype(np.float32)
+    b = (rng.standard_normal(N_TEACHER) - 2.0).astype(np.float32)
+    inits = [
+        numpy_helper.from_array(np.array(0.0479, np.float32), "audio_scale"),
+        numpy_helper.from_array(np.array(144, np.uint8), "audio_zero_point"),
+        numpy_helper.from_array(w, "W"),
+        numpy_helper.from_array(b, "B"),
+        numpy_helper.from_array(np.array([1, mels], np.int64), "shape"),
+    ]
+    nodes = [
+        helper.make_node("DequantizeLinear", ["audio", "audio_scale", "audio_zero_point"], ["x"]),
+        helper.make_node("ReduceMean", ["x"], ["m"], axes=[2], keepdims=0),
+        helper.make_node("Reshape", ["m", "shape"], ["r"]),
+        helper.make_node("MatMul", ["r", "W"], ["z"]),
+        helper.make_node("Add", ["z", "B"], ["y" if sigmoid_out else "class_scores"]),
+    ]
+    if sigmoid_out:
+        nodes.append(helper.make_node("Sigmoid", ["y"], ["class_scores"]))
+    graph = helper.make_graph(
+        nodes,
+        "tiny_teacher",
+        [helper.make_tensor_value_info("audio", TensorProto.UINT8, [1, 1, frames, mels])],
+        [helper.make_tensor_value_info("class_scores", TensorProto.FLOAT, [1, N_TEACHER])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def tone(freq: float, seconds: float, rng: np.random.Generator, burst: bool = True) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    x = 0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.size)
+    if burst:
+        env = np.zeros_like(t)
+        on = rng.integers(0, max(1, t.size - SR // 2))
+        env[on : on + SR // 2] = 1.0
+        x = x * env
+    return x.astype(np.float32)
+
+
+@pytest.fixture()
+def tiny_world(tmp_path: Path) -> dict[str, Path]:
+    rng = np.random.default_rng(0)
+    class_map = write_csv(
+        tmp_path / "class_map.csv",
+        ["index", "mid", "display_name"],
+        [[i, f"/m/t{i}", f"Class {i}"] for i in range(N_TEACHER)],
+    )
+    labels = write_csv(
+        tmp_path / "labels.csv",
+        ["index", "mid", "display_name"],
+        [[i, f"/m/t{i}", f"Class {i}"] for i in range(6)],
+    )
+    mapping = write_csv(
+        tmp_path / "mapping.csv",
+        ["dataset", "label", "mid", "display_name"],
+        [
+            ["esc50", "low", "/m/t0", "Class 0"],
+            ["esc50", "high", "/m/t1", "Class 1"],
+            ["urbansound8k", "low", "/m/t0", "Class 0"],
+            ["urbansound8k", "high", "/m/t1", "Class 1"],
+        ],
+    )
+    root = tmp_path / "data"
+    (root / "esc50" / "audio").mkdir(parents=True)
+    (root / "urbansound8k_fold3" / "audio").mkdir(parents=True)
+    (root / "backgrounds" / "audio").mkdir(parents=True)
+    esc_rows, us_rows, bg_rows = [], [], []
+    for i in range(6):
+        lab, f = ("low", 300.0) if i % 2 == 0 else ("high", 3000.0)
+        name = f"{i % 5 + 1}-{i}-A-{i % 2}.flac"
+        sf.write(root / "esc50" / "audio" / name, tone(f, 2.0, rng), SR)
+        esc_rows.append([name, i % 5 + 1, i % 2, lab, False, i, "A", 2 * SR])
+        us_name = f"{100 + i}-0-0-0.flac"
+        sf.write(root / "urbansound8k_fold3" / "audio" / us_name, tone(f, 1.5, rng), SR)
+        us_rows.append([us_name, 100 + i, 0.0, 1.5, 1, 3, i % 2, lab, SR, int(1.5 * SR)])
+    for i in range(3):
+        sf.write(
+            root / "backgrounds" / "audio" / f"bg{i}.flac",
+            (0.01 * rng.standard_normal(SR)).astype(np.float32),
+            SR,
+        )
+        bg_rows.append([f"noise/bg{i}.flac", "noise", "white", SR])  # flat file, meta with a folder
+    write_csv(
+        root / "esc50" / "esc50_meta.csv",
+        ["filename", "fold", "target", "category", "esc10", "src_file", "take", "n_samples"],
+        esc_rows,
+    )
+    write_csv(
+        root / "urbansound8k_fold3" / "meta.csv",
+        ["path", "fsID", "start", "end", "salience", "fold", "classID", "class", "orig_sr", "n_samples_16k"],
+        us_rows,
+    )
+    write_csv(root / "backgrounds" / "meta.csv", ["path", "label", "detail", "n_samples"], bg_rows)
+    teacher = make_teacher_onnx(tmp_path / "teacher.onnx")
+    return {
+        "root": root,
+        "class_map": class_map,
+        "labels": labels,
+        "mapping": mapping,
+        "teacher": teacher,
+        "tmp": tmp_path,
+    }
+
+
+def tiny_config(w: dict[str, Path]) -> PipelineConfig:
+    return from_dict(
+        PipelineConfig,
+        {
+            "model_id": "tiny",
+            "paths": {
+                "data_root": str(w["root"]),
+                "teacher": str(w["teacher"]),
+                "teacher_class_map": str(w["class_map"]),
+                "labels": str(w["labels"]),
+                "dataset_mapping": str(w["mapping"]),
+                "cache_dir": str(w["tmp"] / "cache"),
+            },
+            "transfer": {
+                "datasets": ["esc50", "urbansound8k"],
+                "us8k_val_fraction": 0.5,
+                "windows_per_second": 2.0,
+            },
+            "student": {"channels": [8, 8, 8], "dropout": 0.0},
+            "distill": {"epochs": 2, "batch_size": 8, "threads": 1},
+            "quant": {"calibration_windows": 16},
+            "eval": {"latency_repeats": 2},
+        },
+    )
+
+
+# --- the teacher ----------------------------------------------------------------------------
+
+
+def test_tiny_teacher_logits_match_a_numpy_reference(tiny_world: dict[str, Path]) -> None:
+    """The ONNX teacher quantises the shared log-mel with the graph's own scale / zero point."""
+    import onnx
+    from onnx import numpy_helper
+
+    t = OnnxTeacher(tiny_world["teacher"], 96)
+    x = tone(440.0, 1.0, np.random.default_rng(1), burst=False)[: window_samples(96)]
+    got = t.logits(x[None])[0]
+    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(tiny_world["teacher"])).graph.initializer}
+    q = np.clip(np.round(logmel(x) / 0.0479 + 144), 0, 255)
+    ref = ((q - 144) * np.float32(0.0479)).mean(axis=0) @ inits["W"] + inits["B"]
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_teacher_ending_in_sigmoid_is_turned_into_logits(tiny_world: dict[str, Path]) -> None:
+    """The same graph with a final sigmoid yields the same logits (probabilities are detected)."""
+    x = tone(440.0, 1.0, np.random.default_rng(1), burst=False)[None, : window_samples(96)]
+    plain = OnnxTeacher(tiny_world["teacher"], 96).logits(x)
+    with_sigmoid = OnnxTeacher(make_teacher_onnx(tiny_world["tmp"] / "sig.onnx", sigmoid_out=True), 96).logits(x)
+    np.testing.assert_allclose(with_sigmoid, np.clip(plain, -13.8, 13.8), rtol=0.01, atol=2e-3)
+
+
+def test_teacher_cache_reuses_logits(tiny_world: dict[str, Path]) -> None:
+    t = load_teacher(tiny_world["teacher"], tiny_world["tmp"] / "c", 96)
+    cache = TeacherCache(t, tiny_world["tmp"] / "c")
+    wav = next((tiny_world["root"] / "esc50" / "audio").glob("*.flac"))
+    starts = np.array([0, 4800, -1600], np.int64)
+    a = cache.logits(wav, starts)
+    b = cache.logits(wav, starts[::-1])
+    np.testing.assert_array_equal(a[::-1], b)
+    assert (cache.misses, cache.hits) == (3, 3)
+
+
+def test_teacher_with_other_input_shape_is_refused(tmp_path: Path) -> None:
+    bad = make_teacher_onnx(tmp_path / "t50.onnx", frames=50)
+    with pytest.raises(ModelError, match=r"does not match Tympan's frontend"):
+        load_teacher(bad, tmp_path, 96)
+
+
+def test_teacher_unknown_format_and_missing_file(tmp_path: Path) -> None:
+    (tmp_path / "t.pb").write_bytes(b"x")
+    with pytest.raises(ModelError, match="unknown teacher format"):
+        load_teacher(tmp_path / "t.pb", tmp_path, 96)
+    with pytest.raises(ModelError, match="not found"):
+        load_teacher(tmp_path / "none.onnx", tmp_path, 96)
+
+
+# --- inputs that must be rejected ---------------------------------------------------------------
+
+
+def test_label_file_missing_column(tmp_path: Path) -> None:
+    p = write_csv(tmp_path / "l.csv", ["index", "display_name"], [[0, "Dog"]])
+    with pytest.raises(ConfigError, match=r"l\.csv: line 1: missing column\(s\) \['mid'\]"):
+        load_labels(p)
+
+
+def test_label_file_unknown_mid(tiny_world: dict[str, Path]) -> None:
+    teacher_map = load_labels(tiny_world["class_map"])
+    p = write_csv(
+        tiny_world["tmp"] / "l.csv",
+        ["index", "mid", "display_name"],
+        [[0, "/m/t0", "Class 0"], [1, "/m/nope", "Nope"]],
+    )
+    with pytest.raises(ConfigError, match=r"l\.csv: line 3: MID '/m/nope' \('Nope'\) is not a teacher class"):
+        load_labels(p, teacher_map)
+
+
+def test_label_file_bad_index_and_duplicate(tmp_path: Path) -> None:
+    p = write_csv(tmp_path / "l.csv", ["index", "mid", "display_name"], [[0, "/m/a", "A"], [2, "/m/b", "B"]])
+    with pytest.raises(ConfigError, match="line 3: index '2', expected 1"):
+        load_labels(p)
+    p = write_csv(tmp_path / "d.csv", ["index", "mid", "display_name"], [[0, "/m/a", "A"], [1, "/m/a", "B"]])
+    with pytest.raises(ConfigError, match="duplicate MID"):
+        load_labels(p)
+
+
+def test_mapping_to_class_outside_label_set(tiny_world: dict[str, Path]) -> None:
+    labels = load_labels(tiny_world["labels"])
+    p = write_csv(
+        tiny_world["tmp"] / "m.csv",
+        ["dataset", "label", "mid", "display_name"],
+        [["esc50", "dog", "/m/t99", "Class 99"]],
+    )
+    with pytest.raises(ConfigError, match="line 2: MID '/m/t99'"):
+        load_dataset_mapping(p, labels)
+
+
+def test_unreadable_audio(tmp_path: Path) -> None:
+    p = tmp_path / "x.flac"
+    p.write_text("not audio")
+    with pytest.raises(InputError, match=r"x\.flac: unreadable audio"):
+        read_audio(p)
+    sf.write(tmp_path / "y.wav", np.zeros(100, np.float32), 8000)
+    with pytest.raises(InputError, match="sample rate 8000 Hz"):
+        read_audio(tmp_path / "y.wav")
+
+
+def test_config_rejects_unknown_keys_and_bounds(tmp_path: Path) -> None:
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps({"distill": {"epoch": 3}}))
+    with pytest.raises(ConfigError, match=r"distill: unknown key\(s\) \['epoch'\]"):
+        load_config(p)
+    p.write_text(json.dumps({"distill": {"alpha": 1.5}}))
+    with pytest.raises(ConfigError, match=r"distill\.alpha: 1\.5 is above the maximum 1\.0"):
+        load_config(p)
+    p.write_text(json.dumps({"distill": {"epochs": "3"}}))
+    with pytest.raises(ConfigError, match="expected an integer"):
+        load_config(p)
+
+
+def test_packaged_config_and_labels_load() -> None:
+    cfg = load_config(Path(__file__).resolve().parent.parent / "quantize" / "configs" / "default.json")
+    assert cfg == PipelineConfig()  # the file states the defaults; they are written once, in config.py
+    from quantize.labels import packaged_data
+
+    labels = load_labels(packaged_data("labels_default.csv"))
+    assert 100 <= len(labels) <= 130
+    mapping = load_dataset_mapping(packaged_data("dataset_to_audioset.csv"), labels)
+    assert labels.mids[mapping[("esc50", "dog")][0]] == "/m/0bt9lr"
+
+
+def test_cli_module_imports_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, quantize.cli; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
+
+
+# --- the pipeline end to end ----------------------------------------------------------------
+
+
+@pytest.mark.quantize
+def test_pipeline_end_to_end_on_tiny_data(tiny_world: dict[str, Path]) -> None:
+    """Teacher -> transfer set -> student -> int8 tflite + onnx -> report -> model dir; the int8
+    models agree with the fp32 student."""
+    pytest.importorskip("torch")
+    pytest.importorskip("litert_torch")
+    import torch
+
+    from quantize.pipeline import run
+    from quantize.student import Student
+
+    cfg = tiny_config(tiny_world)
+    out = tiny_world["tmp"] / "run"
+    model_dir = run(cfg, out, seed=0, command="pytest", install_default=False)
+
+    meta = check_model_dir(model_dir)
+    assert meta["num_classes"] == 6 and meta["window_frames"] == 96 and meta["output_hop_frames"] == 4
+    assert set(meta["thresholds"]["per_class"]) == {f"Class {i}" for i in range(6)}
+    assert (out / "report.md").read_text().count("student_int8_tflite") >= 2
+    assert "non-commercial" in (model_dir / "MODEL_CARD.md").read_text()
+
+    student = Student(cfg.student, 6, 64, 4)
+    student.load_state_dict(torch.load(out / "student_fp32.pt"))
+    student.eval()
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((4, 96, 64)) * 1.5 - 4.0).astype(np.float32)
+    with torch.no_grad():
+        ref = student(torch.from_numpy(x)).numpy()
+    for runner in (TfliteRunner(model_dir / "model_int8.tflite"), OnnxRunner(model_dir / "model_int8.onnx")):
+        got = runner(x)
+        assert got.shape == (4, 24, 6)
+        assert np.max(np.abs(got - ref)) < 0.1, type(runner).__name__
+    # the rerun finds every teacher window in the cache
+    from quantize.pipeline import setup, transfer_sets
+
+    s = setup(cfg)
+    transfer_sets(s, 0)
+    assert s.cache.misses == 0
+
+
+# --- the shipped model ------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "model.json").exists(), reason="no model installed in edge/models/default")
+def test_shipped_default_model_is_consistent() -> None:
+    meta = check_model_dir(DEFAULT_MODEL_DIR)
+    labels = load_labels(DEFAULT_MODEL_DIR / "labels.csv")
+    assert meta["num_classes"] == len(labels) >= 100
+    assert meta["format_version"] == 1 and meta["pooling"] == "linear_softmax"
+    assert set(meta["thresholds"]["per_class"]) == set(labels.names)
+    x = np.full((1, meta["window_frames"], meta["frontend"]["n_mels"]), np.log(1e-3), np.float32)
+    for runner in (
+        TfliteRunner(DEFAULT_MODEL_DIR / "model_int8.tflite"),
+        OnnxRunner(DEFAULT_MODEL_DIR / "model_int8.onnx"),
+    ):
+        y = runner(x)
+        assert y.shape == (1, meta["window_frames"] // meta["output_hop_frames"], len(labels))
+        assert np.all((y >= 0) & (y <= 1))
+
+
+@pytest.mark.skipif(
+    not (DEFAULT_MODEL_DIR / "model.json").exists()
+    or not (SHARED_DATA / "esc50").is_dir()
+    or os.environ.get("TYMPAN_SKIP_SHARED_DATA") == "1",
+    reason="needs the installed model and the shared ESC-50 data",
+)
+def test_shipped_model_ranks_dog_high_on_validation_dog_clips() -> None:
+    """Real-data check on ESC-50 fold 5 (validation) dog clips: Dog or Bark in the top 5."""
+    from quantize.transfer import clip_windows, windows_logmel
+
+    labels = load_labels(DEFAULT_MODEL_DIR / "labels.csv")
+    dog = {labels.mids.index("/m/0bt9lr"), labels.mids.index("/m/05tny_")}
+    runner = TfliteRunner(DEFAULT_MODEL_DIR / "model_int8.tflite")
+    with (SHARED_DATA / "esc50" / "esc50_meta.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["category"] == "dog" and r["fold"] == "5"][:5]
+    hits = 0
+    for r in rows:
+        x = read_audio(SHARED_DATA / "esc50" / "audio" / r["filename"])
+        w = windows_logmel(x, clip_windows(x, 96, 96), 96)
+        score = linear_softmax_np(runner(w).reshape(-1, len(labels)), 0)
+        hits += bool(dog & set(np.argsort(-score)[:5].tolist()))
+    assert hits >= 3, f"dog in the top 5 for only {hits} of {len(rows)} fold-5 dog clips"
+
+
+def _tiny_yamnet_tflite(path: Path, frames: int) -> Path:
+    """A float TFLite with YAMNet's hub I/O: waveform [15600] -> scores [1, 521] (sigmoid),
+    embeddings [1, 1024], log-mel [frames, 64]."""
+    import litert_torch
+    import torch
+
+    from quantize.export import quiet
+
+    class TinyYamnet(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(64, N_TEACHER)
+            self.emb = torch.nn.Linear(64, 1024)
+
+        def forward(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            spec = wave[: frames * 64].reshape(frames, 64) * 10.0
+            m = spec.mean(0, keepdim=True)
+            return torch.sigmoid(self.fc(m)), self.emb(m), spec
+
+    torch.manual_seed(0)
+    with quiet():
+        litert_torch.convert(TinyYamnet().eval(), (torch.zeros(window_samples(96)),)).export(str(path))
+    return path
+
+
+@pytest.mark.quantize
+def test_tflite_teacher_gives_logits_and_checks_its_frontend(tmp_path: Path) -> None:
+    pytest.importorskip("litert_torch")
+    from quantize.teacher import TfliteTeacher, probs_to_logits, sigmoid
+
+    t = load_teacher(_tiny_yamnet_tflite(tmp_path / "yamnet.tflite", 96), tmp_path, 96)
+    assert isinstance(t, TfliteTeacher) and t.n_classes == N_TEACHER
+    rng = np.random.default_rng(0)
+    x = (0.1 * rng.standard_normal((2, window_samples(96)))).astype(np.float32)
+    z = t.logits(x)
+    assert z.shape == (2, N_TEACHER) and np.all(np.isfinite(z))
+    np.testing.assert_allclose(probs_to_logits(sigmoid(z)), z, atol=1e-3)
+    with pytest.raises(ModelError, match="teacher frontend gives 50 frames"):
+        load_teacher(_tiny_yamnet_tflite(tmp_path / "bad.tflite", 50), tmp_path, 96)
+
+
+# --- stage invariants ---------------------------------------------------------------------------
+
+
+def test_mix_puts_the_event_at_the_requested_snr() -> None:
+    from edge.dsp.frontend import DEFAULT_FRONTEND
+    from quantize.transfer import _mix
+
+    rng = np.random.default_rng(0)
+    n = window_samples(96)
+    ev = np.zeros(n, np.float32)
+    ev[4000:9000] = 0.2 * rng.standard_normal(5000)
+    mask = np.zeros(96, np.float32)
+    mask[(4000 // 160) : (9000 - 400) // 160 + 1] = 1.0
+    bg = (0.05 * rng.standard_normal(n)).astype(np.float32)
+    for snr in (0.0, 10.0, 25.0):
+        mix = _mix(ev, mask, bg, snr, DEFAULT_FRONTEND)
+        bg_part = mix - ev
+        lo, hi = int(np.flatnonzero(mask)[0]) * 160, int(np.flatnonzero(mask)[-1]) * 160 + 400
+        measured = 10 * np.log10(np.mean(ev[lo:hi] ** 2) / np.mean(bg_part**2))
+        assert abs(measured - snr) < 0.01
+
+
+def test_clip_windows_cover_the_whole_clip() -> None:
+    from edge.dsp.frontend import n_frames
+    from quantize.transfer import clip_windows
+
+    for seconds in (0.3, 0.96, 1.0, 4.0, 5.0):
+        x = np.zeros(int(seconds * SR), np.float32)
+        starts = clip_windows(x, 96, 96)
+        assert starts[0] == 0 and np.all(np.diff(starts) == 96 * 160)
+        assert starts[-1] // 160 + 96 >= n_frames(x.size)
+
+
+def test_thresholds_separate_a_separable_class() -> None:
+    from quantize.export import pick_thresholds
+
+    scores = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.3], [0.2, 0.9]], np.float32)
+    targets = np.array([[1, 0], [1, 0], [0, 0], [0, 1]], np.float32)
+    th = pick_thresholds(scores, targets, ("a", "b"), 0.5, min_positives=2, floor=0.05)
+    assert 0.3 < th["a"] <= 0.8 and th["b"] == 0.5  # "b" has one positive: default
+    low = np.array([[0.09, 0.1], [0.08, 0.2], [0.03, 0.3], [0.02, 0.9]], np.float32)
+    assert pick_thresholds(low, targets, ("a", "b"), 0.5, min_positives=2, floor=0.05)["a"] < 0.1
+    assert pick_thresholds(low, targets, ("a", "b"), 0.5, min_positives=2, floor=0.2)["a"] >= 0.2
+
+
+@pytest.mark.quantize
+def test_student_shapes_and_frame_alignment() -> None:
+    """Output frame j depends on input frames around 4j..4j+3: a click at frame 50 peaks the change
+    in output row 12."""
+    torch = pytest.importorskip("torch")
+    from quantize.config import StudentConfig
+    from quantize.infer import linear_softmax_np
+    from quantize.student import Student, count_macs, count_params, linear_softmax
+
+    torch.manual_seed(0)
+    m = Student(StudentConfig(), 10, 64, 4).eval()
+    assert 50_000 <= count_params(m) <= 250_000 and count_macs(m, 96, 64) > 0
+    x = torch.zeros(1, 96, 64)
+    y0 = m(x)
+    assert y0.shape == (1, 24, 10)
+    x[0, 50] = 5.0
+    change = (m(x) - y0).abs().sum(2)[0]
+    assert int(change.argmax()) in (11, 12, 13)
+    p = torch.rand(3, 24, 10)
+    np.testing.assert_allclose(linear_softmax(p, 1).numpy(), linear_softmax_np(p.numpy(), 1), rtol=1e-5)
