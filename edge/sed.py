@@ -5,7 +5,8 @@ above its on-threshold for `min_on_frames` frames while it is among the `top_k` 
 (probability relative to threshold); the event's onset is the first of those frames. It turns OFF
 after `max_gap_frames` consecutive frames below its off-threshold (`off_ratio` x on-threshold); the
 offset is the end of the last frame at or above the off-threshold. While active, an `upd` phase is
-emitted every `update_interval_s`. Everything is driven by stream frame indices, so the events do
+emitted every `update_interval_s`. Classes in `ignore` (by default AudioSet's "Silence") are scored
+but never reported as events. Everything is driven by stream frame indices, so the events do
 not depend on how the audio was cut into blocks.
 """
 
@@ -29,6 +30,8 @@ class SedConfig:
     max_gap_frames: int = 6
     top_k: int = 3
     update_interval_s: float = 2.0
+    # classes that describe the absence of events: tagged, but never reported as events
+    ignore: tuple[str, ...] = ("Silence",)
 
     def __post_init__(self) -> None:
         if not 0.1 <= self.threshold_scale <= 10.0:
@@ -68,6 +71,7 @@ class SedStage:
     def __post_init__(self) -> None:
         self.on_thr = np.clip(self.thresholds * self.config.threshold_scale, 1e-3, 0.999).astype(np.float32)
         self.off_thr = (self.on_thr * self.config.off_ratio).astype(np.float32)
+        self._eligible = np.array([lb.name not in self.config.ignore for lb in self.labels])
         self._states = [_ClassState() for _ in self.labels]
         self._next_id = 0
         self._seq = 0
@@ -107,7 +111,7 @@ class SedStage:
                 in_top = rel >= kth
             else:
                 in_top = np.ones(len(p), bool)
-            above_on = (p >= self.on_thr) & in_top
+            above_on = (p >= self.on_thr) & in_top & self._eligible
             above_off = p >= self.off_thr
             candidates = np.flatnonzero(above_on | above_off)
             for k in {int(c) for c in candidates} | {i for i, s in enumerate(self._states) if s.run_len or s.active}:

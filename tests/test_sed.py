@@ -14,7 +14,7 @@ HOP = 0.04
 LABELS = (Label(0, "/m/0bt9lr", "Dog"), Label(1, "/m/09x0r", "Speech"), Label(2, "/m/028v0c", "Silence"))
 
 
-def feed(probs: np.ndarray, chunk: int, config: SedConfig | None = None) -> list[Event]:
+def feed(probs: np.ndarray, chunk: int = 10, config: SedConfig | None = None) -> list[Event]:
     sed = SedStage(LABELS, np.full(len(LABELS), 0.5, np.float32), config or SedConfig())
     out: list[Event] = []
     for i in range(0, len(probs), chunk):
@@ -75,6 +75,11 @@ def test_open_event_is_closed_at_end_of_stream() -> None:
     ev = feed(track(40, [(20, 40)]), chunk=10)
     assert [e.phase for e in ev] == ["on", "off"]
     assert ev[-1].offset == pytest.approx(40 * HOP)
+
+
+def test_ignored_classes_never_become_events() -> None:
+    assert feed(track(60, [(10, 50)], k=2)) == []  # "Silence"
+    assert [e.label for e in feed(track(60, [(10, 50)], k=2), 60, SedConfig(ignore=()))] == ["Silence"] * 2
 
 
 def test_updates_while_active() -> None:

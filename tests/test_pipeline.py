@@ -1,0 +1,87 @@
+"""The edge pipeline on scenes with an exactly known onset and direction (fractional-delay plane waves)."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from boards.profiles import load_array
+from edge.inference import Model
+from edge.messages import Block, Event
+from edge.pipeline import EdgePipeline, run
+from tests.scenes import FS, ang_err, plane_wave
+
+SCENE = str(resources.files("edge").joinpath("data", "sample_scene.flac"))
+DOG_LABELS = {"Dog", "Bark", "Animal", "Domestic animals, pets", "Bow-wow", "Growling"}
+
+
+@pytest.fixture(scope="module")
+def model() -> Model:
+    return Model(None)
+
+
+def dog_scene(mics: np.ndarray, az: float, onset_s: float, seconds: float = 5.0) -> np.ndarray:
+    """The sample scene's dog (mic 0, 1.0-3.0 s, CC BY) as a plane wave from `az`, starting at `onset_s`."""
+    x, _ = sf.read(SCENE, dtype="float64")
+    dog = x[FS : 3 * FS, 0]
+    start = int(np.argmax(np.abs(dog) > 0.05 * np.abs(dog).max()))  # first sample of the bark
+    sig = np.zeros(int(seconds * FS))
+    n = min(len(dog) - start, len(sig) - int(onset_s * FS))
+    sig[int(onset_s * FS) : int(onset_s * FS) + n] = dog[start : start + n]
+    y = plane_wave(sig, mics, az)
+    rng = np.random.default_rng(1)
+    return (y + rng.normal(0, 1e-3, y.shape)).astype(np.float32)
+
+
+def blocks(x: np.ndarray, size: int) -> list[Block]:
+    return [Block(x[:, i : i + size], i / FS, k, FS) for k, i in enumerate(range(0, x.shape[1], size))]
+
+
+@pytest.mark.parametrize(("array_name", "az"), [("respeaker-4mic-hat", -75.0), ("respeaker-6mic-hat", 140.0)])
+def test_known_onset_and_direction_are_found(model: Model, array_name: str, az: float) -> None:
+    """Tolerances: onset within 0.15 s of the first bark sample, azimuth within 5 degrees."""
+    array = load_array(array_name)
+    onset = 1.5
+    events = list(run(blocks(dog_scene(array.mics, az, onset), 1600), EdgePipeline(model, array)))
+    dog = [e for e in events if e.label in DOG_LABELS and e.phase == "off"]
+    assert dog, f"no dog event: {[(e.label, e.onset) for e in events]}"
+    first = min(dog, key=lambda e: e.onset)
+    assert abs(first.onset - onset) <= 0.15, first
+    assert first.bearings and ang_err(first.bearings[0].azimuth, az) <= 5.0, first
+    assert all(e.onset >= onset - 0.15 for e in events), "an event before the sound started"
+
+
+def signature(events: list[Event]) -> list[tuple]:
+    return [
+        (e.phase, e.id, e.label, e.onset, e.offset, e.p, e.level_dbfs, tuple(b.azimuth for b in e.bearings))
+        for e in events
+    ]
+
+
+def test_block_size_does_not_change_events(model: Model) -> None:
+    array = load_array("respeaker-4mic-hat")
+    x = dog_scene(array.mics, 30.0, 0.7, seconds=4.0)
+    ref = signature(list(run(blocks(x, x.shape[1]), EdgePipeline(model, array))))
+    assert ref
+    for size in (160, 333, 16000):
+        assert signature(list(run(blocks(x, size), EdgePipeline(model, array)))) == ref
+
+
+def test_silence_and_steady_noise_give_no_events(model: Model) -> None:
+    array = load_array("respeaker-4mic-hat")
+    rng = np.random.default_rng(5)
+    for x in (np.zeros((4, 5 * FS), np.float32), rng.normal(0, 1e-3, (4, 5 * FS)).astype(np.float32)):
+        assert list(run(blocks(x, 1600), EdgePipeline(model, array))) == []
+
+
+def test_event_level_is_dbfs(model: Model) -> None:
+    array = load_array("respeaker-4mic-hat")
+    x = dog_scene(array.mics, 0.0, 0.5, seconds=3.0)
+    x *= 0.5 / np.abs(x).max()
+    ev = [e for e in run(blocks(x, 1600), EdgePipeline(model, array)) if e.phase == "off"]
+    assert ev
+    peak_dbfs = 20 * np.log10(0.5)  # no 40 ms frame can be louder than a full-length sine at the peak amplitude
+    assert all(-60.0 < e.level_dbfs <= peak_dbfs + 3.01 for e in ev)
