@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import soundfile as sf
 
-from edge.dsp.frontend import DEFAULT_FRONTEND, FrontendSpec
+from edge.dsp.frontend import DEFAULT_FRONTEND, SAMPLE_RATE, FrontendSpec
 from edge.errors import InputError
+from edge.sources import read_audio as edge_read_audio
 
 F32 = npt.NDArray[np.float32]
 
@@ -20,19 +20,11 @@ def window_samples(frames: int, spec: FrontendSpec = DEFAULT_FRONTEND) -> int:
 
 
 def read_audio(path: Path, spec: FrontendSpec = DEFAULT_FRONTEND) -> F32:
-    """Read `path` as float32 mono at spec.sample_rate. Raises InputError naming the file."""
-    try:
-        x, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, OSError) as e:
-        raise InputError(f"{path}: unreadable audio ({e})") from None
-    if sr != spec.sample_rate:
-        raise InputError(f"{path}: sample rate {sr} Hz, expected {spec.sample_rate} Hz")
-    if x.shape[0] == 0:
-        raise InputError(f"{path}: no samples")
-    mono = x.mean(axis=1).astype(np.float32)
-    if not np.all(np.isfinite(mono)):
-        raise InputError(f"{path}: non-finite samples")
-    return mono
+    """Read `path` (any format, rate and channel count the edge reads) as float32 mono at
+    spec.sample_rate, through the edge's own reader. Raises InputError naming the file."""
+    if spec.sample_rate != SAMPLE_RATE:
+        raise InputError(f"{path}: the frontend runs at {spec.sample_rate} Hz; sources deliver {SAMPLE_RATE} Hz")
+    return edge_read_audio(path).mean(axis=0).astype(np.float32)
 
 
 def segment(x: F32, start: int, length: int) -> F32:

@@ -141,11 +141,7 @@ def gt_vector(clip: Clip, mapping: dict[tuple[str, str], tuple[int, ...]], k: in
 
 def _window_mask(clip_mask: F32, start_frame: int, frames: int) -> F32:
     """The clip's frame activity seen by a window starting at `start_frame` (outside the clip: 0)."""
-    out = np.zeros(frames, np.float32)
-    lo, hi = max(start_frame, 0), min(start_frame + frames, clip_mask.shape[0])
-    if hi > lo:
-        out[lo - start_frame : hi - start_frame] = clip_mask[lo:hi]
-    return out
+    return segment(clip_mask, start_frame, frames)
 
 
 def build_transfer(
