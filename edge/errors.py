@@ -30,3 +30,11 @@ class ModelError(TympanError):
 
 class ConfigError(TympanError):
     """A configuration value is out of bounds or unknown."""
+
+
+class TokenError(TympanError):
+    """An event token (JSON or packed) is malformed, truncated or of an unknown version."""
+
+
+class MqttError(TympanError):
+    """The MQTT broker refused us, cannot be reached, or a URL is malformed."""

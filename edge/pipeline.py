@@ -113,7 +113,10 @@ class EdgePipeline:
         j0 = round(ev.onset / self.out_hop_s)
         j1 = round((ev.offset if ev.offset is not None else ev.emitted) / self.out_hop_s)
         j1 = max(j1, j0 + 1)
-        j0 = max(j0, j1 - self._ring + 1, 0)
+        newest = -(-self._frames_seen // self.sub)  # output frames already (partly) in the rings
+        j0 = max(j0, newest - self._ring, 0)  # older slots have been overwritten by newer frames
+        if j0 >= j1:
+            return ev  # the event's frames have all left the rings: no level, no direction
         slots = np.arange(j0, j1) % self._ring
         filled = self._pcount[slots] > 0
         if not filled.any():

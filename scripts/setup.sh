@@ -37,10 +37,11 @@ need=()
 ldconfig -p 2>/dev/null | grep -q 'libportaudio\.so\.2' || need+=(libportaudio2)
 if [ "$what" = test ]; then
   command -v aplay >/dev/null || need+=(alsa-utils)
+  { command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; } || need+=(mosquitto)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if ! apt_install "${need[@]}"; then
-    if [ "$what" = test ]; then say "the microphone tests need libportaudio2 and will be skipped without it"; fi
+    if [ "$what" = test ]; then say "the microphone tests need libportaudio2, the MQTT tests mosquitto; they are skipped without them"; fi
     say "without libportaudio2 only file input works (microphone capture needs PortAudio)"
   fi
 fi

@@ -85,3 +85,20 @@ def test_event_level_is_dbfs(model: Model) -> None:
     assert ev
     peak_dbfs = 20 * np.log10(0.5)  # no 40 ms frame can be louder than a full-length sine at the peak amplitude
     assert all(-60.0 < e.level_dbfs <= peak_dbfs + 3.01 for e in ev)
+
+
+def test_rings_shorter_than_a_block_never_mix_in_newer_frames(model: Model) -> None:
+    """Regression: with 2 s blocks and a 1 s ring, an event's frames may be overwritten before it is
+    placed; it must then use only its own frames still in the ring (or none), never newer ones."""
+    from edge.pipeline import PipelineConfig
+
+    array = load_array("respeaker-4mic-hat")
+    x = dog_scene(array.mics, 100.0, 0.3, seconds=4.0)
+    # from 1.0 s on, a loud second source from -100 degrees: newer frames that must not leak in
+    noise = plane_wave(np.random.default_rng(4).normal(0, 0.3, x.shape[1]), array.mics, -100.0)
+    x[:, FS:] = noise[:, FS:].astype(np.float32)
+    events = list(run(blocks(x, 2 * FS), EdgePipeline(model, array, PipelineConfig(ring_s=1.0))))
+    first = [e for e in events if e.phase == "off" and e.offset is not None and e.offset <= 1.0]
+    assert first, [(e.label, e.onset, e.offset) for e in events]
+    for e in first:
+        assert not e.bearings or ang_err(e.bearings[0].azimuth, 100.0) <= 10.0, e
