@@ -32,8 +32,16 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, ep in sorted(_commands().items()):
-        if only is None or name == only:
-            ep.load()(sub)
+        if only is not None and name != only:
+            continue
+        try:
+            add = ep.load()
+        except ImportError as e:  # a broken or partial install must not take every other command down
+            if only is not None:
+                raise TympanError(f"command {name!r} is unavailable: {e}") from None
+            print(f"tympan: warning: command {name!r} is unavailable: {e}", file=sys.stderr)
+            continue
+        add(sub)
     return parser
 
 

@@ -207,3 +207,21 @@ def test_listen_from_a_sound_device_gives_the_events_of_the_file(tmp_path: Path,
     want = closed_early(scene_events)
     assert len(want) >= 5
     assert closed_early(read_events(out)) == want
+
+
+def test_a_command_that_cannot_load_is_reported_not_fatal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from importlib.metadata import EntryPoint
+
+    import edge.main
+
+    real = edge.main._commands()
+    broken = EntryPoint(name="broken", value="tympan_no_such_module:add", group="tympan.commands")
+    monkeypatch.setattr(edge.main, "_commands", lambda: {**real, "broken": broken})
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out, err = capsys.readouterr()
+    assert "listen" in out and "command 'broken' is unavailable" in err
+    rc, _, err = cli(capsys, "broken")
+    assert rc == 1 and "command 'broken' is unavailable" in err and "Traceback" not in err
