@@ -64,6 +64,26 @@ def add_listen(sub: Any) -> None:
         help="capture queue length in seconds; audio beyond it is counted, logged and replaced by silence",
     )
     p.add_argument("--threshold-scale", type=float, default=1.0, help="scale every class threshold")
+    m = p.add_argument_group("MQTT publishing")
+    m.add_argument(
+        "--mqtt",
+        metavar="URL",
+        help="publish event tokens to mqtt://[user[:pass]@]host[:port] or mqtts://... "
+        "(password also from $TYMPAN_MQTT_PASSWORD)",
+    )
+    m.add_argument(
+        "--site", default="default", metavar="NAME", help="site in topics tympan/v1/SITE/ID/... (default: default)"
+    )
+    m.add_argument("--mqtt-ca", metavar="FILE", help="CA certificate(s) to trust for mqtts:// (default: the system's)")
+    m.add_argument("--mqtt-cert", metavar="FILE", help="TLS client certificate (with --mqtt-key)")
+    m.add_argument("--mqtt-key", metavar="FILE", help="TLS client private key (with --mqtt-cert)")
+    m.add_argument(
+        "--spool",
+        metavar="DIR",
+        help="store-and-forward directory for events not yet acknowledged by the broker "
+        "(default ~/.local/state/tympan/spool/ID)",
+    )
+    m.add_argument("--ha-discovery", action="store_true", help="publish Home Assistant MQTT discovery configs")
     p.set_defaults(func=cmd_listen)
 
 
@@ -138,6 +158,37 @@ def _print_event(tok: dict[str, Any], out: TextIO) -> None:
         )
 
 
+def _open_publisher(args: argparse.Namespace, model: Any, array: Any) -> Any:
+    """The connected (or spooling) `Publisher` for `--mqtt`, with the retained birth; None without it."""
+    if not args.mqtt:
+        for flag in ("mqtt_ca", "mqtt_cert", "mqtt_key", "spool"):
+            if getattr(args, flag) is not None:
+                raise InputError(f"--{flag.replace('_', '-')} needs --mqtt URL")
+        return None
+    import edge
+    from edge.ha_discovery import discovery_configs
+    from edge.mqtt_url import parse_mqtt_url
+    from edge.publish import Publisher, TlsFiles, topic_base
+    from edge.tokens import build_birth
+
+    target = parse_mqtt_url(args.mqtt)
+    if (args.mqtt_cert is None) != (args.mqtt_key is None):
+        raise InputError("--mqtt-cert and --mqtt-key go together")
+    tls = None
+    if args.mqtt_ca or args.mqtt_cert:
+        if not target.tls:
+            raise InputError(f"--mqtt-ca/--mqtt-cert need an mqtts:// URL, got {target.label}")
+        tls = TlsFiles(ca=args.mqtt_ca, cert=args.mqtt_cert, key=args.mqtt_key)
+    birth = build_birth(args.device_id, args.site, model, array, edge.__version__)
+    extra = (
+        discovery_configs(topic_base(args.site, args.device_id), args.device_id, args.site, model.id, edge.__version__)
+        if args.ha_discovery
+        else []
+    )
+    pub = Publisher(target, args.device_id, args.site, birth=birth, spool=args.spool, tls=tls, extra_retained=extra)
+    return pub.start()
+
+
 # --- commands ----------------------------------------------------------------------------------
 def cmd_listen(args: argparse.Namespace) -> int:
     from edge.pipeline import EdgePipeline, PipelineConfig, run
@@ -171,10 +222,14 @@ def cmd_listen(args: argparse.Namespace) -> int:
     pipeline = EdgePipeline(model, array, PipelineConfig(sed=SedConfig(threshold_scale=args.threshold_scale)))
     builder = TokenBuilder(args.device_id, model.id, wall_start=time.time(), stream_times=True)
     sink = open(args.events, "w", encoding="utf-8") if args.events else None
+    pub = None
     n_closed = 0
     try:
+        pub = _open_publisher(args, model, array)
         for ev in run(blocks, pipeline):
             tok = builder.build(ev)
+            if pub is not None:
+                pub.publish_token(tok)
             if sink is not None:
                 sink.write(json.dumps(tok, separators=(",", ":")) + "\n")
                 sink.flush()
@@ -186,8 +241,17 @@ def cmd_listen(args: argparse.Namespace) -> int:
     finally:
         if sink is not None:
             sink.close()
+        if pub is not None:
+            pub.close()
     if not args.json:
         print(f"{n_closed} event(s)" + (f"; written to {args.events}" if args.events else ""), file=sys.stderr)
+        if pub is not None:
+            st = pub.stats
+            print(
+                f"MQTT {pub.target.label}: {st.acked} message(s) delivered"
+                + (f", {st.pending} left in the spool for the next run" if st.pending else ""),
+                file=sys.stderr,
+            )
     return 0
 
 
