@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 import numpy as np
@@ -84,6 +84,10 @@ def add_listen(sub: Any) -> None:
         "(default ~/.local/state/tympan/spool/ID)",
     )
     m.add_argument("--ha-discovery", action="store_true", help="publish Home Assistant MQTT discovery configs")
+    m.add_argument(
+        "--level-every", type=float, default=1.0, metavar="S",
+        help="publish the sound level (Leq) every S seconds on the level topic (default 1; 0: never)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_listen)
 
 
@@ -191,7 +195,7 @@ def _open_publisher(args: argparse.Namespace, model: Any, array: Any) -> Any:
 
 # --- commands ----------------------------------------------------------------------------------
 def cmd_listen(args: argparse.Namespace) -> int:
-    from edge.pipeline import EdgePipeline, PipelineConfig, run
+    from edge.pipeline import EdgePipeline, PipelineConfig
     from edge.sed import SedConfig
     from edge.sources import FileSource, MicrophoneSource
     from edge.tokens import TokenBuilder
@@ -202,6 +206,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
         raise InputError(f"--duration {args.duration}: must be > 0")
     if not args.buffer_s > 0:
         raise InputError(f"--buffer-s {args.buffer_s}: must be > 0")
+    if not args.level_every >= 0:
+        raise InputError(f"--level-every {args.level_every}: must be >= 0")
     array = _load_array(args)
     model = _load_model(args)
     block = round(args.block_ms * model.frontend.sample_rate / 1000.0)
@@ -226,7 +232,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
     n_closed = 0
     try:
         pub = _open_publisher(args, model, array)
-        for ev in run(blocks, pipeline):
+        for ev in _events_and_levels(blocks, pipeline, pub, args.level_every, builder):
             tok = builder.build(ev)
             if pub is not None:
                 pub.publish_token(tok)
@@ -253,6 +259,23 @@ def cmd_listen(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     return 0
+
+
+def _events_and_levels(blocks: Any, pipeline: Any, pub: Any, every_s: float, builder: Any) -> Iterator[Any]:
+    """The pipeline's events; with a publisher, also a level reading every `every_s` of stream time
+    on the `level` topic: {"v", "dev", "t" (epoch s), "leq" (dBFS over the last `every_s`)}."""
+    from edge.tokens import SCHEMA_VERSION
+
+    next_level = every_s
+    for block in blocks:
+        yield from pipeline.process(block)
+        if pub is not None and every_s > 0 and pipeline.stream_time >= next_level:
+            leq = pipeline.level_dbfs(every_s)
+            if leq is not None:
+                t = round(builder.wall_start + pipeline.stream_time, 3)
+                pub.publish_level({"v": SCHEMA_VERSION, "dev": builder.device_id, "t": t, "leq": leq})
+            next_level += every_s * max(1, int((pipeline.stream_time - next_level) // every_s) + 1)
+    yield from pipeline.flush()
 
 
 def _tag_rows(model: Any, path: str, top: int) -> dict[str, Any]:

@@ -131,6 +131,24 @@ class EdgePipeline:
             bearings = self.localiser.bearings(self._cross[loud].sum(axis=0))
         return dataclasses.replace(ev, level_dbfs=round(peak, 1), bearings=bearings)
 
+    @property
+    def stream_time(self) -> float:
+        """Seconds of audio analysed so far (end of the last complete STFT frame hop)."""
+        return self._frames_seen * self.spec.hop_s
+
+    def level_dbfs(self, seconds: float = 1.0) -> float | None:
+        """Equivalent level (Leq, dBFS; a full-scale sine is 0 dBFS) of the last `seconds` of audio,
+        None before any audio. At most the ring's length."""
+        newest = -(-self._frames_seen // self.sub)
+        n = min(max(1, round(seconds / self.out_hop_s)), self._ring, newest)
+        if n <= 0:
+            return None
+        slots = np.arange(newest - n, newest) % self._ring
+        count = int(self._pcount[slots].sum())
+        if count == 0:
+            return None
+        return round(float(10.0 * np.log10(2.0 * self._psum[slots].sum() / count + 1e-20)), 1)
+
     # --- the flow -----------------------------------------------------------------------------
     def _run_model(self, final: bool) -> list[Event]:
         w, hop = self.model.window_frames, self.config.model_hop_frames

@@ -102,3 +102,16 @@ def test_rings_shorter_than_a_block_never_mix_in_newer_frames(model: Model) -> N
     assert first, [(e.label, e.onset, e.offset) for e in events]
     for e in first:
         assert not e.bearings or ang_err(e.bearings[0].azimuth, 100.0) <= 10.0, e
+
+
+def test_level_of_a_sine_is_its_dbfs(model: Model) -> None:
+    array = load_array("respeaker-4mic-hat")
+    t = np.arange(2 * FS) / FS
+    amp = 0.1  # -20 dBFS (a full-scale sine is 0 dBFS)
+    x = np.tile(amp * np.sin(2 * np.pi * 1000 * t), (4, 1)).astype(np.float32)
+    pipe = EdgePipeline(model, array)
+    assert pipe.level_dbfs() is None
+    for b in blocks(x, 1600):
+        pipe.process(b)
+    assert pipe.stream_time == pytest.approx(2.0, abs=0.03)
+    assert pipe.level_dbfs(1.0) == pytest.approx(-20.0, abs=0.2)

@@ -462,6 +462,10 @@ def test_listen_end_to_end(broker: Mosquitto, tmp_path: Path) -> None:
     assert json.loads(sub.on(topics.birth)[0])["dev"] == "t1"
     assert sub.on(topics.status)[-1] == b"offline"
     assert any(t.startswith("homeassistant/sensor/") for t, _, _, _ in sub.messages)
+    levels = [json.loads(p) for p in sub.on(topics.level)]  # one Leq a second of the 10 s scene (QoS 0)
+    assert 8 <= len(levels) <= 10
+    assert all(lv["dev"] == "t1" and -80.0 < lv["leq"] < 0.0 for lv in levels)
+    assert [lv["t"] for lv in levels] == sorted(lv["t"] for lv in levels)
 
 
 def test_listen_refused_is_one_line(tmp_path: Path) -> None:
