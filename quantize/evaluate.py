@@ -8,18 +8,27 @@ Metrics per dataset: accuracy restricted to the dataset labels that map to Audio
 scores the max of its classes), mAP against the mapped dataset labels, mAP against the teacher's
 positives (teacher probability >= 0.5), and int8-vs-fp32 agreement (clip top-1 over all K classes,
 mean absolute frame-probability difference).
+
+Also here, the measurements the report is built from: MAC and parameter counts of an ONNX graph
+(`onnx_graph_count`), the issue's targets with PASS/FAIL (`target_rows`), per-class AP per model
+(`per_class_ap`), which classes the training transfer set can teach (`class_coverage`), and a small
+stderr progress bar (`Progress`).
 """
 
 from __future__ import annotations
 
+import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 import numpy as np
 
 from edge.dsp.frontend import DEFAULT_FRONTEND, FrontendSpec
+from edge.errors import ModelError
 from quantize.audio import F32, read_audio
 from quantize.infer import linear_softmax_np
 from quantize.teacher import TeacherCache, sigmoid
@@ -52,8 +61,8 @@ def score_clips(
 ) -> ClipScores:
     scores: dict[str, list[F32]] = {name: [] for name in [TEACHER, *models]}
     frames: dict[str, list[F32]] = {name: [] for name in models}
-    t0 = time.monotonic()
-    for i, clip in enumerate(clips):
+    bar = Progress("evaluate: clips", len(clips))
+    for clip in clips:
         x = read_audio(clip.path, spec)
         t_starts = clip_windows(x, teacher_hop_frames, window_frames, spec)
         scores[TEACHER].append(sigmoid(cache.logits(clip.path, t_starts, x)[:, teacher_cols]).max(axis=0))
@@ -62,8 +71,8 @@ def score_clips(
             fr = fn(w).reshape(-1, k)
             frames[name].append(fr)
             scores[name].append(linear_softmax_np(fr, 0))
-        if i % 100 == 0:
-            print(f"  evaluate: clip {i}/{len(clips)} ({time.monotonic() - t0:.0f} s)", flush=True)
+        bar.update()
+    bar.close()
     gt = np.stack([gt_vector(c, mapping, k) for c in clips]) if clips else np.zeros((0, k), np.float32)
     return ClipScores(clips, {n: np.stack(v) for n, v in scores.items()}, frames, gt)
 
@@ -169,3 +178,319 @@ def report_markdown(metrics: dict[str, Any], model_info: dict[str, Any], title: 
         )
     lines.append("")
     return "\n".join(lines)
+
+
+# --- progress --------------------------------------------------------------------------------
+
+
+class Progress:
+    """A tiny progress bar on stderr: redrawn in place (`\\r`) on a terminal, one line per 10% in a log."""
+
+    def __init__(self, label: str, total: int, stream: TextIO | None = None, width: int = 24) -> None:
+        self.label, self.total, self.width = label, max(int(total), 0), width
+        self.stream = stream if stream is not None else sys.stderr
+        self.done = 0
+        self.t0 = time.monotonic()
+        self._last_draw = -1.0
+        self._last_decile = -1
+        self._last_written = -1
+        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def line(self) -> str:
+        elapsed = time.monotonic() - self.t0
+        if self.total:
+            frac = min(self.done / self.total, 1.0)
+            filled = round(frac * self.width)
+            eta = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
+            eta_s = "?" if math.isnan(eta) else f"{eta:.0f} s"
+            bar = "#" * filled + "." * (self.width - filled)
+            return f"  {self.label} [{bar}] {self.done}/{self.total} {elapsed:.0f} s, eta {eta_s}"
+        return f"  {self.label}: {self.done} {elapsed:.0f} s"
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self._tty:
+            if now - self._last_draw >= 0.2 or self.done >= self.total:
+                self.stream.write("\r" + self.line())
+                self.stream.flush()
+                self._last_draw = now
+            return
+        decile = int(10 * self.done / self.total) if self.total else self.done // 100
+        if decile > self._last_decile:
+            self._last_decile = decile
+            self._last_written = self.done
+            self.stream.write(self.line() + "\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self._tty:
+            self.stream.write("\r" + self.line() + "\n")
+        elif self._last_written != self.done:
+            self.stream.write(self.line() + "\n")
+        self.stream.flush()
+
+
+# --- compute and parameters of an ONNX graph -----------------------------------------------------
+
+MAC_OPS = ("Conv", "Gemm", "MatMul")
+# Ops a weight passes through unchanged in count on its way from an initialiser to a MAC op.
+_WEIGHT_PATH_OPS = ("QuantizeLinear", "DequantizeLinear", "Identity", "Cast", "Transpose", "Reshape")
+
+
+@dataclass(frozen=True)
+class GraphCount:
+    """Multiply-accumulates of one forward pass and the parameters the MAC ops use."""
+
+    macs: int
+    params: int
+    macs_by_op: dict[str, int]
+    convs: int
+    depthwise_convs: int
+
+
+def onnx_graph_count(path: Path) -> GraphCount:
+    """MACs of Conv (grouped and depthwise included), Gemm and MatMul from the graph's initialiser
+    shapes and `onnx.shape_inference`'s tensor shapes (symbolic dims count as 1); parameters are the
+    elements of the initialisers that feed those ops' weight and bias inputs, traced back through
+    (de)quantisation, casts and reshapes (quantisation scales and zero points are not counted)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+        model = onnx.shape_inference.infer_shapes(model)
+    except Exception as e:  # onnx raises several kinds for a bad file
+        raise ModelError(f"{path}: cannot read or shape-infer the ONNX graph ({e})") from None
+    g = model.graph
+    shapes: dict[str, list[int]] = {i.name: [int(d) for d in i.dims] for i in g.initializer}
+    for vi in [*g.input, *g.value_info, *g.output]:
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
+            shapes.setdefault(vi.name, [d.dim_value if d.dim_value > 0 else 1 for d in vi.type.tensor_type.shape.dim])
+    inits = {i.name for i in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+
+    def shape(name: str, node: Any) -> list[int]:
+        if name not in shapes:
+            raise ModelError(f"{path}: cannot infer the shape of {name!r} ({node.op_type} {node.name!r})")
+        return shapes[name]
+
+    def source_init(name: str) -> str | None:
+        seen = 0
+        while name not in inits:
+            node = producer.get(name)
+            if node is None or node.op_type not in _WEIGHT_PATH_OPS or seen > 16:
+                return None
+            name, seen = node.input[0], seen + 1
+        return name
+
+    macs_by_op = dict.fromkeys(MAC_OPS, 0)
+    params: set[str] = set()
+    convs = depthwise = 0
+    for node in g.node:
+        if node.op_type not in MAC_OPS:
+            continue
+        out = shape(node.output[0], node)
+        if node.op_type == "Conv":
+            w = shape(node.input[1], node)
+            group = next((a.i for a in node.attribute if a.name == "group"), 1)
+            convs += 1
+            depthwise += int(group > 1 and w[1] == 1)
+            macs = math.prod(out) * math.prod(w[1:])  # w[1] is in_channels / group
+        elif node.op_type == "Gemm":
+            a = shape(node.input[0], node)
+            trans_a = next((a_.i for a_ in node.attribute if a_.name == "transA"), 0)
+            macs = math.prod(out) * (a[0] if trans_a else a[-1])
+        else:
+            macs = math.prod(out) * shape(node.input[0], node)[-1]
+        macs_by_op[node.op_type] += int(macs)
+        for inp in node.input[1:]:
+            src = source_init(inp) if inp else None
+            if src is not None:
+                params.add(src)
+    n_params = sum(math.prod(shapes[p]) for p in params)
+    return GraphCount(sum(macs_by_op.values()), int(n_params), macs_by_op, convs, depthwise)
+
+
+# --- targets -----------------------------------------------------------------------------------
+
+DATASET_NAMES = {
+    "esc50": "ESC-50 fold 5",
+    "urbansound8k": "UrbanSound8K fold 3 held-out",
+    "vehicles": "vehicles test split",
+}
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """The issue's targets for the default model."""
+
+    tflite_max_bytes: int = 250_000  # 250 KB, KB = 1000 bytes
+    min_mac_ratio: float = 20.0
+    min_speed_ratio: float = 10.0
+    max_int8_drop_points: float = 1.0
+    accuracy_datasets: tuple[str, ...] = ("esc50", "urbansound8k")
+
+
+def _num(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def _row(target: str, value: str, goal: str, passed: bool | None, note: str = "") -> dict[str, Any]:
+    status = "n/a" if passed is None else ("PASS" if passed else "FAIL")
+    return {"target": target, "value": value, "goal": goal, "status": status, "note": note}
+
+
+def target_rows(
+    metrics: dict[str, Any],
+    models: dict[str, dict[str, Any]],
+    fp32: str = "student_fp32",
+    int8: tuple[str, ...] = ("student_int8_tflite", "student_int8_onnx"),
+    spec: TargetSpec = TargetSpec(),
+) -> list[dict[str, Any]]:
+    """One row per target (and per runtime / dataset where it applies): measured value, goal and
+    PASS / FAIL ("n/a" where the measurement is missing). `metrics` is `compute_metrics`' output,
+    `models` the per-model size / compute / latency dict (keys bytes, macs, ms_per_audio_second)."""
+    rows: list[dict[str, Any]] = []
+    tfl = models.get("student_int8_tflite", {})
+    size = tfl.get("bytes")
+    rows.append(
+        _row(
+            "int8 .tflite size",
+            "-" if size is None else f"{size / 1000:.1f} KB ({size:,} bytes)",
+            f"<= {spec.tflite_max_bytes / 1000:g} KB",
+            None if size is None else size <= spec.tflite_max_bytes,
+            "KB = 1000 bytes",
+        )
+    )
+    t_macs, s_macs = _num(models.get(TEACHER, {}).get("macs")), _num(models.get(fp32, {}).get("macs"))
+    if t_macs and s_macs:
+        value = f"{t_macs / s_macs:.2f}x ({t_macs / 1e6:.1f} M / {s_macs / 1e6:.1f} M)"
+        passed = t_macs / s_macs >= spec.min_mac_ratio
+    else:
+        value, passed = "-", None
+    rows.append(
+        _row(
+            "MACs: teacher / student, per 0.96 s window",
+            value,
+            f">= {spec.min_mac_ratio:g}x",
+            passed,
+            "teacher counted from its ONNX graph, student from the PyTorch model",
+        )
+    )
+    t_lat = _num(models.get(TEACHER, {}).get("ms_per_audio_second"))
+    hop = models.get(TEACHER, {}).get("hop_s")
+    for name in int8:
+        s_lat = _num(models.get(name, {}).get("ms_per_audio_second"))
+        if t_lat and s_lat:
+            value = f"{t_lat / s_lat:.2f}x ({t_lat:.2f} ms / {s_lat:.2f} ms)"
+            passed = t_lat / s_lat >= spec.min_speed_ratio
+        else:
+            value, passed = "-", None
+        rows.append(
+            _row(
+                f"latency per audio second: teacher ONNX / {name} (1 thread)",
+                value,
+                f">= {spec.min_speed_ratio:g}x",
+                passed,
+                "" if hop is None else f"teacher at its {hop:g} s hop, student 0.96 s windows (as evaluated)",
+            )
+        )
+    for ds in spec.accuracy_datasets:
+        res = metrics.get(ds)
+        for name in int8:
+            if res is None or name not in res:
+                rows.append(_row(f"accuracy {DATASET_NAMES.get(ds, ds)}: {name} vs teacher", "-", ">= teacher", None))
+                continue
+            a, t = res[name]["accuracy_mapped"], res[TEACHER]["accuracy_mapped"]
+            rows.append(
+                _row(
+                    f"accuracy {DATASET_NAMES.get(ds, ds)}: {name} vs teacher zero-shot",
+                    f"{a:.3f} vs {t:.3f} ({100 * (a - t):+.1f} points)",
+                    ">= teacher",
+                    bool(a >= t),
+                    f"{res['clips_mapped']} clips, labels mapped to AudioSet",
+                )
+            )
+    for ds, res in metrics.items():
+        for name in int8:
+            if name not in res or fp32 not in res:
+                continue
+            drop = 100.0 * (res[fp32]["accuracy_mapped"] - res[name]["accuracy_mapped"])
+            rows.append(
+                _row(
+                    f"accuracy drop int8 vs fp32, {DATASET_NAMES.get(ds, ds)}: {name}",
+                    f"{drop:+.2f} points",
+                    f"<= {spec.max_int8_drop_points:g} point",
+                    bool(drop <= spec.max_int8_drop_points + 1e-9),
+                    f"{res['clips_mapped']} clips: one clip = {100.0 / max(res['clips_mapped'], 1):.2f} points",
+                )
+            )
+    return rows
+
+
+# --- per-class change caused by quantisation ------------------------------------------------------
+
+
+def per_class_ap(
+    scores: dict[str, F32], targets: np.ndarray, names: tuple[str, ...] | list[str]
+) -> list[dict[str, Any]]:
+    """Per class with at least one positive in `targets` [N, K]: positives and AP of each model."""
+    out: list[dict[str, Any]] = []
+    for k, name in enumerate(names):
+        pos = targets[:, k] > 0.5
+        if not pos.any():
+            continue
+        aps = {m: round(average_precision(sc[:, k], pos), 4) for m, sc in scores.items()}
+        out.append({"class": name, "positives": int(pos.sum()), "ap": aps})
+    return out
+
+
+def biggest_drops(
+    rows: list[dict[str, Any]], fp32: str, int8: tuple[str, ...], min_positives: int, top: int
+) -> list[dict[str, Any]]:
+    """Classes with >= min_positives positives, by their worst int8-minus-fp32 AP change, worst first."""
+
+    def worst(r: dict[str, Any]) -> float:
+        return min(r["ap"][m] - r["ap"][fp32] for m in int8)
+
+    kept = [r for r in rows if r["positives"] >= min_positives]
+    return sorted(kept, key=lambda r: (worst(r), r["class"]))[:top]
+
+
+# --- what the transfer data can teach ------------------------------------------------------------
+
+FEW_TEACHER_POSITIVES = 20  # windows; fewer (with no ground truth) = not taught by the transfer data
+
+
+def class_coverage(
+    gt: F32,
+    ev_logits: F32,
+    ev_mask: F32,
+    bg_logits: F32,
+    bg_weight: F32,
+    names: tuple[str, ...] | list[str],
+    few: int = FEW_TEACHER_POSITIVES,
+) -> dict[str, Any]:
+    """Per class, over the training windows of a transfer set (arrays as in `TransferSet`): windows
+    where it is a ground-truth positive (mapped dataset label, event active in the window) and
+    windows where the teacher's soft target exceeds 0.5 on some frame (event logit > 0 with the
+    event active, or background logit > 0 with the background counted; sigmoid(z / T) > 0.5 iff
+    z > 0, whatever T). Classes with no ground truth: `teacher_only_few` (1..few-1 teacher
+    positives: not taught by the transfer data, teacher soft targets only) and `untaught` (none)."""
+    active = ev_mask.max(axis=1) > 0
+    gt_pos = ((gt > 0.5) & active[:, None]).sum(axis=0)
+    t_pos = (((ev_logits > 0) & active[:, None]) | ((bg_logits > 0) & (bg_weight > 0)[:, None])).sum(axis=0)
+    per_class: list[dict[str, Any]] = [
+        {"class": n, "gt_windows": int(g), "teacher_windows": int(t)}
+        for n, g, t in zip(names, gt_pos, t_pos, strict=True)
+    ]
+    no_gt = [r for r in per_class if r["gt_windows"] == 0]
+    return {
+        "windows": int(gt.shape[0]),
+        "few_teacher_positives": few,
+        "per_class": per_class,
+        "with_ground_truth": sum(r["gt_windows"] > 0 for r in per_class),
+        "teacher_only_taught": [r["class"] for r in no_gt if r["teacher_windows"] >= few],
+        "teacher_only_few": [r["class"] for r in no_gt if 0 < r["teacher_windows"] < few],
+        "untaught": [r["class"] for r in no_gt if r["teacher_windows"] == 0],
+    }

@@ -3,7 +3,8 @@
 The one wiring module of the workstation pipeline: it calls the stages in order and owns the files
 of a run directory:
   transfer stats, student_fp32.pt, student_fp32.onnx, model_int8.tflite, model_int8.onnx,
-  metrics.json, report.md, model/ (the installable model directory, see quantize.export).
+  metrics.json, report.md, accuracy.png, latency.png, quantisation_ap_scatter.png,
+  model/ (the installable model directory, see quantize.export; the PNGs stay in the run directory).
 """
 
 from __future__ import annotations
@@ -22,15 +23,17 @@ import numpy as np
 
 from edge.dsp.frontend import DEFAULT_FRONTEND
 from edge.errors import ConfigError, ModelError
-from quantize.audio import read_audio
+from quantize.audio import F32, read_audio
 from quantize.config import PipelineConfig
 from quantize.labels import LabelSet, load_dataset_mapping, load_labels, packaged_data
-from quantize.teacher import Teacher, TeacherCache, load_teacher
+from quantize.teacher import OnnxTeacher, Teacher, TeacherCache, load_teacher
 from quantize.transfer import Clip, TransferSet, _hash_fraction, build_transfer, list_backgrounds, list_clips
 
 STUDENT_PT = "student_fp32.pt"
 RUN_JSON = "run.json"
-TEACHER_PARAMS = 3_700_000  # YAMNet, per its README (the ONNX export does not say)
+FP32 = "student_fp32"
+INT8 = ("student_int8_tflite", "student_int8_onnx")
+COVERAGE_ARRAYS = ("gt", "ev_logits", "ev_mask", "bg_logits", "bg_weight")
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "edge" / "models" / "default"
 LICENCES = {
     "esc50": "ESC-50: CC BY-NC 3.0 (ESC-10 subset CC BY 3.0)",
@@ -99,8 +102,23 @@ def setup(cfg: PipelineConfig) -> Setup:
     )
 
 
-def transfer_sets(s: Setup, seed: int) -> tuple[TransferSet, TransferSet]:
-    """Train and validation mixture sets, cached by everything that determines them."""
+class _ProgressCache(TeacherCache):
+    """`inner`'s cache (same teacher, same files) that ticks a progress bar per audio file scored."""
+
+    def __init__(self, inner: TeacherCache, label: str, total: int) -> None:
+        from quantize.evaluate import Progress
+
+        self.teacher, self.dir, self.hits, self.misses = inner.teacher, inner.dir, inner.hits, inner.misses
+        self.progress = Progress(label, total)
+
+    def logits(self, audio_path: Path, starts: np.ndarray, wave: F32 | None = None) -> F32:
+        out = super().logits(audio_path, starts, wave)
+        self.progress.update()
+        return out
+
+
+def transfer_file(s: Setup, seed: int, split: str) -> Path:
+    """The cache file of a transfer set, named by everything that determines it."""
     key_src = json.dumps(
         {
             "transfer": s.cfg.to_dict()["transfer"],
@@ -115,18 +133,26 @@ def transfer_sets(s: Setup, seed: int) -> tuple[TransferSet, TransferSet]:
         sort_keys=True,
     )
     key = hashlib.sha1(key_src.encode()).hexdigest()[:16]
+    return s.cache_dir / f"transfer-{key}-{split}.npz"
+
+
+def transfer_sets(s: Setup, seed: int) -> tuple[TransferSet, TransferSet]:
+    """Train and validation mixture sets, cached by everything that determines them."""
     out = []
     for split, split_seed in (("train", seed), ("val", seed + 1)):
-        f = s.cache_dir / f"transfer-{key}-{split}.npz"
+        f = transfer_file(s, seed, split)
         if f.exists():
             print(f"transfer set ({split}): cached {f}", flush=True)
             out.append(TransferSet.load(f))
             continue
         print(f"transfer set ({split}): building", flush=True)
+        split_clips = [c for c in s.clips if c.split == split]
+        # one cache call per event clip and per background used: the total is an upper bound
+        cache = _ProgressCache(s.cache, f"teacher ({split}): files", len(split_clips) + len(s.backgrounds))
         ts = build_transfer(
-            [c for c in s.clips if c.split == split],
+            split_clips,
             s.backgrounds,
-            s.cache,
+            cache,
             s.teacher_cols,
             s.mapping,
             s.labels,
@@ -134,6 +160,8 @@ def transfer_sets(s: Setup, seed: int) -> tuple[TransferSet, TransferSet]:
             split_seed,
             s.cfg.window_frames,
         )
+        cache.progress.close()
+        s.cache.hits, s.cache.misses = cache.hits, cache.misses
         ts.save(f)
         out.append(ts)
     return out[0], out[1]
@@ -208,9 +236,21 @@ def evaluate_and_package(out: Path, install_default: bool) -> Path:
     """Run directory -> metrics.json, report.md and the model directory out/model (see module doc)."""
     import torch
 
+    from quantize import report as rp
     from quantize.config import from_dict
     from quantize.distill import predict_frames
-    from quantize.evaluate import TEACHER, FrameModel, compute_metrics, report_markdown, score_clips
+    from quantize.evaluate import (
+        TEACHER,
+        FrameModel,
+        biggest_drops,
+        class_coverage,
+        compute_metrics,
+        onnx_graph_count,
+        per_class_ap,
+        report_markdown,
+        score_clips,
+        target_rows,
+    )
     from quantize.export import check_model_dir, install_model_dir, pick_thresholds, write_model_dir
     from quantize.infer import OnnxRunner, TfliteRunner
     from quantize.student import Student, count_macs, count_params
@@ -234,11 +274,7 @@ def evaluate_and_package(out: Path, install_default: bool) -> Path:
     print("evaluating", flush=True)
     torch.set_num_threads(1)
     tfl, onx = TfliteRunner(out / "model_int8.tflite"), OnnxRunner(out / "model_int8.onnx")
-    models: dict[str, FrameModel] = {
-        "student_fp32": lambda w: predict_frames(model, w),
-        "student_int8_tflite": tfl,
-        "student_int8_onnx": onx,
-    }
+    models: dict[str, FrameModel] = {FP32: lambda w: predict_frames(model, w), INT8[0]: tfl, INT8[1]: onx}
     val_clips = _subset([c for c in s.clips if c.split == "val"], cfg.eval.max_val_clips)
     if not val_clips:
         raise ConfigError("no validation clips: check the datasets and their splits in the config")
@@ -252,7 +288,7 @@ def evaluate_and_package(out: Path, install_default: bool) -> Path:
         cfg.window_frames,
         cfg.eval.teacher_hop_frames,
     )
-    metrics = compute_metrics(cs, s.mapping, "student_fp32", ["student_int8_tflite", "student_int8_onnx"])
+    metrics = compute_metrics(cs, s.mapping, FP32, list(INT8))
     window_s = cfg.window_frames * DEFAULT_FRONTEND.hop_s
     x0 = read_audio(val_clips[0].path)
     w1 = windows_logmel(x0, clip_windows(x0, cfg.window_frames, cfg.window_frames)[:1], cfg.window_frames)
@@ -261,36 +297,46 @@ def evaluate_and_package(out: Path, install_default: bool) -> Path:
     def ms_per_s(sec_per_window: float, seconds_per_window: float) -> float:
         return round(1000.0 * sec_per_window / seconds_per_window, 3)
 
-    t = time.perf_counter()
-    for _ in range(reps):
-        predict_frames(model, w1)
-    fp32_lat = (time.perf_counter() - t) / reps
-    teacher_window = np.zeros((1, s.teacher.n_samples), np.float32)
-    t = time.perf_counter()
-    for _ in range(reps):
-        s.teacher.logits(teacher_window)
-    teacher_lat = (time.perf_counter() - t) / reps
+    print("measuring latency (1 thread)", flush=True)
+    fp32_lat = _median_s(lambda: predict_frames(model, w1), reps)
     teacher_hop_s = cfg.eval.teacher_hop_frames * DEFAULT_FRONTEND.hop_s
-    model_info: dict[str, dict[str, Any]] = {
-        TEACHER: {
-            "bytes": Path(cfg.paths.teacher).stat().st_size,
-            "params": TEACHER_PARAMS,
+    teacher_info: dict[str, Any] = {"bytes": Path(cfg.paths.teacher).stat().st_size}
+    if isinstance(s.teacher, OnnxTeacher):
+        gc = onnx_graph_count(s.teacher.path)
+        teacher_info |= {
+            "params": gc.params,
+            "macs": gc.macs,
+            "macs_by_op": gc.macs_by_op,
+            "convs": gc.convs,
+            "depthwise_convs": gc.depthwise_convs,
+            "counted_from": f"ONNX graph {s.teacher.path.name} (initialiser + inferred shapes)",
+            "ms_per_audio_second": ms_per_s(_onnx_graph_latency_s(s.teacher.path, reps), teacher_hop_s),
+            "latency_of": "ONNX graph only (quantised log-mel in), onnxruntime 1 thread",
+        }
+    else:  # a .tflite teacher: no graph count here; its latency includes its own frontend
+        window = np.zeros((1, s.teacher.n_samples), np.float32)
+        teacher_info |= {
+            "params": None,
             "macs": None,
-            "ms_per_audio_second": ms_per_s(teacher_lat, teacher_hop_s),
-        },
-        "student_fp32": {
+            "ms_per_audio_second": ms_per_s(_median_s(lambda: s.teacher.logits(window), reps), teacher_hop_s),
+            "latency_of": "TFLite teacher including its frontend, 1 thread",
+        }
+    teacher_info["hop_s"] = round(teacher_hop_s, 3)
+    model_info: dict[str, dict[str, Any]] = {
+        TEACHER: teacher_info,
+        FP32: {
             "bytes": (out / "student_fp32.onnx").stat().st_size,
             "params": params,
             "macs": macs,
             "ms_per_audio_second": ms_per_s(fp32_lat, window_s),
         },
-        "student_int8_tflite": {
+        INT8[0]: {
             "bytes": (out / "model_int8.tflite").stat().st_size,
             "params": params,
             "macs": macs,
             "ms_per_audio_second": ms_per_s(tfl.latency_s(w1, reps), window_s),
         },
-        "student_int8_onnx": {
+        INT8[1]: {
             "bytes": (out / "model_int8.onnx").stat().st_size,
             "params": params,
             "macs": macs,
@@ -300,7 +346,7 @@ def evaluate_and_package(out: Path, install_default: bool) -> Path:
     targets = np.maximum(cs.gt, (cs.scores[TEACHER] >= 0.5).astype(np.float32))
     default_threshold = 0.5
     per_class = pick_thresholds(
-        cs.scores["student_int8_tflite"],
+        cs.scores[INT8[0]],
         targets,
         s.labels.names,
         default_threshold,
@@ -308,15 +354,39 @@ def evaluate_and_package(out: Path, install_default: bool) -> Path:
         cfg.eval.threshold_floor,
     )
     seed, command, train_info = info["seed"], info["command"], info["training"]
+    targets_table = target_rows(metrics, model_info, FP32, INT8)
+    ap_rows = per_class_ap({m: cs.scores[m] for m in (FP32, *INT8)}, targets, s.labels.names)
+    min_pos = cfg.eval.threshold_min_positives
+    drops = biggest_drops(ap_rows, FP32, INT8, min_pos, top=12)
+    print("class coverage of the training transfer set", flush=True)
+    arr, coverage_source = _train_coverage_arrays(s, seed, train_info.get("train_windows"))
+    coverage = class_coverage(
+        arr["gt"], arr["ev_logits"], arr["ev_mask"], arr["bg_logits"], arr["bg_weight"], s.labels.names
+    )
+    coverage["source"] = coverage_source
     all_metrics = {
         "validation": metrics,
         "models": model_info,
+        "targets": targets_table,
+        "per_class_ap": ap_rows,
+        "transfer_coverage": coverage,
         "training": train_info,
         "host": platform.processor() or platform.machine(),
     }
     (out / "metrics.json").write_text(json.dumps(all_metrics, indent=2) + "\n")
-    report = report_markdown(metrics, model_info, f"Tympan distillation run: {out}", command)
+    print("plots", flush=True)
+    plots = rp.write_plots(out, metrics, model_info, ap_rows, FP32, INT8)
+    targets_doc = "positives: the clip's mapped dataset labels or teacher probability >= 0.5"
+    sections = [
+        rp.targets_markdown(targets_table),
+        report_markdown(metrics, model_info, "", command).split("\n", 4)[4],
+        rp.quantisation_markdown(ap_rows, drops, FP32, INT8, min_pos, targets_doc),
+        rp.coverage_markdown(coverage),
+    ]
+    head = f"# Tympan distillation run: {out}\n\nCommand: `{command}`\n\n"
+    report = head + "\n".join([*sections, rp.plots_markdown(plots, True, str(out))])
     (out / "report.md").write_text(report)
+    card_report = head + "\n".join([*sections, rp.plots_markdown(plots, False, str(out))])
 
     date = datetime.date.today().strftime("%Y%m%d")
     model_id = f"{cfg.model_id}-{date}"
@@ -344,9 +414,9 @@ def evaluate_and_package(out: Path, install_default: bool) -> Path:
             "data": {d: LICENCES[d] for d in datasets},
             **train_info,
         },
-        "metrics": {"validation": metrics, "models": model_info},
+        "metrics": {"validation": metrics, "models": model_info, "targets": targets_table},
     }
-    card = model_card(model_id, s, meta, report, command)
+    card = model_card(model_id, s, meta, card_report, command, coverage)
     model_dir = out / "model"
     write_model_dir(model_dir, out / "model_int8.tflite", out / "model_int8.onnx", s.labels, meta, card)
     check_model_dir(model_dir)
@@ -357,7 +427,61 @@ def evaluate_and_package(out: Path, install_default: bool) -> Path:
     return model_dir
 
 
-def model_card(model_id: str, s: Setup, meta: dict[str, Any], report: str, command: str) -> str:
+def _median_s(fn: Any, repeats: int) -> float:
+    """Median seconds of fn() over `repeats` calls, after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def _onnx_graph_latency_s(path: Path, repeats: int) -> float:
+    """Median seconds of one run of an ONNX graph on a zero input, onnxruntime on one thread."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
+    dtype = {"tensor(uint8)": np.uint8, "tensor(int8)": np.int8}.get(inp.type, np.float32)
+    feed = {inp.name: np.zeros(shape, dtype)}
+    return _median_s(lambda: sess.run(None, feed), repeats)
+
+
+def _train_coverage_arrays(s: Setup, seed: int, train_windows: int | None) -> tuple[dict[str, np.ndarray], str]:
+    """The label arrays of the run's training transfer set (x is not read) and where they came from.
+
+    The cache file named by the current key if it exists; else (a run trained before a change of
+    the key's ingredients) the newest cached training set with the run's window and class counts;
+    else the set is built now."""
+    f = transfer_file(s, seed, "train")
+    how = f"cached training transfer set {f.name}"
+    if not f.exists() and train_windows:
+        for cand in sorted(s.cache_dir.glob("transfer-*-train.npz"), key=lambda p: -p.stat().st_mtime):
+            with np.load(cand) as z:
+                if z["gt"].shape == (train_windows, len(s.labels)):
+                    f = cand
+                    how = (
+                        f"cached training transfer set {f.name}, matched by its window and class counts "
+                        f"({train_windows} x {len(s.labels)}); its cache key predates the current code"
+                    )
+                    break
+    if not f.exists():
+        transfer_sets(s, seed)
+        how = f"training transfer set rebuilt now ({f.name})"
+    with np.load(f) as z:
+        return {k: z[k] for k in COVERAGE_ARRAYS}, how
+
+
+def model_card(
+    model_id: str, s: Setup, meta: dict[str, Any], report: str, command: str, coverage: dict[str, Any] | None = None
+) -> str:
     tr = meta["training"]
     ev = s.cfg.eval
     tr_default = meta["thresholds"]["default"]
@@ -405,9 +529,20 @@ validation numbers, not a held-out benchmark.
 
 ## Limitations
 - Only 0.96 s of context per window; classes the training data never shows (many of the {len(s.labels)})
-  are learnt from the teacher's soft targets alone and are weaker than the teacher.
+  are learnt from the teacher's soft targets alone and are weaker than the teacher.{_coverage_line(coverage)}
 - Trained on a few thousand clips on a 2-core CPU in minutes: a first model, not a tuned one.
 """
+
+
+def _coverage_line(cov: dict[str, Any] | None) -> str:
+    if cov is None:
+        return ""
+    return (
+        f"\n- Of the {len(cov['per_class'])} classes, {len(cov['per_class']) - cov['with_ground_truth']} have no "
+        f"ground-truth training window; {len(cov['teacher_only_few'])} of those have fewer than "
+        f"{cov['few_teacher_positives']} teacher-positive windows and {len(cov['untaught'])} have none "
+        '(see "Classes the transfer data cannot teach").'
+    )
 
 
 def _demote_headings(md: str) -> str:

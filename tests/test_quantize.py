@@ -7,6 +7,7 @@ import csv
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -336,8 +337,20 @@ def test_pipeline_end_to_end_on_tiny_data(tiny_world: dict[str, Path]) -> None:
     meta = check_model_dir(model_dir)
     assert meta["num_classes"] == 6 and meta["window_frames"] == 96 and meta["output_hop_frames"] == 4
     assert set(meta["thresholds"]["per_class"]) == {f"Class {i}" for i in range(6)}
-    assert (out / "report.md").read_text().count("student_int8_tflite") >= 2
-    assert "non-commercial" in (model_dir / "MODEL_CARD.md").read_text()
+    report = (out / "report.md").read_text()
+    assert report.count("student_int8_tflite") >= 2
+    for section in ("## Targets", "## Per-class change caused by quantisation", "## Classes the transfer data"):
+        assert section in report
+    for png in ("accuracy.png", "latency.png", "quantisation_ap_scatter.png"):
+        assert (out / png).stat().st_size > 1000 and f"]({png})" in report
+    assert not list(model_dir.glob("*.png"))  # plots stay in the run directory
+    card = (model_dir / "MODEL_CARD.md").read_text()
+    assert "non-commercial" in card and "\n## Targets" not in card and "\n### Targets" in card
+    assert "](accuracy.png)" not in card  # the card names the plots but does not link files it lacks
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["models"]["teacher"]["macs"] == 64 * N_TEACHER  # the tiny teacher: one [1,64]x[64,521] MatMul
+    assert metrics["models"]["teacher"]["params"] == 64 * N_TEACHER  # W; its bias feeds an Add, not a MAC op
+    assert {r["status"] for r in metrics["targets"]} <= {"PASS", "FAIL", "n/a"}
 
     student = Student(cfg.student, 6, 64, 4)
     student.load_state_dict(torch.load(out / "student_fp32.pt"))
@@ -508,3 +521,208 @@ def test_student_shapes_and_frame_alignment() -> None:
     assert int(change.argmax()) in (11, 12, 13)
     p = torch.rand(3, 24, 10)
     np.testing.assert_allclose(linear_softmax(p, 1).numpy(), linear_softmax_np(p.numpy(), 1), rtol=1e-5)
+
+
+# --- report measurements ------------------------------------------------------------------------
+
+
+def _count_graph(path: Path) -> Path:
+    """[1,3,8,8] -> Conv 3->4 (3x3, pad 1) -> depthwise Conv (group 4, 3x3, stride 2, pad 1, weight
+    through Quantize/DequantizeLinear) -> Reshape [1,64] -> Gemm (transB) -> [1,10]."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+
+    def init(name: str, a: np.ndarray) -> onnx.TensorProto:
+        return numpy_helper.from_array(a, name)
+
+    inits = [
+        init("W1", rng.standard_normal((4, 3, 3, 3)).astype(np.float32)),
+        init("B1", np.zeros(4, np.float32)),
+        init("W2", rng.standard_normal((4, 1, 3, 3)).astype(np.float32)),
+        init("W2_scale", np.full(4, 0.01, np.float32)),
+        init("W2_zp", np.zeros(4, np.int8)),
+        init("shape", np.array([1, 64], np.int64)),
+        init("W3", rng.standard_normal((10, 64)).astype(np.float32)),
+        init("B3", np.zeros(10, np.float32)),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "W1", "B1"], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("QuantizeLinear", ["W2", "W2_scale", "W2_zp"], ["W2_q"], axis=0),
+        helper.make_node("DequantizeLinear", ["W2_q", "W2_scale", "W2_zp"], ["W2_dq"], axis=0),
+        helper.make_node(
+            "Conv", ["c1", "W2_dq"], ["c2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2], group=4
+        ),
+        helper.make_node("Reshape", ["c2", "shape"], ["r"]),
+        helper.make_node("Gemm", ["r", "W3", "B3"], ["y"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "count",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_onnx_graph_count_on_a_known_graph(tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    from quantize.evaluate import onnx_graph_count
+
+    gc = onnx_graph_count(_count_graph(tmp_path / "g.onnx"))
+    conv = 4 * 8 * 8 * (3 * 3 * 3)  # out elements x (in channels / group) x kernel
+    depthwise = 4 * 4 * 4 * (1 * 3 * 3)  # one input channel per output channel
+    gemm = 10 * 64
+    assert gc.macs_by_op == {"Conv": conv + depthwise, "Gemm": gemm, "MatMul": 0}
+    assert gc.macs == conv + depthwise + gemm == 8128
+    assert (gc.convs, gc.depthwise_convs) == (2, 1)
+    assert gc.params == (108 + 4) + 36 + (640 + 10)  # scales, zero points and the shape are not parameters
+
+
+def test_onnx_graph_count_rejects_a_non_onnx_file(tmp_path: Path) -> None:
+    from quantize.evaluate import onnx_graph_count
+
+    (tmp_path / "bad.onnx").write_bytes(b"not onnx")
+    with pytest.raises(ModelError, match="cannot read or shape-infer"):
+        onnx_graph_count(tmp_path / "bad.onnx")
+
+
+def _val_metrics(int8_acc: tuple[float, float], fp32_acc: float, teacher_acc: float) -> dict[str, object]:
+    res: dict[str, object] = {"clips": 100, "clips_mapped": 100}
+    res["teacher"] = {"accuracy_mapped": teacher_acc}
+    res["student_fp32"] = {"accuracy_mapped": fp32_acc}
+    res["student_int8_tflite"] = {"accuracy_mapped": int8_acc[0]}
+    res["student_int8_onnx"] = {"accuracy_mapped": int8_acc[1]}
+    return res
+
+
+def test_target_rows_pass_and_fail() -> None:
+    from quantize.evaluate import target_rows
+
+    metrics = {
+        "esc50": _val_metrics((0.60, 0.595), 0.61, 0.60),  # int8 >= teacher (tflite) / below (onnx); drops 1.0 / 1.5
+        "urbansound8k": _val_metrics((0.50, 0.52), 0.50, 0.55),
+    }
+    models: dict[str, dict[str, Any]] = {
+        "teacher": {"macs": 25_000_000, "ms_per_audio_second": 10.0, "hop_s": 0.48},
+        "student_fp32": {"macs": 1_000_000, "ms_per_audio_second": 5.0},
+        "student_int8_tflite": {"bytes": 250_000, "ms_per_audio_second": 1.0},
+        "student_int8_onnx": {"bytes": 250_000, "ms_per_audio_second": 2.0},
+    }
+    rows = {r["target"]: r for r in target_rows(metrics, models)}
+    assert len(rows) == 1 + 1 + 2 + 4 + 4
+    st = {k: v["status"] for k, v in rows.items()}
+    assert st["int8 .tflite size"] == "PASS"  # exactly 250 KB
+    assert st["MACs: teacher / student, per 0.96 s window"] == "PASS"  # 25x
+    assert rows["MACs: teacher / student, per 0.96 s window"]["value"].startswith("25.00x")
+    assert st["latency per audio second: teacher ONNX / student_int8_tflite (1 thread)"] == "PASS"  # 10x
+    assert st["latency per audio second: teacher ONNX / student_int8_onnx (1 thread)"] == "FAIL"  # 5x
+    assert st["accuracy ESC-50 fold 5: student_int8_tflite vs teacher zero-shot"] == "PASS"
+    assert st["accuracy ESC-50 fold 5: student_int8_onnx vs teacher zero-shot"] == "FAIL"
+    assert st["accuracy UrbanSound8K fold 3 held-out: student_int8_tflite vs teacher zero-shot"] == "FAIL"
+    assert st["accuracy drop int8 vs fp32, ESC-50 fold 5: student_int8_tflite"] == "PASS"  # 1.0 point
+    assert st["accuracy drop int8 vs fp32, ESC-50 fold 5: student_int8_onnx"] == "FAIL"  # 1.5 points
+    assert st["accuracy drop int8 vs fp32, UrbanSound8K fold 3 held-out: student_int8_onnx"] == "PASS"  # a gain
+
+    models["student_int8_tflite"]["bytes"] = 250_001
+    models["teacher"]["macs"] = None
+    rows = {r["target"]: r for r in target_rows(metrics, models)}
+    assert rows["int8 .tflite size"]["status"] == "FAIL"
+    assert rows["MACs: teacher / student, per 0.96 s window"]["status"] == "n/a"
+
+
+def test_class_coverage_finds_untaught_classes() -> None:
+    """Classes: 0 ground truth; 1 teacher-only on many windows; 2 teacher-only on one window (through
+    the background); 3 nothing (its only positive logit is on a window whose event is never active)."""
+    from quantize.evaluate import class_coverage
+
+    n, k, f = 6, 4, 8
+    gt = np.zeros((n, k), np.float32)
+    gt[:3, 0] = 1.0
+    gt[5, 3] = 1.0  # but window 5's event is inactive: not a ground-truth window
+    ev = np.full((n, k), -3.0, np.float32)
+    ev[:5, 1] = 2.0
+    ev[5, 3] = 4.0  # inactive event: not a teacher window either
+    mask = np.ones((n, f), np.float32)
+    mask[5] = 0.0
+    bg = np.full((n, k), -3.0, np.float32)
+    bg[0, 2] = 1.0  # counted: bg_weight 1
+    bg[1, 3] = 1.0  # not counted: bg_weight 0
+    bgw = np.array([1, 0, 1, 1, 1, 1], np.float32)
+    cov = class_coverage(gt, ev, mask, bg, bgw, ["a", "b", "c", "d"], few=3)
+    counts = {r["class"]: (r["gt_windows"], r["teacher_windows"]) for r in cov["per_class"]}
+    assert counts == {"a": (3, 0), "b": (0, 5), "c": (0, 1), "d": (0, 0)}
+    assert cov["with_ground_truth"] == 1
+    assert cov["teacher_only_taught"] == ["b"]
+    assert cov["teacher_only_few"] == ["c"]
+    assert cov["untaught"] == ["d"]
+
+
+def test_per_class_ap_and_biggest_drops() -> None:
+    from quantize.evaluate import biggest_drops, per_class_ap
+
+    targets = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 1, 0]], np.float32)
+    fp32 = np.array([[0.9, 0.1, 0], [0.8, 0.2, 0], [0.1, 0.9, 0], [0.2, 0.8, 0]], np.float32)
+    q = fp32.copy()
+    q[2, 0] = 0.95  # class a: a negative now outranks both positives
+    rows = per_class_ap({"fp32": fp32, "q": q}, targets, ["a", "b", "c"])
+    assert [r["class"] for r in rows] == ["a", "b"]  # "c" has no positives
+    assert rows[0]["ap"]["fp32"] == 1.0 and rows[0]["ap"]["q"] < 1.0 and rows[1]["ap"]["q"] == 1.0
+    assert [r["class"] for r in biggest_drops(rows, "fp32", ("q",), min_positives=2, top=1)] == ["a"]
+    assert biggest_drops(rows, "fp32", ("q",), min_positives=3, top=5) == []
+
+
+def test_progress_bar_lines_in_a_log() -> None:
+    import io
+
+    from quantize.evaluate import Progress
+
+    buf = io.StringIO()
+    bar = Progress("work", 20, stream=buf)
+    for _ in range(20):
+        bar.update()
+    bar.close()
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 11 and lines[-1].startswith("  work [") and "20/20" in lines[-1]  # one per 10%
+
+
+def test_report_plots_are_written(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from quantize.report import coverage_markdown, quantisation_markdown, targets_markdown, write_plots
+
+    metrics = {"esc50": _val_metrics((0.6, 0.59), 0.61, 0.63), "urbansound8k": _val_metrics((0.5, 0.5), 0.5, 0.55)}
+    models = {
+        "teacher": {"ms_per_audio_second": 9.0},
+        "student_fp32": {"ms_per_audio_second": 7.0},
+        "student_int8_tflite": {"ms_per_audio_second": 3.0},
+        "student_int8_onnx": {"ms_per_audio_second": 2.5},
+    }
+    per_class = [
+        {"class": c, "positives": 5, "ap": {"student_fp32": a, "student_int8_tflite": b, "student_int8_onnx": b}}
+        for c, a, b in (("x", 0.5, 0.45), ("y", 0.9, 0.92))
+    ]
+    int8 = ("student_int8_tflite", "student_int8_onnx")
+    files = write_plots(tmp_path, metrics, models, per_class, "student_fp32", int8)
+    assert len(files) == 3
+    for f in files:
+        data = (tmp_path / f).read_bytes()
+        assert len(data) > 1000 and data[:8] == b"\x89PNG\r\n\x1a\n"
+    md = quantisation_markdown(per_class, per_class, "student_fp32", int8, 5, "test")
+    assert "| x | 5 | 0.500 | 0.450 | 0.450 | -0.050 | -0.050 |" in md
+    rows = [{"target": "t", "value": "1", "goal": "2", "status": "FAIL", "note": ""}]
+    assert "0 of 1 rows pass" in targets_markdown(rows) and "**FAIL**" in targets_markdown(rows)
+    cov = {
+        "windows": 3,
+        "few_teacher_positives": 3,
+        "per_class": [{"class": "c", "gt_windows": 0, "teacher_windows": 1}],
+        "with_ground_truth": 0,
+        "teacher_only_taught": [],
+        "teacher_only_few": ["c"],
+        "untaught": [],
+    }
+    assert "c (1)" in coverage_markdown(cov)
