@@ -70,7 +70,11 @@ class Features:
 
 @dataclass(frozen=True)
 class Scores:
-    """Frame-level class probabilities. `probs`: float32 [T, K]; row k covers [t + k*hop_s, +hop_s)."""
+    """Frame-level class probabilities. `probs`: float32 [T, K]; row k covers [t + k*hop_s, +hop_s).
+
+    `ready` is the stream time at which these scores could first be computed (the end of the last
+    audio sample the model saw): decisions taken on them cannot be earlier.
+    """
 
     probs: F32
     t: float
@@ -78,6 +82,7 @@ class Scores:
     index: int
     hop_s: float
     labels: tuple[str, ...]
+    ready: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -169,6 +169,8 @@ class EdgePipeline:
                 index=self._feat_next // self.sub,
                 hop_s=self.out_hop_s,
                 labels=self.model.label_names,
+                # the newest STFT frame in this window ends at this stream time
+                ready=((self._feat_next + real - 1) * self.spec.hop + self.spec.win) / self.spec.sample_rate,
             )
             self._seq += 1
             events.extend(self.sed.process(scores))

@@ -103,7 +103,7 @@ class SedStage:
         probs = scores.probs
         for r in range(probs.shape[0]):
             j = scores.index + r
-            now = (j + 1) * scores.hop_s
+            now = max((j + 1) * scores.hop_s, scores.ready)
             p = probs[r]
             rel = p / self.on_thr
             if cfg.top_k < len(p):

@@ -91,3 +91,12 @@ def test_updates_while_active() -> None:
 def test_bad_config_rejected(bad: dict) -> None:
     with pytest.raises(ConfigError, match=next(iter(bad))):
         SedConfig(**bad)
+
+
+def test_decisions_are_never_earlier_than_the_scores_they_use() -> None:
+    """`lat` must include the wait for the model's window: emission >= the scores' ready time."""
+    sed = SedStage(LABELS, np.full(len(LABELS), 0.5, np.float32))
+    p = track(12, [(3, 12)])
+    ev = sed.process(Scores(p, 0.0, 0, 0, HOP, ("Dog", "Speech", "Silence"), ready=0.505))
+    assert [e.phase for e in ev] == ["on"]
+    assert ev[0].onset == pytest.approx(3 * HOP) and ev[0].emitted == pytest.approx(0.505)
