@@ -105,7 +105,7 @@ class SedStage:
             j = scores.index + r
             now = max((j + 1) * scores.hop_s, scores.ready)
             p = probs[r]
-            rel = p / self.on_thr
+            rel = np.where(self._eligible, p / self.on_thr, -np.inf)  # ignored classes take no top-k slot
             if cfg.top_k < len(p):
                 kth = np.partition(rel, -cfg.top_k)[-cfg.top_k]
                 in_top = rel >= kth

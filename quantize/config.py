@@ -50,10 +50,18 @@ class TransferConfig:
     max_clips_per_dataset: int = _f(0, 0, None, "0: all; >0: a subset (quick runs)")
 
 
+STUDENT_ARCHS = ("cnn", "dsconv")
+
+
 @dataclass(frozen=True)
 class StudentConfig:
-    channels: tuple[int, ...] = _f((16, 32, 64, 96, 128), doc="conv block widths; the first two pool time by 2")
+    arch: str = _f("cnn", doc="'cnn': Conv3x3 blocks with max pooling; 'dsconv': strided stem + depthwise-separable")
+    channels: tuple[int, ...] = _f(
+        (16, 32, 64, 96, 128), 1, 4096, "block widths; cnn: the first two pool time by 2; dsconv: [stem, blocks...]"
+    )
     dropout: float = _f(0.1, 0.0, 0.9)
+    kernel_time: int = _f(5, 1, 15, "dsconv: depthwise kernel length in time at the output hop (odd)")
+    min_mels: int = _f(4, 1, 64, "dsconv: blocks stride mels by 2 until this many remain")
 
 
 @dataclass(frozen=True)
@@ -174,6 +182,10 @@ def load_config(path: Path) -> PipelineConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be an object")
     cfg = from_dict(PipelineConfig, raw, str(path))
+    if cfg.student.arch not in STUDENT_ARCHS:
+        raise ConfigError(f"{path}: student.arch {cfg.student.arch!r} is not one of {list(STUDENT_ARCHS)}")
+    if cfg.student.kernel_time % 2 == 0:
+        raise ConfigError(f"{path}: student.kernel_time {cfg.student.kernel_time} must be odd")
     if cfg.window_frames % cfg.output_hop_frames:
         raise ConfigError(f"{path}: window_frames {cfg.window_frames} not a multiple of output_hop_frames")
     return cfg

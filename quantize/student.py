@@ -1,11 +1,18 @@
 """Log-mel window [B, 96, 64] -> frame-level class probabilities [B, 24, K] (small int8-friendly CNN).
 
-Blocks of Conv3x3 + BatchNorm + ReLU; the first log2(hop) blocks pool time and mels by 2, the rest
-pool only mels, so output frame j covers input frames hop*j .. hop*j+hop-1 ('same' padding in time).
+Two trunks (`StudentConfig.arch`):
+- "cnn": blocks of Conv3x3 + BatchNorm + ReLU; the first log2(hop) blocks pool time and mels by 2,
+  the rest pool only mels, so output frame j covers input frames hop*j .. hop*j+hop-1 ('same'
+  padding in time).
+- "dsconv": a full Conv + BatchNorm + ReLU stem, then depthwise-separable blocks (depthwise conv +
+  BatchNorm + ReLU, pointwise 1x1 conv + BatchNorm + ReLU). The stem and the next log2(hop) - 1
+  blocks stride time by 2 with a 4-tap time kernel (padding 1), so output frame j is centred on input
+  frames hop*j .. hop*j+hop-1 as in "cnn"; later depthwise convs see `kernel_time` output frames
+  (centred). Every layer strides mels by 2 until `min_mels` remain, so most work runs on few mels.
 Mels are averaged away at the end and a 1x1 conv (a per-frame linear layer) gives the logits.
 The fixed per-mel normalisation (training-set mean/std) is the first op, so callers feed raw log-mel.
-For export `fold_batchnorm` folds each BatchNorm into its conv; only Conv2d, ReLU, MaxPool, AvgPool,
-elementwise affine and Sigmoid remain.
+For export `fold_batchnorm` folds each BatchNorm into its conv; only Conv2d (grouped for depthwise),
+ReLU, MaxPool, AvgPool, elementwise affine and Sigmoid remain.
 """
 
 from __future__ import annotations
@@ -18,6 +25,54 @@ from torch import nn
 
 from quantize.audio import F32
 from quantize.config import StudentConfig
+
+
+def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A conv with bias equal to `conv` followed by `bn` (eval statistics); any stride/groups/padding."""
+    assert bn.running_var is not None and bn.running_mean is not None
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    folded = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,  # type: ignore[arg-type]
+        stride=conv.stride,  # type: ignore[arg-type]
+        padding=conv.padding,  # type: ignore[arg-type]
+        dilation=conv.dilation,  # type: ignore[arg-type]
+        groups=conv.groups,
+        bias=True,
+    )
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    with torch.no_grad():
+        folded.weight.copy_(conv.weight * scale[:, None, None, None])
+        assert folded.bias is not None
+        folded.bias.copy_(bn.bias + (bias - bn.running_mean) * scale)
+    return folded
+
+
+class ConvBNReLU(nn.Module):
+    """Conv2d (no bias) + BatchNorm + ReLU; `fold` turns it into Conv2d (with bias) + ReLU."""
+
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        kernel: tuple[int, int],
+        stride: tuple[int, int] = (1, 1),
+        padding: tuple[int, int] = (0, 0),
+        groups: int = 1,
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, groups=groups, bias=False)
+        self.bn: nn.Module = nn.BatchNorm2d(cout)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+    def fold(self) -> None:
+        if isinstance(self.bn, nn.BatchNorm2d):
+            self.conv = fold_conv_bn(self.conv, self.bn)
+            self.bn = nn.Identity()
 
 
 class ConvBlock(nn.Module):
@@ -33,19 +88,56 @@ class ConvBlock(nn.Module):
 
     def fold(self) -> None:
         """Fold BatchNorm (eval statistics) into the conv's weight and a new bias."""
-        bn = self.bn
-        if not isinstance(bn, nn.BatchNorm2d):
-            return
-        assert bn.running_var is not None and bn.running_mean is not None
-        std = torch.sqrt(bn.running_var + bn.eps)
-        scale = bn.weight / std
-        conv = nn.Conv2d(self.conv.in_channels, self.conv.out_channels, 3, padding=1, bias=True)
-        with torch.no_grad():
-            conv.weight.copy_(self.conv.weight * scale[:, None, None, None])
-            assert conv.bias is not None
-            conv.bias.copy_(bn.bias - bn.running_mean * scale)
-        self.conv = conv
-        self.bn = nn.Identity()
+        if isinstance(self.bn, nn.BatchNorm2d):
+            self.conv = fold_conv_bn(self.conv, self.bn)
+            self.bn = nn.Identity()
+
+
+class DSBlock(nn.Module):
+    """Depthwise conv (+BN+ReLU) then pointwise 1x1 conv (+BN+ReLU)."""
+
+    def __init__(self, cin: int, cout: int, kernel: tuple[int, int], stride: tuple[int, int]) -> None:
+        super().__init__()
+        # a 4-tap time kernel with stride 2 and padding 1 centres output j on inputs 2j, 2j+1
+        pad = (1 if kernel[0] == 4 else kernel[0] // 2, kernel[1] // 2)
+        self.dw = ConvBNReLU(cin, cin, kernel, stride, pad, groups=cin)
+        self.pw = ConvBNReLU(cin, cout, (1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pw(self.dw(x))
+
+    def fold(self) -> None:
+        self.dw.fold()
+        self.pw.fold()
+
+
+def _cnn_trunk(cfg: StudentConfig, n_mels: int, n_time_pools: int) -> tuple[list[nn.Module], int, int]:
+    blocks: list[nn.Module] = []
+    cin, mels = 1, n_mels
+    for i, c in enumerate(cfg.channels):
+        fpool = 2 if mels >= 8 else 1
+        blocks.append(ConvBlock(cin, c, (2 if i < n_time_pools else 1, fpool)))
+        cin, mels = c, mels // fpool
+    return blocks, cin, mels
+
+
+def _dsconv_trunk(cfg: StudentConfig, n_mels: int, n_time_pools: int) -> tuple[list[nn.Module], int, int]:
+    if cfg.kernel_time % 2 == 0:
+        raise ValueError(f"kernel_time {cfg.kernel_time} must be odd")
+    blocks: list[nn.Module] = []
+    mels = n_mels
+    for i, c in enumerate(cfg.channels):
+        tstride = 2 if i < n_time_pools else 1
+        fstride = 2 if mels // 2 >= cfg.min_mels else 1
+        if i == 0:
+            kt = 4 if tstride == 2 else 3
+            pad = (1, 1)
+            blocks.append(ConvBNReLU(1, c, (kt, 3), (tstride, fstride), pad))
+        else:
+            kt = 4 if tstride == 2 else cfg.kernel_time
+            blocks.append(DSBlock(cfg.channels[i - 1], c, (kt, 3), (tstride, fstride)))
+        mels = (mels + 2 - 3) // fstride + 1
+    return blocks, cfg.channels[-1], mels
 
 
 class Student(nn.Module):
@@ -62,12 +154,12 @@ class Student(nn.Module):
         self.inv_std: torch.Tensor
         self.register_buffer("mean", torch.zeros(n_mels))
         self.register_buffer("inv_std", torch.ones(n_mels))
-        blocks = []
-        cin, mels = 1, n_mels
-        for i, c in enumerate(cfg.channels):
-            fpool = 2 if mels >= 8 else 1
-            blocks.append(ConvBlock(cin, c, (2 if i < n_time_pools else 1, fpool)))
-            cin, mels = c, mels // fpool
+        if cfg.arch == "cnn":
+            blocks, cin, mels = _cnn_trunk(cfg, n_mels, n_time_pools)
+        elif cfg.arch == "dsconv":
+            blocks, cin, mels = _dsconv_trunk(cfg, n_mels, n_time_pools)
+        else:
+            raise ValueError(f"unknown student arch {cfg.arch!r}")
         self.blocks = nn.Sequential(*blocks)
         self.freq_pool = nn.AvgPool2d((1, mels))
         self.drop = nn.Dropout(cfg.dropout)
@@ -90,7 +182,7 @@ class Student(nn.Module):
 
     def fold_batchnorm(self) -> None:
         for b in self.blocks:
-            assert isinstance(b, ConvBlock)
+            assert isinstance(b, ConvBlock | ConvBNReLU | DSBlock)
             b.fold()
 
 

@@ -80,6 +80,20 @@ def test_each_scene_source_is_detected_near_its_onset(scene_events: list[dict], 
     assert first is not None and abs(first - truth["onset"]) <= 0.5, f"{truth['label']}: first onset {first}"
 
 
+# AudioSet labels that name each ESC-10 source of the scene (or its parent class)
+SOURCE_LABELS = {
+    "dog": {"Dog", "Bark", "Bow-wow", "Growling", "Domestic animals, pets", "Animal"},
+    "rooster": {"Chicken, rooster", "Crowing, cock-a-doodle-doo", "Fowl", "Livestock, farm animals, working animals"},
+    "crying_baby": {"Baby cry, infant cry", "Crying, sobbing", "Child speech, kid speaking", "Screaming"},
+}
+
+
+@pytest.mark.parametrize("truth", TRUTH["events"], ids=[t["label"] for t in TRUTH["events"]])
+def test_each_scene_source_gets_one_of_its_labels(scene_events: list[dict], truth: dict) -> None:
+    labels = {e["lbl"] for e in _overlapping(scene_events, truth)}
+    assert labels & SOURCE_LABELS[truth["label"]], f"{truth['label']}: labelled {sorted(labels)}"
+
+
 def test_listen_events_do_not_depend_on_block_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     keys = ("ph", "id", "lbl", "onset", "offset", "p", "az", "lvl", "lat")
     runs = []

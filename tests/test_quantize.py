@@ -726,3 +726,108 @@ def test_report_plots_are_written(tmp_path: Path) -> None:
         "untaught": [],
     }
     assert "c (1)" in coverage_markdown(cov)
+
+
+# --- the depthwise-separable student ------------------------------------------------------------
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "quantize" / "configs"
+DSCONV_CONFIG = CONFIG_DIR / "s2-dsconv.json"
+YAMNET_MACS = 69_165_056  # the shipped teacher, counted from its ONNX graph (edge/models/default/MODEL_CARD.md)
+
+
+@pytest.mark.quantize
+@pytest.mark.parametrize("config", sorted(p.name for p in CONFIG_DIR.glob("s2-dsconv*.json")))
+def test_dsconv_student_shapes_alignment_and_mac_budget(config: str) -> None:
+    """Each packaged dsconv config: [B, 96, 64] -> [B, 24, K]; >= 20x fewer MACs than YAMNet; a click
+    at frame 50 changes the output rows centred on row 12 (rows centred on 4j..4j+3) and leaves rows
+    beyond the receptive field untouched; folding BatchNorm keeps the outputs."""
+    torch = pytest.importorskip("torch")
+    from dataclasses import replace
+
+    from quantize.student import Student, count_macs, count_params
+
+    cfg = load_config(CONFIG_DIR / config)
+    assert cfg.student.arch == "dsconv"
+    default = PipelineConfig()
+    assert cfg.transfer == default.transfer  # the same data; the recipe differs at most in epochs and threads
+    assert replace(cfg.distill, epochs=default.distill.epochs, threads=default.distill.threads) == default.distill
+    torch.manual_seed(0)
+    m = Student(cfg.student, 124, 64, 4)
+    m.train()
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.momentum = None
+    with torch.no_grad():  # non-trivial BatchNorm statistics
+        m(torch.randn(8, 96, 64))
+    m.eval()
+    macs = count_macs(m, 96, 64)
+    assert macs * 20 <= YAMNET_MACS and count_params(m) <= 250_000
+    x = torch.zeros(2, 96, 64)
+    y0 = m(x).detach()
+    assert y0.shape == (2, 24, 124)
+    x[0, 50] = 5.0
+    change = (m(x).detach() - y0).abs().sum(2)
+    assert int(change[0].argmax()) in (11, 12, 13)
+    touched = torch.nonzero(change[0] > 0).flatten()
+    assert 0 < int(touched[0]) and int(touched[-1]) < 23  # rows beyond the receptive field are untouched
+    assert int(touched[0]) + int(touched[-1]) == 24  # ... and the touched rows are centred on row 12
+    assert float(change[1].max()) == 0.0  # windows in a batch are independent
+    xr = torch.randn(4, 96, 64)
+    before = m(xr).detach()
+    m.fold_batchnorm()
+    assert not any(isinstance(mod, torch.nn.BatchNorm2d) for mod in m.modules())
+    assert float((m(xr).detach() - before).abs().max()) < 1e-5
+    assert count_macs(m, 96, 64) == macs
+
+
+def test_student_arch_is_checked(tmp_path: Path) -> None:
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps({"student": {"arch": "transformer"}}))
+    with pytest.raises(ConfigError, match=r"student\.arch 'transformer' is not one of"):
+        load_config(p)
+    p.write_text(json.dumps({"student": {"arch": "dsconv", "kernel_time": 4}}))
+    with pytest.raises(ConfigError, match="must be odd"):
+        load_config(p)
+    assert load_config(DSCONV_CONFIG).student.arch == "dsconv"
+
+
+@pytest.mark.quantize
+def test_dsconv_student_exports_to_int8_tflite_and_onnx(tmp_path: Path) -> None:
+    """A small dsconv student (BatchNorm folded) -> PT2E int8 .tflite and QDQ int8 .onnx; both agree with
+    the fp32 model on random windows."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("litert_torch")
+    from quantize.config import StudentConfig
+    from quantize.export import export_onnx_fp32
+    from quantize.ptq import quantize_onnx, quantize_tflite
+    from quantize.student import Student
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((40, 96, 64)) * 1.5 - 4.0).astype(np.float32)
+    for w in x:  # one loud time-frequency patch per window, so frames differ
+        t0, f0 = rng.integers(0, 80), rng.integers(0, 48)
+        w[t0 : t0 + 16, f0 : f0 + 16] += rng.uniform(3.0, 8.0)
+    m = Student(StudentConfig(arch="dsconv", channels=(8, 16, 24, 32), kernel_time=3), 6, 64, 4)
+    m.set_normalisation(x.mean((0, 1)), x.std((0, 1)))
+    m.train()
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.momentum = None  # one pass: exact batch statistics, so activations are not tiny
+    with torch.no_grad():
+        m(torch.from_numpy(x))
+        m.head.weight.mul_(3.0)  # spread the logits so agreement is not trivially at p = 0.5
+    m.eval()
+    m.fold_batchnorm()
+    export_onnx_fp32(m, 96, 64, tmp_path / "fp32.onnx")
+    quantize_tflite(m, x[:32], tmp_path / "m.tflite", per_channel=True)
+    quantize_onnx(tmp_path / "fp32.onnx", x[:32], tmp_path / "m.onnx", per_channel=True, reduce_range=True)
+    with torch.no_grad():
+        ref = m(torch.from_numpy(x[32:])).numpy()
+    assert ref.std(axis=1).mean() > 0.02  # the outputs change along time
+    for runner in (TfliteRunner(tmp_path / "m.tflite"), OnnxRunner(tmp_path / "m.onnx")):
+        got = runner(x[32:])
+        name = type(runner).__name__
+        assert got.shape == (8, 24, 6), name
+        assert np.max(np.abs(got - ref)) < 0.1, name
+        assert np.mean(got.argmax(2) == ref.argmax(2)) >= 0.9, name

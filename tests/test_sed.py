@@ -82,6 +82,14 @@ def test_ignored_classes_never_become_events() -> None:
     assert [e.label for e in feed(track(60, [(10, 50)], k=2), 60, SedConfig(ignore=()))] == ["Silence"] * 2
 
 
+def test_ignored_classes_take_no_top_k_slot() -> None:
+    """Regression: a loud "Silence" score must not push a real event out of the frame's top-k."""
+    p = track(60, [(10, 50)], k=0, level=0.6)
+    p[:, 2] = 0.95  # "Silence" above everything, all the time
+    ev = feed(p, 10, SedConfig(top_k=1))
+    assert [e.label for e in ev] == ["Dog", "Dog"]
+
+
 def test_updates_while_active() -> None:
     ev = feed(track(200, [(10, 190)]), chunk=10, config=SedConfig(update_interval_s=1.0))
     assert [e.phase for e in ev].count("upd") >= 5
