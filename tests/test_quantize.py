@@ -25,7 +25,7 @@ from quantize.teacher import OnnxTeacher, TeacherCache, load_teacher
 
 SR = 16000
 N_TEACHER = 521
-SHARED_DATA = Path("/work/shared/data")
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data beside the checkout
 
 
 # --- fixtures: a tiny teacher, class map, labels and a tiny dataset tree -----------------------
