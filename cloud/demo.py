@@ -51,21 +51,12 @@ def add_demo(sub: Any) -> None:
     p.set_defaults(func=cmd_demo)
 
 
-def _line(tok: dict[str, Any]) -> str | None:
-    az = "" if tok.get("az") is None else f"  az {tok['az']:6.1f}°"
-    if tok["ph"] == "on":
-        return f"event   {tok['onset']:6.2f} s  on   {tok['lbl']}  p={tok['p']:.2f}{az}"
-    if tok["ph"] == "off":
-        span = f"({tok['onset']:.2f}-{tok['offset']:.2f} s)"
-        return f"event   {tok['offset']:6.2f} s  off  {tok['lbl']}  p={tok['p']:.2f}{az}  {span}"
-    return None
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from boards.profiles import resolve
     from cloud.backends.template import TemplateBackend
     from cloud.cli_caption import CaptionWorker, WorkerConfig
     from cloud.embedded_broker import EmbeddedBroker
+    from edge.cli import format_event
     from edge.inference import Model
     from edge.mqtt_url import parse_mqtt_url
     from edge.pipeline import EdgePipeline, run
@@ -122,9 +113,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     if wait > 0:
                         time.sleep(wait)
                 tok = builder.build(ev)
-                line = _line(tok)
-                if line:
-                    print(line, flush=True)
+                line = format_event(tok)
+                if line is not None:
+                    print(f"event {line}", flush=True)
                 wire = {k: v for k, v in tok.items() if k not in ("onset", "offset")}
                 pub.publish_token(wire)
                 n += 1

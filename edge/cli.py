@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 
@@ -149,17 +149,18 @@ def _fmt_dir(tok: dict[str, Any]) -> str:
     return s
 
 
-def _print_event(tok: dict[str, Any], out: TextIO) -> None:
+def format_event(tok: dict[str, Any]) -> str | None:
+    """One readable line for an `on` or `off` token with stream times (`--events` records); None for `upd`."""
     if tok["ph"] == "on":
-        print(f"{tok['onset']:8.2f} s  on   {tok['lbl']:<28} p={tok['p']:.2f}{_fmt_dir(tok)}", file=out)
-    elif tok["ph"] == "off":
+        return f"{tok['onset']:8.2f} s  on   {tok['lbl']:<28} p={tok['p']:.2f}{_fmt_dir(tok)}"
+    if tok["ph"] == "off":
         dur = tok["offset"] - tok["onset"]
-        print(
+        return (
             f"{tok['offset']:8.2f} s  off  {tok['lbl']:<28} p={tok['p']:.2f}{_fmt_dir(tok)}"
             f"  {tok['onset']:.2f}-{tok['offset']:.2f} s ({dur:.2f} s)"
-            + (f"  {tok['lvl']:.0f} dBFS" if tok.get("lvl") is not None else ""),
-            file=out,
+            + (f"  {tok['lvl']:.0f} dBFS" if tok.get("lvl") is not None else "")
         )
+    return None
 
 
 def _open_publisher(args: argparse.Namespace, model: Any, array: Any) -> Any:
@@ -242,7 +243,9 @@ def cmd_listen(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps(tok, separators=(",", ":")), flush=True)
             else:
-                _print_event(tok, sys.stdout)
+                line = format_event(tok)
+                if line is not None:
+                    print(line, flush=True)
             n_closed += tok["ph"] == "off"
     finally:
         if sink is not None:
@@ -274,7 +277,8 @@ def _events_and_levels(blocks: Any, pipeline: Any, pub: Any, every_s: float, bui
             if leq is not None:
                 t = round(builder.wall_start + pipeline.stream_time, 3)
                 pub.publish_level({"v": SCHEMA_VERSION, "dev": builder.device_id, "t": t, "leq": leq})
-            next_level += every_s * max(1, int((pipeline.stream_time - next_level) // every_s) + 1)
+            while next_level <= pipeline.stream_time:
+                next_level += every_s
     yield from pipeline.flush()
 
 
