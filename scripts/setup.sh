@@ -57,8 +57,8 @@ if [ "$what" = sample ]; then
   exit 0
 fi
 
-say "installing tympan with the dev and quantize extras (torch 2.13.0 CPU)"
-"$VPY" -m pip install -q -e ".[dev,quantize]"
+say "installing tympan with the dev, eval and quantize extras (torch 2.13.0 CPU)"
+"$VPY" -m pip install -q -e ".[dev,eval,quantize]"
 say "ruff"; .venv/bin/ruff check .
 say "mypy"; .venv/bin/mypy
 say "pytest"; .venv/bin/python -m pytest -q
