@@ -55,27 +55,30 @@ STUDENT_ARCHS = ("cnn", "dsconv")
 
 @dataclass(frozen=True)
 class StudentConfig:
-    arch: str = _f("cnn", doc="'cnn': Conv3x3 blocks with max pooling; 'dsconv': strided stem + depthwise-separable")
+    arch: str = _f("dsconv", doc="'cnn': Conv3x3 blocks with max pooling; 'dsconv': strided stem + depthwise-separable")
     channels: tuple[int, ...] = _f(
-        (16, 32, 64, 96, 128), 1, 4096, "block widths; cnn: the first two pool time by 2; dsconv: [stem, blocks...]"
+        (16, 32, 48, 96, 128, 192), 1, 4096, "block widths; cnn: the first two pool time by 2; dsconv: [stem, blocks]"
     )
     dropout: float = _f(0.1, 0.0, 0.9)
     kernel_time: int = _f(5, 1, 15, "dsconv: depthwise kernel length in time at the output hop (odd)")
-    min_mels: int = _f(4, 1, 64, "dsconv: blocks stride mels by 2 until this many remain")
+    min_mels: int = _f(1, 1, 64, "dsconv: blocks stride mels by 2 until this many remain")
 
 
 @dataclass(frozen=True)
 class DistillConfig:
-    epochs: int = _f(14, 1, 1000)
+    epochs: int = _f(36, 1, 1000)
     batch_size: int = _f(64, 1, 4096)
     lr: float = _f(3e-3, 1e-6, 1.0)
     weight_decay: float = _f(1e-4, 0.0, 1.0)
     temperature: float = _f(2.0, 0.1, 20.0)
-    alpha: float = _f(0.7, 0.0, 1.0, "weight of the teacher (KD) terms vs the ground-truth terms")
+    alpha: float = _f(0.5, 0.0, 1.0, "weight of the teacher (KD) terms vs the ground-truth terms")
     frame_weight: float = _f(0.5, 0.0, 1.0, "weight of frame-level vs clip-level terms")
-    threads: int = _f(2, 1, 64)
-    max_minutes: float = _f(24.0, 0.1, 1000.0, "stop training after this long")
+    threads: int = _f(1, 1, 64)
+    max_minutes: float = _f(45.0, 0.1, 1000.0, "stop training after this long")
     spec_augment: bool = _f(True, doc="random time / mel masks on training windows")
+    time_mask_frames: int = _f(12, 0, 96, "SpecAugment: mask up to this many frames per window (0: none)")
+    mixup: float = _f(0.5, 0.0, 1.0, "share of each batch mixed with another window (in the mel power domain)")
+    mixup_gain_db: float = _f(10.0, 0.0, 40.0, "the mixed-in window is attenuated by 0 .. this many dB")
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,11 @@ class QuantConfig:
     calibration_windows: int = _f(256, 8, 100000)
     per_channel: bool = _f(True)
     onnx_reduce_range: bool = _f(True, doc="7-bit ONNX weights: avoids x86 non-VNNI int8 saturation")
+    qat_epochs: int = _f(0, 0, 100, "quantisation-aware fine-tuning epochs after PTQ (0: PTQ only)")
+    qat_when_drop_points: float = _f(
+        1.0, -100.0, 100.0, "run QAT when PTQ loses more than this many points on validation windows (< 0: always)"
+    )
+    qat_lr: float = _f(2e-4, 1e-7, 1.0, "learning rate of quantisation-aware fine-tuning")
 
 
 @dataclass(frozen=True)
@@ -96,7 +104,7 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    model_id: str = _f("tympan-sed-s1")
+    model_id: str = _f("tympan-sed-s4")
     window_frames: int = _f(96, 16, 1024)
     output_hop_frames: int = _f(4, 1, 16)
     paths: PathsConfig = field(default_factory=PathsConfig)

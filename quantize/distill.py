@@ -65,14 +65,51 @@ def distill_loss(z: torch.Tensor, tg: Targets, cfg: DistillConfig) -> torch.Tens
     return cfg.frame_weight * frame + (1 - cfg.frame_weight) * clip
 
 
-def _augment(x: torch.Tensor, mean: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Mask one random band of up to 8 mels per window (filled with the mel mean)."""
-    b, _, m = x.shape
+def _augment(x: torch.Tensor, mean: torch.Tensor, gen: torch.Generator, max_time: int = 0) -> torch.Tensor:
+    """SpecAugment: one random band of up to 8 mels and (if `max_time`) one run of up to `max_time`
+    frames per window, filled with the mel mean."""
+    b, f, m = x.shape
     width = torch.randint(0, 9, (b,), generator=gen)
     lo = (torch.rand(b, generator=gen) * (m - width)).long()
     bands = torch.arange(m)[None, :]
     cut = (bands >= lo[:, None]) & (bands < (lo + width)[:, None])  # [B, M]
-    return torch.where(cut[:, None, :], mean[None, None, :], x)
+    x = torch.where(cut[:, None, :], mean[None, None, :], x)
+    if max_time > 0:
+        length = torch.randint(0, max_time + 1, (b,), generator=gen)
+        start = (torch.rand(b, generator=gen) * (f - length)).long()
+        frames = torch.arange(f)[None, :]
+        tcut = (frames >= start[:, None]) & (frames < (start + length)[:, None])  # [B, F]
+        x = torch.where(tcut[:, :, None], mean[None, None, :], x)
+    return x
+
+
+LOG_OFFSET = 0.001
+"""The frontend's log(mel + offset) constant (edge.dsp.frontend): mixing happens on mel power."""
+
+
+def mixup(
+    x: torch.Tensor, tg: Targets, share: float, max_atten_db: float, gen: torch.Generator
+) -> tuple[torch.Tensor, Targets]:
+    """Mix a random `share` of the windows with another window of the batch, attenuated by 0 ..
+    `max_atten_db` dB, adding mel powers (log(exp(a) - c + g (exp(b) - c) + c)), as two sounds add.
+    Both windows' events stay audible at these gains, so the targets are their element-wise maximum."""
+    b = x.shape[0]
+    chosen = torch.rand(b, generator=gen) < share
+    if b < 2 or not bool(chosen.any()):
+        return x, tg
+    partner = torch.randperm(b, generator=gen)
+    gain = 10.0 ** (-torch.rand(b, generator=gen) * max_atten_db / 10.0)  # power gain
+    pa = (torch.exp(x) - LOG_OFFSET).clamp_min(0.0)
+    pb = (torch.exp(x[partner]) - LOG_OFFSET).clamp_min(0.0)
+    mixed = torch.log(pa + gain[:, None, None] * pb + LOG_OFFSET)
+    sel3 = chosen[:, None, None]
+    sel2 = chosen[:, None]
+
+    def mx(t: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+        return torch.where(sel, torch.maximum(t, t[partner]), t)
+
+    out = Targets(mx(tg.frame_kd_t, sel3), mx(tg.frame_all, sel3), mx(tg.clip_kd, sel2), mx(tg.clip_all, sel2))
+    return torch.where(sel3, mixed, x), out
 
 
 def train_student(
@@ -110,9 +147,12 @@ def train_student(
         for s in range(steps_per_epoch):
             idx = np.sort(order[s * cfg.batch_size : (s + 1) * cfg.batch_size])
             x = torch.from_numpy(train.x[idx])
+            tg = make_targets(train, idx, cfg.temperature, hop)
+            if cfg.mixup > 0:
+                x, tg = mixup(x, tg, cfg.mixup, cfg.mixup_gain_db, gen)
             if cfg.spec_augment:
-                x = _augment(x, mean_t, gen)
-            loss = distill_loss(model.logits(x), make_targets(train, idx, cfg.temperature, hop), cfg)
+                x = _augment(x, mean_t, gen, cfg.time_mask_frames)
+            loss = distill_loss(model.logits(x), tg, cfg)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -30,6 +30,8 @@ from quantize.teacher import OnnxTeacher, Teacher, TeacherCache, load_teacher
 from quantize.transfer import Clip, TransferSet, _hash_fraction, build_transfer, list_backgrounds, list_clips
 
 STUDENT_PT = "student_fp32.pt"
+STUDENT_QAT_PT = "student_qat_folded.pt"
+"""State dict of the BatchNorm-folded student after quantisation-aware fine-tuning (when QAT won)."""
 RUN_JSON = "run.json"
 FP32 = "student_fp32"
 INT8 = ("student_int8_tflite", "student_int8_onnx")
@@ -194,7 +196,8 @@ def train_and_quantize(cfg: PipelineConfig, out: Path, seed: int, command: str) 
     train, val = transfer_sets(s, seed)
 
     print(f"distilling: {len(train)} train / {len(val)} val windows", flush=True)
-    model, train_info = train_student(train, val, len(s.labels), cfg.student, cfg.distill, cfg.output_hop_frames, seed)
+    model, trained = train_student(train, val, len(s.labels), cfg.student, cfg.distill, cfg.output_hop_frames, seed)
+    train_info: dict[str, Any] = dict(trained)
     torch.save(model.state_dict(), out / STUDENT_PT)
     probe = torch.from_numpy(val.x[:8] if len(val) else train.x[:8])
     before = model(probe).detach()
@@ -212,9 +215,93 @@ def train_and_quantize(cfg: PipelineConfig, out: Path, seed: int, command: str) 
         out / "student_fp32.onnx", calib, out / "model_int8.onnx", cfg.quant.per_channel, cfg.quant.onnx_reduce_range
     )
     train_info["bn_fold_max_abs_err"] = fold_err
+    if cfg.quant.qat_epochs > 0:
+        train_info["qat"] = _maybe_qat(cfg, model, train, val, calib, out, seed)
     train_info["seconds_to_quantised"] = round(time.monotonic() - t_start, 1)
     run_info = {"seed": seed, "command": command, "training": train_info}
     (out / RUN_JSON).write_text(json.dumps(run_info, indent=2) + "\n")
+
+
+def _maybe_qat(
+    cfg: PipelineConfig, model: Any, train: TransferSet, val: TransferSet, calib: F32, out: Path, seed: int
+) -> dict[str, Any]:
+    """Measure what PTQ cost on the validation windows; if more than `qat_when_drop_points`, fine-tune
+    a copy of the folded student with fake quantisation (quantize.qat), re-export both int8 files and
+    keep them only if the int8 TFLite model then scores better than the PTQ one."""
+    import copy
+
+    import torch
+
+    from quantize.distill import predict_frames
+    from quantize.export import export_onnx_fp32
+    from quantize.infer import TfliteRunner
+    from quantize.ptq import quantize_onnx, quantize_tflite
+    from quantize.qat import qat_finetune, window_accuracy
+
+    hop = cfg.output_hop_frames
+    fp32_acc = window_accuracy(lambda w: predict_frames(model, w), val, hop)
+    ptq_acc = window_accuracy(TfliteRunner(out / "model_int8.tflite"), val, hop)
+    drop = 100.0 * (fp32_acc - ptq_acc)
+    info: dict[str, Any] = {
+        "measure": "validation windows with ground truth whose top pooled class is a ground-truth class",
+        "fp32_window_accuracy": round(fp32_acc, 4),
+        "ptq_int8_tflite_window_accuracy": round(ptq_acc, 4),
+        "ptq_drop_points": round(drop, 2),
+        "when_drop_points_over": cfg.quant.qat_when_drop_points,
+        "used": False,
+    }
+    print(f"PTQ cost {drop:+.2f} points on the validation windows (fp32 {fp32_acc:.4f}, int8 {ptq_acc:.4f})")
+    if drop <= cfg.quant.qat_when_drop_points:
+        info["skipped"] = "PTQ loss within the limit"
+        return info
+    print(f"quantisation-aware fine-tuning ({cfg.quant.qat_epochs} epochs)", flush=True)
+    qmodel = copy.deepcopy(model)
+    res = qat_finetune(qmodel, train, calib, cfg.distill, cfg.quant, hop, seed)
+    tmp = out / "qat"
+    tmp.mkdir(exist_ok=True)
+    quantize_tflite(qmodel, calib, tmp / "model_int8.tflite", cfg.quant.per_channel)
+    qat_fp32 = window_accuracy(lambda w: predict_frames(qmodel, w), val, hop)
+    qat_acc = window_accuracy(TfliteRunner(tmp / "model_int8.tflite"), val, hop)
+    info |= {
+        "epochs": res.epochs,
+        "lr": cfg.quant.qat_lr,
+        "seconds": res.seconds,
+        "loss_history": [round(v, 5) for v in res.loss_history],
+        "qat_fp32_window_accuracy": round(qat_fp32, 4),
+        "qat_int8_tflite_window_accuracy": round(qat_acc, 4),
+    }
+    print(f"QAT int8 {qat_acc:.4f} vs PTQ int8 {ptq_acc:.4f} on the validation windows", flush=True)
+    if qat_acc <= ptq_acc:
+        info["skipped"] = "QAT did not beat PTQ on the validation windows"
+        return info
+    export_onnx_fp32(qmodel, cfg.window_frames, DEFAULT_FRONTEND.n_mels, tmp / "student_fp32.onnx")
+    quantize_onnx(
+        tmp / "student_fp32.onnx", calib, tmp / "model_int8.onnx", cfg.quant.per_channel, cfg.quant.onnx_reduce_range
+    )
+    for name in ("model_int8.tflite", "model_int8.onnx", "student_fp32.onnx"):
+        (tmp / name).replace(out / name)
+    tmp.rmdir()
+    torch.save(qmodel.state_dict(), out / STUDENT_QAT_PT)
+    info["used"] = True
+    return info
+
+
+def load_student(cfg: PipelineConfig, out: Path, n_classes: int) -> Any:
+    """The fp32 student a run's int8 files were made from, BatchNorm folded: the QAT weights when
+    quantisation-aware fine-tuning was used, else the trained weights."""
+    import torch
+
+    from quantize.student import Student
+
+    model = Student(cfg.student, n_classes, DEFAULT_FRONTEND.n_mels, cfg.output_hop_frames)
+    if (out / STUDENT_QAT_PT).exists():
+        model.fold_batchnorm()
+        model.load_state_dict(torch.load(out / STUDENT_QAT_PT))
+    else:
+        model.load_state_dict(torch.load(out / STUDENT_PT))
+        model.fold_batchnorm()
+    model.eval()
+    return model
 
 
 def _run_info(out: Path) -> dict[str, Any]:
@@ -253,7 +340,7 @@ def evaluate_and_package(out: Path, install_default: bool) -> Path:
     )
     from quantize.export import check_model_dir, install_model_dir, pick_thresholds, write_model_dir
     from quantize.infer import OnnxRunner, TfliteRunner
-    from quantize.student import Student, count_macs, count_params
+    from quantize.student import count_macs, count_params
     from quantize.transfer import clip_windows, windows_logmel
 
     t_start = time.monotonic()
@@ -264,10 +351,7 @@ def evaluate_and_package(out: Path, install_default: bool) -> Path:
     info = _run_info(out)
     s = setup(cfg)
     n_mels = DEFAULT_FRONTEND.n_mels
-    model = Student(cfg.student, len(s.labels), n_mels, cfg.output_hop_frames)
-    model.load_state_dict(torch.load(out / STUDENT_PT))
-    model.eval()
-    model.fold_batchnorm()
+    model = load_student(cfg, out, len(s.labels))
     params = count_params(model)
     macs = count_macs(model, cfg.window_frames, n_mels)
 
@@ -381,6 +465,7 @@ def evaluate_and_package(out: Path, install_default: bool) -> Path:
         rp.targets_markdown(targets_table),
         report_markdown(metrics, model_info, "", command).split("\n", 4)[4],
         rp.quantisation_markdown(ap_rows, drops, FP32, INT8, min_pos, targets_doc),
+        rp.qat_markdown(train_info.get("qat")),
         rp.coverage_markdown(coverage),
     ]
     head = f"# Tympan distillation run: {out}\n\nCommand: `{command}`\n\n"
@@ -486,10 +571,40 @@ def model_card(
     ev = s.cfg.eval
     tr_default = meta["thresholds"]["default"]
     data_lines = "\n".join(f"- {v}" for v in tr["data"].values())
+    d = s.cfg.distill
+    qat = tr.get("qat") or {}
+    how_quantised = (
+        f"quantisation-aware fine-tuning ({qat.get('epochs')} epochs) then int8 export, per-channel weights"
+        if qat.get("used")
+        else "post-training, per-channel weights"
+    )
+    arch = "depthwise-separable CNN" if s.cfg.student.arch == "dsconv" else "CNN"
+    augment = ["one random mel band of up to 8 bands masked per window" if d.spec_augment else ""]
+    if d.spec_augment and d.time_mask_frames:
+        augment.append(f"one run of up to {d.time_mask_frames} frames masked")
+    if d.mixup:
+        augment.append(
+            f"{d.mixup:.0%} of each batch mixed with another window (mel powers added, the other "
+            f"attenuated 0-{d.mixup_gain_db:g} dB; targets: the maximum of both)"
+        )
+    augment_line = "; ".join(a for a in augment if a) or "none"
+    if qat:
+        qat_line = (
+            f"- Quantisation: PTQ cost {qat['ptq_drop_points']:+.2f} points of validation-window accuracy; "
+            + (
+                f"QAT ({qat['epochs']} epochs) gave int8 {qat['qat_int8_tflite_window_accuracy']:.4f} vs PTQ "
+                f"{qat['ptq_int8_tflite_window_accuracy']:.4f}: "
+                + ("the shipped int8 files come from the QAT weights." if qat["used"] else "PTQ kept.")
+                if "epochs" in qat
+                else "QAT not needed."
+            )
+        )
+    else:
+        qat_line = "- Quantisation: int8 post-training quantisation (no QAT configured)."
     return f"""# Model card: {model_id}
 
 Tympan's on-device sound event detector: a {meta["metrics"]["models"]["student_fp32"]["params"]:,}-parameter
-CNN distilled from YAMNet, int8-quantised (post-training, per-channel weights), shipped as
+{arch} distilled from YAMNet, int8-quantised ({how_quantised}), shipped as
 `model_int8.tflite` (LiteRT) and `model_int8.onnx` (ONNX Runtime, QDQ).
 
 ## Interface
@@ -512,8 +627,10 @@ CNN distilled from YAMNet, int8-quantised (post-training, per-channel weights), 
   ({s.cfg.transfer.snr_db[0]:g}-{s.cfg.transfer.snr_db[1]:g} dB); frame targets = teacher soft target of the
   event x its activity mask (energy envelope), max-combined with the dataset's labels mapped to
   AudioSet and the background's teacher target.
-- Loss: KD (weight alpha = {s.cfg.distill.alpha}) + ground truth, frame and clip (pooled) terms.
-- Seed {tr["seed"]}; best epoch {tr["best_epoch"]} of {s.cfg.distill.epochs}; {tr["train_windows"]} windows.
+- Loss: KD (weight alpha = {d.alpha}) + ground truth, frame and clip (pooled) terms.
+- Augmentation: {augment_line}.
+- Seed {tr["seed"]}; best epoch {tr["best_epoch"]} of {d.epochs}; {tr["train_windows"]} windows.
+{qat_line}
 - Command: `{command}`
 
 ## Data and licences

@@ -37,6 +37,28 @@ def targets_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join([*lines, ""])
 
 
+def qat_markdown(qat: dict[str, Any] | None) -> str:
+    """What post-training quantisation cost on the validation windows, and whether QAT was run and kept."""
+    if not qat:
+        return ""
+    lines = [
+        "## Quantisation-aware fine-tuning",
+        "",
+        f"Measured on {qat['measure']}: fp32 {qat['fp32_window_accuracy']:.4f}, int8 TFLite after PTQ "
+        f"{qat['ptq_int8_tflite_window_accuracy']:.4f} ({qat['ptq_drop_points']:+.2f} points lost; QAT runs "
+        f"when more than {qat['when_drop_points_over']} points are lost).",
+    ]
+    if "epochs" in qat:
+        lines.append(
+            f"QAT: {qat['epochs']} epochs at lr {qat['lr']} ({qat['seconds']} s) -> fp32 "
+            f"{qat['qat_fp32_window_accuracy']:.4f}, int8 TFLite {qat['qat_int8_tflite_window_accuracy']:.4f}."
+        )
+    lines.append(
+        "The int8 files come from the QAT weights." if qat["used"] else f"Not used: {qat.get('skipped', '')}."
+    )
+    return "\n".join(lines) + "\n"
+
+
 def quantisation_markdown(
     per_class: list[dict[str, Any]],
     drops: list[dict[str, Any]],

@@ -65,7 +65,7 @@ def test_each_scene_source_is_detected_from_its_direction(scene_events: list[dic
 
 
 CRY_LATE = pytest.mark.xfail(
-    strict=True, reason="model tympan-sed-s1 gives the first 1.2 s of this cry frame scores below threshold"
+    strict=True, reason="model tympan-sed-s4 (as s1 before it) scores the first 1.3 s of this cry below threshold"
 )
 
 

@@ -371,6 +371,67 @@ def test_pipeline_end_to_end_on_tiny_data(tiny_world: dict[str, Path]) -> None:
     assert s.cache.misses == 0
 
 
+def test_quantisation_aware_finetuning_is_measured_and_consistent(tiny_world: dict[str, Path]) -> None:
+    """Forced QAT: the run records what PTQ cost and what QAT gave; whichever int8 files are kept agree
+    with the fp32 student the evaluation loads as their reference."""
+    pytest.importorskip("torch")
+    pytest.importorskip("litert_torch")
+    import dataclasses
+
+    import torch
+
+    from quantize.pipeline import STUDENT_QAT_PT, load_student, train_and_quantize
+
+    base = tiny_config(tiny_world)
+    cfg = dataclasses.replace(base, quant=dataclasses.replace(base.quant, qat_epochs=1, qat_when_drop_points=-1.0))
+    out = tiny_world["tmp"] / "qat-run"
+    train_and_quantize(cfg, out, seed=0, command="pytest")
+    qat = json.loads((out / "run.json").read_text())["training"]["qat"]
+    assert qat["epochs"] == 1 and len(qat["loss_history"]) == 1
+    for key in ("fp32_window_accuracy", "ptq_int8_tflite_window_accuracy", "qat_int8_tflite_window_accuracy"):
+        assert 0.0 <= qat[key] <= 1.0
+    assert qat["used"] == (qat["qat_int8_tflite_window_accuracy"] > qat["ptq_int8_tflite_window_accuracy"])
+    assert (out / STUDENT_QAT_PT).exists() == qat["used"]
+    assert not (out / "qat").exists() or not qat["used"]
+    reference = load_student(cfg, out, 6)
+    x = (np.random.default_rng(4).standard_normal((3, 96, 64)) * 1.5 - 4.0).astype(np.float32)
+    with torch.no_grad():
+        ref = reference(torch.from_numpy(x)).numpy()
+    for runner in (TfliteRunner(out / "model_int8.tflite"), OnnxRunner(out / "model_int8.onnx")):
+        assert np.max(np.abs(runner(x) - ref)) < 0.1, type(runner).__name__
+
+
+def test_fake_quantisation_rounds_weights_and_keeps_float_weights_after() -> None:
+    """While fine-tuning, conv weights take at most 255 int8 levels per output channel and gradients
+    pass straight through; afterwards the module holds plain float weights again."""
+    torch = pytest.importorskip("torch")
+    from quantize.config import StudentConfig
+    from quantize.qat import FakeQuantised
+    from quantize.student import Student
+
+    model = Student(StudentConfig(arch="dsconv", channels=[8, 8, 16]), 5, 64, 4)
+    model.eval()
+    model.fold_batchnorm()
+    keys = set(model.state_dict())
+    fq = FakeQuantised(model)
+    x = torch.randn(2, 96, 64) - 4.0
+    with torch.no_grad():
+        model(x)
+    fq.start()
+    conv = fq.convs[1]
+    w = conv.weight
+    for row in w.detach().reshape(w.shape[0], -1):
+        levels = torch.round(row / (row.abs().max() / 127.0))
+        assert torch.allclose(row, levels * (row.abs().max() / 127.0), atol=1e-6)
+        assert levels.abs().max() <= 127
+    model(x).sum().backward()
+    assert conv.parametrizations.weight.original.grad is not None
+    assert float(conv.parametrizations.weight.original.grad.abs().sum()) > 0
+    fq.remove()
+    assert set(model.state_dict()) == keys
+    assert not any(hasattr(c, "parametrizations") for c in fq.convs)
+
+
 # --- the shipped model ------------------------------------------------------------------------
 
 
@@ -735,22 +796,24 @@ DSCONV_CONFIG = CONFIG_DIR / "s2-dsconv.json"
 YAMNET_MACS = 69_165_056  # the shipped teacher, counted from its ONNX graph (edge/models/default/MODEL_CARD.md)
 
 
+DSCONV_CONFIGS = sorted(p.name for p in CONFIG_DIR.glob("*.json") if '"dsconv"' in p.read_text())
+
+
+def test_the_default_recipe_is_a_dsconv_student() -> None:
+    assert "default.json" in DSCONV_CONFIGS and len(DSCONV_CONFIGS) >= 2
+
+
 @pytest.mark.quantize
-@pytest.mark.parametrize("config", sorted(p.name for p in CONFIG_DIR.glob("s2-dsconv*.json")))
+@pytest.mark.parametrize("config", DSCONV_CONFIGS)
 def test_dsconv_student_shapes_alignment_and_mac_budget(config: str) -> None:
     """Each packaged dsconv config: [B, 96, 64] -> [B, 24, K]; >= 20x fewer MACs than YAMNet; a click
     at frame 50 changes the output rows centred on row 12 (rows centred on 4j..4j+3) and leaves rows
     beyond the receptive field untouched; folding BatchNorm keeps the outputs."""
     torch = pytest.importorskip("torch")
-    from dataclasses import replace
-
     from quantize.student import Student, count_macs, count_params
 
     cfg = load_config(CONFIG_DIR / config)
     assert cfg.student.arch == "dsconv"
-    default = PipelineConfig()
-    assert cfg.transfer == default.transfer  # the same data; the recipe differs at most in epochs and threads
-    assert replace(cfg.distill, epochs=default.distill.epochs, threads=default.distill.threads) == default.distill
     torch.manual_seed(0)
     m = Student(cfg.student, 124, 64, 4)
     m.train()
