@@ -19,7 +19,7 @@ import numpy as np
 
 from edge.errors import TympanError
 
-TOP_K = 3
+TOP_K = 5
 # The sample scene's ESC-50 classes -> the AudioSet labels that count as hearing them.
 SAMPLE_SCENE_LABELS: dict[str, tuple[str, ...]] = {
     "dog": ("Dog", "Bark"),

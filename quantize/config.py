@@ -40,7 +40,7 @@ class TransferConfig:
     datasets: tuple[str, ...] = _f(("esc50", "urbansound8k", "vehicles", "dcase2016"))
     esc50_val_folds: tuple[int, ...] = _f((5,))
     us8k_val_fraction: float = _f(0.3, 0.0, 1.0, "fraction of US8K recordings (fsID) held out")
-    windows_per_second: float = _f(1.0, 0.05, 20.0, "training windows drawn per second of event clip")
+    windows_per_second: float = _f(2.0, 0.05, 20.0, "training windows drawn per second of event clip")
     background_only_fraction: float = _f(0.05, 0.0, 1.0)
     snr_db: tuple[float, float] = _f((0.0, 30.0), -20.0, 60.0)
     gain_db: tuple[float, float] = _f((-20.0, 0.0), -60.0, 20.0)
@@ -66,15 +66,15 @@ class StudentConfig:
 
 @dataclass(frozen=True)
 class DistillConfig:
-    epochs: int = _f(36, 1, 1000)
+    epochs: int = _f(24, 1, 1000)
     batch_size: int = _f(64, 1, 4096)
     lr: float = _f(3e-3, 1e-6, 1.0)
     weight_decay: float = _f(1e-4, 0.0, 1.0)
     temperature: float = _f(2.0, 0.1, 20.0)
-    alpha: float = _f(0.5, 0.0, 1.0, "weight of the teacher (KD) terms vs the ground-truth terms")
+    alpha: float = _f(0.3, 0.0, 1.0, "weight of the teacher (KD) terms vs the ground-truth terms")
     frame_weight: float = _f(0.5, 0.0, 1.0, "weight of frame-level vs clip-level terms")
     threads: int = _f(1, 1, 64)
-    max_minutes: float = _f(45.0, 0.1, 1000.0, "stop training after this long")
+    max_minutes: float = _f(60.0, 0.1, 1000.0, "stop training after this long")
     spec_augment: bool = _f(True, doc="random time / mel masks on training windows")
     time_mask_frames: int = _f(12, 0, 96, "SpecAugment: mask up to this many frames per window (0: none)")
     mixup: float = _f(0.5, 0.0, 1.0, "share of each batch mixed with another window (in the mel power domain)")
@@ -86,9 +86,9 @@ class QuantConfig:
     calibration_windows: int = _f(256, 8, 100000)
     per_channel: bool = _f(True)
     onnx_reduce_range: bool = _f(True, doc="7-bit ONNX weights: avoids x86 non-VNNI int8 saturation")
-    qat_epochs: int = _f(0, 0, 100, "quantisation-aware fine-tuning epochs after PTQ (0: PTQ only)")
+    qat_epochs: int = _f(2, 0, 100, "quantisation-aware fine-tuning epochs after PTQ (0: PTQ only)")
     qat_when_drop_points: float = _f(
-        1.0, -100.0, 100.0, "run QAT when PTQ loses more than this many points on validation windows (< 0: always)"
+        -1.0, -100.0, 100.0, "run QAT when PTQ loses more than this many points on validation windows (< 0: always)"
     )
     qat_lr: float = _f(2e-4, 1e-7, 1.0, "learning rate of quantisation-aware fine-tuning")
 
@@ -104,7 +104,7 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    model_id: str = _f("tympan-sed-s4")
+    model_id: str = _f("tympan-sed-s5")
     window_frames: int = _f(96, 16, 1024)
     output_hop_frames: int = _f(4, 1, 16)
     paths: PathsConfig = field(default_factory=PathsConfig)

@@ -631,6 +631,8 @@ Tympan's on-device sound event detector: a {meta["metrics"]["models"]["student_f
 - Augmentation: {augment_line}.
 - Seed {tr["seed"]}; best epoch {tr["best_epoch"]} of {d.epochs}; {tr["train_windows"]} windows.
 {qat_line}
+- Selection: the best epoch (lowest validation loss) and whether QAT is kept are decided on validation
+  windows mixed from the same validation clips the accuracy rows below use (never trained on).
 - Command: `{command}`
 
 ## Data and licences
