@@ -147,6 +147,15 @@ def test_offset_collar_grows_with_the_event() -> None:
     assert se.event_metrics({"b": [(1.0, 7.1, "Dog")]}, [scene], ["Dog"])["event_f1"]["micro"] == 0.0
 
 
+def test_onset_only_event_f1_ignores_offsets_but_not_onsets() -> None:
+    """The issue's target names a 200 ms onset collar: any offset counts, an onset 0.25 s late does not."""
+    scene = Scene("b", np.zeros((1, 10 * FS), np.float32), (TruthEvent(1.0, 6.0, "Dog"),), ())
+    late_end = se.event_metrics({"b": [(1.1, 9.5, "Dog")]}, [scene], ["Dog"])
+    assert late_end["event_f1"]["micro"] == 0.0 and late_end["event_f1_onset_only"]["micro"] == 1.0
+    late_start = se.event_metrics({"b": [(1.25, 6.0, "Dog")]}, [scene], ["Dog"])
+    assert late_start["event_f1_onset_only"]["micro"] == 0.0
+
+
 def test_psds1_of_perfect_and_inverted_scores() -> None:
     hop = 0.04
     t = np.arange(250) * hop + hop / 2

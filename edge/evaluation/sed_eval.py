@@ -246,6 +246,10 @@ def event_metrics(
         tracks, truth, 0.5,
         onset_collar=ONSET_COLLAR_S, offset_collar=OFFSET_COLLAR_S, offset_collar_rate=OFFSET_COLLAR_RATE,
     )  # fmt: skip
+    # onset-only: the offset condition made vacuous (the target names a 200 ms onset collar)
+    fo, _, _, stats_o = sse.collar_based.fscore(
+        tracks, truth, 0.5, onset_collar=ONSET_COLLAR_S, offset_collar=1e6, offset_collar_rate=0.0
+    )
     sf, sp, sr, _ = sse.segment_based.fscore(tracks, truth, durations(scenes), 0.5, segment_length=SEGMENT_S)
     n_ref = {c: int(stats[c]["n_ref"]) for c in classes}
     present = [c for c in classes if n_ref[c] > 0]
@@ -256,6 +260,8 @@ def event_metrics(
         "per_class_n_ref": n_ref,
         "absent_class_detections": absent,
         "event_true_positives": int(sum(int(stats[c]["tps"]) for c in classes)),
+        "event_f1_onset_only": _avg(fo, present),
+        "event_true_positives_onset_only": int(sum(int(stats_o[c]["tps"]) for c in classes)),
     }  # fmt: skip
 
 
