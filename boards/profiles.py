@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from edge.dsp.backends import KNOWN_BACKENDS
 from edge.dsp.frontend import SAMPLE_RATE
 from edge.errors import ProfileError
 
@@ -62,7 +63,7 @@ GEOMETRY_TOL_M = 1e-3
 
 GEOMETRIES = ("linear", "planar", "3d")
 ARCHES = ("aarch64", "x86_64")
-DSP_BACKENDS = ("numpy", "native", "tinygrad")
+DSP_BACKENDS = KNOWN_BACKENDS  # edge.dsp.backends: numpy, native, tinygrad
 MODEL_RUNTIMES = ("litert", "onnxruntime")
 
 _ARRAY_REQUIRED = ("name", "mics")

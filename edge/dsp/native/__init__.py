@@ -1,0 +1,474 @@
+"""The native DSP backend: C kernels (`tympan_dsp.c`: AVX2/SSE2 on x86-64, NEON on aarch64, portable C
+elsewhere) loaded with ctypes; FFTs through pocketfft (`scipy.fft`, single thread).
+
+Where the library comes from, first match wins:
+
+1. built by the package build: `pip install .` / `pip install -e .` compile `tympan_dsp.c` into
+   `_tympan_dsp*.so` next to this file (setup.py; a missing compiler only warns);
+2. compiled on first use into a cache directory (`$TYMPAN_CACHE_DIR`, else `$XDG_CACHE_HOME/tympan`,
+   else `~/.cache/tympan`), named by a hash of the source, flags and compiler, with `$CC` or the first
+   of cc, gcc, clang on PATH (`TYMPAN_NATIVE_BUILD=0` turns this off);
+3. nothing: the backend is not registered, a warning says why, and the numpy reference runs.
+
+On x86-64 the AVX2+FMA build is loaded when the CPU has both, else the SSE2 build;
+`TYMPAN_NATIVE_SIMD=portable|sse2|avx2|neon` forces a variant (tests use it to check each path).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import importlib.machinery
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.dsp.frontend import DEFAULT_FRONTEND, FrontendSpec, mel_matrix, n_frames, periodic_hann
+from edge.dsp.gcc_phat import EPS
+from edge.errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+SOURCE = HERE / "tympan_dsp.c"
+ABI_VERSION = 5  # TP_ABI_VERSION in tympan_dsp.c
+VARIANTS = ("avx2", "sse2", "neon", "portable")
+# Compiler flags per variant (the package build in setup.py uses the same).
+VARIANT_FLAGS: dict[str, tuple[str, ...]] = {
+    "avx2": ("-mavx2", "-mfma"),
+    "sse2": (),
+    "neon": (),
+    "portable": ("-DTP_PORTABLE",),
+}
+BASE_FLAGS = ("-O3", "-fPIC", "-shared", "-ffp-contract=off", "-fno-math-errno", "-fvisibility=hidden")
+
+_P = ctypes.c_void_p
+_I = ctypes.c_int64
+_SIGNATURES: dict[str, tuple[object, list[object]]] = {
+    "tp_abi_version": (ctypes.c_int, []),
+    "tp_simd": (ctypes.c_char_p, []),
+    "tp_cpu_has_avx2": (ctypes.c_int, []),
+    "tp_simd_width": (ctypes.c_int, []),
+    "tp_stft_f32": (None, [_P, _I, _I, _I, _I, _P, _I, _I, _P, _P, _P, _P, _P]),
+    "tp_frame_f32": (None, [_P, _I, _I, _I, _I, _P, _I, _I, _P]),
+    "tp_frame_i16": (None, [_P, _I, _I, _I, _P, _I, _I, _P]),
+    "tp_transpose_c64": (None, [_P, _I, _I, _I, _P]),
+    "tp_logmel": (None, [_P, _I, _I, _I, _I, _P, _P, _P, _P, ctypes.c_float, _P, _P]),
+    "tp_phat_cross": (None, [_P, _I, _I, _I, _P, _I, _I, _I, ctypes.c_float, _P, _P]),
+    "tp_srp_map": (None, [_P, _I, _I, _P, _I, _P]),
+    "tp_frame_power": (None, [_P, _I, _I, _I, _P, _P]),
+    "tp_leq_dbfs": (ctypes.c_double, [_P, _I]),
+}
+TCHUNK = 32  # frames per chunk in the C kernels (scratch sizes)
+
+
+class NativeUnavailable(RuntimeError):
+    """The C library could not be found or built (the caller falls back to numpy)."""
+
+
+def machine_variants() -> tuple[str, ...]:
+    """The variants that can run on this machine, best first."""
+    m = platform.machine().lower()
+    if m in ("x86_64", "amd64"):
+        return ("avx2", "sse2", "portable")
+    if m in ("aarch64", "arm64"):
+        return ("neon", "portable")
+    return ("portable",)
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("TYMPAN_CACHE_DIR")
+    if root:
+        return Path(root) / "native"
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(xdg) / "tympan" / "native"
+
+
+def find_compiler() -> str | None:
+    cc = os.environ.get("CC")
+    if cc and shutil.which(cc.split()[0]):
+        return cc
+    for name in ("cc", "gcc", "clang"):
+        if shutil.which(name):
+            return name
+    return None
+
+
+def compile_library(variant: str, out_dir: Path | None = None, cc: str | None = None) -> Path:
+    """Compile `tympan_dsp.c` for `variant` into the cache (or `out_dir`); reuses an earlier build."""
+    cc = cc or find_compiler()
+    if cc is None:
+        raise NativeUnavailable("no C compiler (set CC, or install cc/gcc/clang)")
+    flags = (*BASE_FLAGS, *VARIANT_FLAGS[variant])
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join((cc, *flags, platform.machine())).encode()).hexdigest()[:16]
+    target_dir = out_dir or _cache_dir() / key
+    target = target_dir / f"libtympan_dsp_{variant}.so"
+    if target.exists():
+        return target
+    target_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target_dir)
+    os.close(fd)
+    cmd = [*cc.split(), *flags, str(SOURCE), "-o", tmp, "-lm"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            raise NativeUnavailable(f"{' '.join(cmd)} failed: {proc.stderr.strip()[:500]}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def _packaged(variant: str) -> Path | None:
+    stem = "_tympan_dsp_avx2" if variant == "avx2" else "_tympan_dsp"
+    if variant in ("portable",):
+        return None
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        p = HERE / f"{stem}{suffix}"
+        if p.exists():
+            return p
+    return None
+
+
+@dataclass(frozen=True)
+class Library:
+    """A loaded build of the C kernels."""
+
+    variant: str
+    path: str
+    lib: ctypes.CDLL
+
+
+def _open(path: Path, variant: str) -> Library:
+    lib = ctypes.CDLL(str(path))
+    for name, (restype, argtypes) in _SIGNATURES.items():
+        fn = getattr(lib, name)
+        fn.restype = restype
+        fn.argtypes = argtypes
+    if lib.tp_abi_version() != ABI_VERSION:
+        raise NativeUnavailable(f"{path}: ABI {lib.tp_abi_version()}, expected {ABI_VERSION} (stale build)")
+    simd = lib.tp_simd().decode()
+    if simd != variant:
+        raise NativeUnavailable(f"{path}: built for {simd}, wanted {variant}")
+    return Library(variant, str(path), lib)
+
+
+def load_variant(variant: str) -> Library:
+    """Load (building into the cache if needed) one variant; NativeUnavailable if impossible."""
+    if variant not in VARIANTS:
+        raise ConfigError(f"TYMPAN_NATIVE_SIMD={variant!r}: must be one of {', '.join(VARIANTS)}")
+    if variant not in machine_variants():
+        raise NativeUnavailable(f"variant {variant!r} cannot run on {platform.machine()}")
+    if variant == "avx2" and not _cpu_has_avx2():
+        raise NativeUnavailable("this CPU lacks AVX2/FMA")
+    errors: list[str] = []
+    packaged = _packaged(variant)
+    if packaged is not None:
+        try:
+            return _open(packaged, variant)
+        except (OSError, AttributeError, NativeUnavailable) as e:
+            errors.append(str(e))
+    if os.environ.get("TYMPAN_NATIVE_BUILD", "1") == "0":
+        raise NativeUnavailable("; ".join([*errors, "no packaged build and TYMPAN_NATIVE_BUILD=0"]))
+    try:
+        return _open(compile_library(variant), variant)
+    except (OSError, AttributeError, subprocess.SubprocessError) as e:
+        raise NativeUnavailable("; ".join([*errors, str(e)])) from None
+
+
+def _cpu_has_avx2() -> bool:
+    try:
+        return bool(load_variant("sse2").lib.tp_cpu_has_avx2())
+    except NativeUnavailable:
+        return False
+
+
+@lru_cache(maxsize=1)
+def library() -> Library:
+    """The best build for this machine (or the forced one). Raises NativeUnavailable."""
+    forced = os.environ.get("TYMPAN_NATIVE_SIMD")
+    if forced:
+        return load_variant(forced)
+    errors = []
+    for v in machine_variants():
+        try:
+            return load_variant(v)
+        except NativeUnavailable as e:
+            errors.append(f"{v}: {e}")
+    raise NativeUnavailable("; ".join(errors))
+
+
+# --- kernels --------------------------------------------------------------------------------------
+def _ptr(a: np.ndarray) -> int:
+    """The data address of a C-contiguous array (`ndarray.ctypes` costs ~10 us a call; this ~2 us)."""
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(a.data))
+    except (TypeError, ValueError):  # read-only or empty
+        return int(a.ctypes.data)
+
+
+@lru_cache(maxsize=8)
+def _window(win: int) -> tuple[npt.NDArray[np.float32], int]:
+    """The analysis window and its address (the tuple keeps the array alive)."""
+    w = np.array(periodic_hann(win), dtype=np.float32)
+    return w, _ptr(w)
+
+
+@lru_cache(maxsize=8)
+def _mel_ptrs(spec: FrontendSpec) -> tuple[SparseMel, tuple[int, int, int, int]]:
+    m = sparse_mel(spec)
+    return m, (_ptr(m.start), _ptr(m.length), _ptr(m.offset), _ptr(m.weights))
+
+
+@lru_cache(maxsize=4)
+def _fft_ptrs(n_fft: int) -> tuple[FftTables, tuple[int, int, int]] | None:
+    t = fft_tables(n_fft)
+    return None if t is None else (t, (_ptr(t.tw), _ptr(t.rot), _ptr(t.rev)))
+
+
+def _c64(a: npt.NDArray[np.complexfloating]) -> npt.NDArray[np.complex64]:
+    return np.ascontiguousarray(a, dtype=np.complex64)
+
+
+@dataclass(frozen=True)
+class SparseMel:
+    """The mel matrix [F, M] as one run of nonzero weights per band."""
+
+    start: npt.NDArray[np.int32]
+    length: npt.NDArray[np.int32]
+    offset: npt.NDArray[np.int32]
+    weights: npt.NDArray[np.float32]
+
+
+@lru_cache(maxsize=8)
+def sparse_mel(spec: FrontendSpec) -> SparseMel:
+    w = mel_matrix(spec)
+    starts, lengths, offsets, chunks = [], [], [], []
+    off = 0
+    for m in range(w.shape[1]):
+        nz = np.flatnonzero(w[:, m])
+        lo, hi = (int(nz[0]), int(nz[-1]) + 1) if nz.size else (0, 0)
+        starts.append(lo)
+        lengths.append(hi - lo)
+        offsets.append(off)
+        chunks.append(w[lo:hi, m])
+        off += hi - lo
+    return SparseMel(
+        np.asarray(starts, np.int32),
+        np.asarray(lengths, np.int32),
+        np.asarray(offsets, np.int32),
+        np.ascontiguousarray(np.concatenate([*chunks, np.zeros(1, np.float32)]), dtype=np.float32),
+    )
+
+
+@dataclass(frozen=True)
+class FftTables:
+    """Twiddles for the fused STFT's real FFT of n_fft = 2M points."""
+
+    tw: npt.NDArray[np.complex64]  # [M / 2] exp(-2 pi i k / M)
+    rot: npt.NDArray[np.complex64]  # [M + 1] exp(-2 pi i k / 2M)
+    rev: npt.NDArray[np.int32]  # [M] bit reversal of log2(M) bits
+
+
+def _exp(k: npt.NDArray[np.float64], n: int) -> npt.NDArray[np.complex64]:
+    z = np.exp(-2j * np.pi * k / n)
+    z.real[np.abs(z.real) < 1e-12] = 0.0  # exact zeros at the quarter turns
+    z.imag[np.abs(z.imag) < 1e-12] = 0.0
+    return z.astype(np.complex64)
+
+
+@lru_cache(maxsize=4)
+def fft_tables(n_fft: int) -> FftTables | None:
+    """Tables for a power-of-two n_fft >= 8, None otherwise (the STFT then uses scipy.fft)."""
+    m = n_fft // 2
+    if n_fft < 8 or n_fft & (n_fft - 1):
+        return None
+    bits = m.bit_length() - 1
+    rev = np.array([int(format(k, f"0{bits}b")[::-1], 2) for k in range(m)], np.int32)
+    return FftTables(_exp(np.arange(m // 2, dtype=np.float64), m), _exp(np.arange(m + 1, dtype=np.float64), n_fft), rev)
+
+
+class Kernels:
+    """The native kernels of one loaded build; each method matches its numpy reference."""
+
+    def __init__(self, lib: Library) -> None:
+        self.variant = lib.variant
+        self.lib = lib.lib
+        self._local = threading.local()  # per-thread scratch, reused between calls
+        # The fused STFT (own FFT, SIMD across frames) beats pocketfft only with SIMD lanes to fill.
+        self.fused_fft = lib.lib.tp_simd_width() > 1
+
+    def _scratch(self, shape: tuple[int, ...]) -> tuple[npt.NDArray[np.float32], int]:
+        """A float32 work array of `shape` and its address, reused between calls of this thread (a fresh
+        multi-MB array per call costs page faults)."""
+        n = int(np.prod(shape))
+        buf: npt.NDArray[np.float32] | None = getattr(self._local, "buf", None)
+        if buf is None or buf.size < n:
+            buf = np.empty(max(n, 4096), np.float32)
+            self._local.buf, self._local.ptr = buf, _ptr(buf)
+        return buf[:n].reshape(shape), int(self._local.ptr)
+
+    def as_dict(self) -> dict[str, Callable[..., Any]]:
+        return {name: getattr(self, name) for name in KERNEL_NAMES}
+
+    def _spectra_from_frames(self, frames: npt.NDArray[np.float32]) -> npt.NDArray[np.complex64]:
+        """Sample-major frames [C, n_fft, T] -> spectra [C, n_bins, T] (FFT along axis 1: no transpose)."""
+        import scipy.fft
+
+        return np.asarray(scipy.fft.rfft(frames, axis=1, workers=1, overwrite_x=True), dtype=np.complex64)
+
+    def stft(self, x: npt.NDArray[np.floating], spec: FrontendSpec = DEFAULT_FRONTEND) -> npt.NDArray[np.complex64]:
+        """Causal STFT as `edge.dsp.frontend.stft`: [C, N] -> complex64 [C, n_bins, T]."""
+        sp = spec
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        c, n = x.shape
+        t = n_frames(n, sp)
+        if t == 0:
+            return np.zeros((c, sp.n_bins, 0), np.complex64)
+        _, pwin = _window(sp.win)
+        tables = _fft_ptrs(sp.n_fft) if self.fused_fft else None
+        if tables is not None:
+            m = sp.n_fft // 2
+            out = np.empty((c, m + 1, t), np.complex64)
+            _, pwork = self._scratch((2 * m * 8 + 16,))
+            ptw, prot, prev = tables[1]
+            self.lib.tp_stft_f32(_ptr(x), c, n, t, sp.hop, pwin, sp.win, m, ptw, prot, prev, pwork, _ptr(out))
+            return out
+        frames, pframes = self._scratch((c, sp.n_fft, t))
+        self.lib.tp_frame_f32(_ptr(x), c, n, t, sp.hop, pwin, sp.win, sp.n_fft, pframes)
+        return self._spectra_from_frames(frames)
+
+    def stft_int16(
+        self, pcm: npt.NDArray[np.int16], spec: FrontendSpec = DEFAULT_FRONTEND
+    ) -> npt.NDArray[np.complex64]:
+        """STFT of interleaved int16 PCM [N, C] (a sound card's layout): conversion, de-interleaving and
+        windowing in one C pass."""
+        sp = spec
+        if pcm.dtype != np.int16 or pcm.ndim != 2:
+            raise InputError(f"int16 PCM must be int16 [N, C], got {pcm.dtype} with shape {pcm.shape}")
+        pcm = np.ascontiguousarray(pcm)
+        n, c = pcm.shape
+        t = n_frames(n, sp)
+        if t == 0:
+            return np.zeros((c, sp.n_bins, 0), np.complex64)
+        frames, pframes = self._scratch((c, sp.n_fft, t))
+        self.lib.tp_frame_i16(_ptr(pcm), c, t, sp.hop, _window(sp.win)[1], sp.win, sp.n_fft, pframes)
+        return self._spectra_from_frames(frames)
+
+    def logmel_from_spectra(
+        self, spectra: npt.NDArray[np.complexfloating], spec: FrontendSpec = DEFAULT_FRONTEND
+    ) -> npt.NDArray[np.float32]:
+        """As `edge.dsp.frontend.logmel_from_spectra`: [C, n_bins, T] -> [T, n_mels] (channel mean)."""
+        sp = spec
+        s = _c64(spectra)
+        c, f, t = s.shape
+        _, (pstart, plen, pofs, pw) = _mel_ptrs(sp)
+        out = np.empty((t, sp.n_mels), np.float32)
+        if t == 0:
+            return out
+        _, pscratch = self._scratch((f * TCHUNK,))
+        self.lib.tp_logmel(
+            _ptr(s), c, f, t, sp.n_mels, pstart, plen, pofs, pw, sp.log_offset, pscratch, _ptr(out)
+        )  # fmt: skip
+        return out
+
+    def phat_cross_spectra(
+        self, spectra: npt.NDArray[np.complexfloating], pairs: npt.NDArray[np.intp], bins: slice
+    ) -> npt.NDArray[np.complex64]:
+        """As `edge.dsp.gcc_phat.phat_cross_spectra`: [C, F, T] -> [T, P, B]."""
+        s = _c64(spectra)
+        c, f, t = s.shape
+        b0, b1, step = bins.indices(f)
+        if step != 1:
+            raise ConfigError(f"native phat_cross_spectra needs a contiguous bin range, got {bins!r}")
+        pr = np.ascontiguousarray(pairs, dtype=np.int64)
+        if pr.size and (pr.min() < 0 or pr.max() >= c):
+            raise InputError(f"microphone pairs {pr.tolist()} do not fit {c} channels")
+        out = np.empty((t, len(pr), max(0, b1 - b0)), np.complex64)
+        if out.size == 0:
+            return out
+        _, pscratch = self._scratch((2 * TCHUNK,))
+        self.lib.tp_phat_cross(_ptr(s), c, f, t, _ptr(pr), len(pr), b0, b1, EPS, pscratch, _ptr(out))
+        return out
+
+    def gcc(
+        self, cross: npt.NDArray[np.complexfloating], bins: slice, n_fft: int, upsample: int
+    ) -> npt.NDArray[np.float32]:
+        """As `edge.dsp.gcc_phat.gcc` (pocketfft through scipy.fft in single precision, one thread)."""
+        import scipy.fft
+
+        n_bins = n_fft // 2 + 1
+        full = np.zeros((cross.shape[0], n_bins), np.complex64)
+        full[:, bins] = cross
+        length = n_fft * upsample
+        cc = scipy.fft.irfft(full, n=length, axis=-1, workers=1, overwrite_x=True)
+        half = length // 2
+        out = np.empty(cc.shape, np.float32)
+        out[:, : length - half] = cc[:, half:]  # fftshift
+        out[:, length - half :] = cc[:, :half]
+        out *= np.float32(upsample)
+        return out
+
+    def srp_map(self, cc: npt.NDArray[np.floating], lag_index: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
+        """As `edge.dsp.srp_phat.srp_map`: cc [P, L], lag_index [G, P] -> power [G]."""
+        c = np.ascontiguousarray(cc, dtype=np.float32)
+        lag = np.ascontiguousarray(lag_index, dtype=np.float64)
+        p, length = c.shape
+        if lag.ndim != 2 or lag.shape[1] != p:
+            raise InputError(f"lag_index shape {lag.shape} does not match {p} pairs")
+        if length < 2:
+            raise InputError(f"cross-correlation length {length}: need at least 2 lags")
+        out = np.empty(lag.shape[0], np.float32)
+        self.lib.tp_srp_map(_ptr(c), p, length, _ptr(lag), lag.shape[0], _ptr(out))
+        return out
+
+    def frame_power(
+        self, spectra: npt.NDArray[np.complexfloating], weights: npt.NDArray[np.floating]
+    ) -> npt.NDArray[np.float64]:
+        """As `edge.dsp.level.frame_power`: [C, F, T], weights [F] -> mean power per frame [T]."""
+        s = _c64(spectra)
+        c, f, t = s.shape
+        w = np.ascontiguousarray(weights, dtype=np.float64)
+        if w.shape != (f,):
+            raise InputError(f"level weights of shape {w.shape} do not match {f} bins")
+        out = np.empty(t, np.float64)
+        self.lib.tp_frame_power(_ptr(s), c, f, t, _ptr(w), _ptr(out))
+        return out
+
+    def leq_dbfs(self, x: npt.NDArray[np.floating]) -> float:
+        """As `edge.dsp.level.leq_dbfs`: equivalent level of samples (all channels), dBFS."""
+        a = np.ascontiguousarray(x, dtype=np.float32)
+        if a.size == 0:
+            raise InputError("Leq of no samples")
+        return float(self.lib.tp_leq_dbfs(_ptr(a), a.size))
+
+
+KERNEL_NAMES = (
+    "stft",
+    "stft_int16",
+    "logmel_from_spectra",
+    "phat_cross_spectra",
+    "gcc",
+    "srp_map",
+    "frame_power",
+    "leq_dbfs",
+)
+
+
+@lru_cache(maxsize=1)
+def kernels() -> Kernels:
+    """The kernels of the best build for this machine. Raises NativeUnavailable."""
+    return Kernels(library())

@@ -1,0 +1,612 @@
+/*
+ * Tympan native DSP kernels: the hot loops around the FFT, fused where it pays.
+ *
+ * The numpy reference (edge/dsp/frontend.py, gcc_phat.py, srp_phat.py, level.py) is the definition;
+ * every kernel here is tested against it (tests/test_backends.py; the NEON build under qemu-aarch64).
+ * FFTs are not done here: the Python side uses pocketfft (scipy.fft / numpy.fft).
+ *
+ * One source, three instruction sets, chosen at compile time by the compiler's target macros:
+ *   TP_PORTABLE (forced scalar), __AVX2__ (x86-64 built with -mavx2 -mfma; loaded only on CPUs that have it), __SSE2__ (x86-64
+ *   baseline), __ARM_NEON with __aarch64__ (every aarch64 CPU), and portable C otherwise.
+ * Complex numbers are interleaved float32 pairs (numpy complex64). Arrays are C-contiguous.
+ *
+ * Scalar tails use SFMA exactly where the vector code uses VFMA, and the build passes
+ * -ffp-contract=off, so a frame's result does not depend on whether it fell in a vector lane or a
+ * tail: any block size gives bit-identical frames (the pipeline's streaming invariant).
+ * No allocation, no global state: every kernel is reentrant.
+ */
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define TP_ABI_VERSION 5
+#define SQRT_HALF_BITS 0x3f3504f3 /* the bits of sqrt(1/2) as a float */
+
+#if defined(TP_PORTABLE)
+/* forced portable build (tests compile it to check the scalar path on any machine) */
+#elif defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define TP_SIMD "avx2"
+#define W 8
+typedef __m256 vf;
+#define VLOAD(p) _mm256_loadu_ps(p)
+#define VSTORE(p, v) _mm256_storeu_ps((p), (v))
+#define VSET1(x) _mm256_set1_ps(x)
+#define VZERO() _mm256_setzero_ps()
+#define VADD(a, b) _mm256_add_ps((a), (b))
+#define VMUL(a, b) _mm256_mul_ps((a), (b))
+#define VSUB(a, b) _mm256_sub_ps((a), (b))
+#define VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
+#define SFMA(a, b, c) fmaf((a), (b), (c))
+#define VSQRT(a) _mm256_sqrt_ps(a)
+#define VDIV(a, b) _mm256_div_ps((a), (b))
+/* 8 complex at p -> re, im in element order */
+static inline void vload_c(const float *p, vf *re, vf *im) {
+    __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
+    __m256 r = _mm256_shuffle_ps(a, b, 0x88), i = _mm256_shuffle_ps(a, b, 0xDD);
+    *re = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(r), 0xD8));
+    *im = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(i), 0xD8));
+}
+/* x = m 2^e with m in [sqrt(1/2), sqrt(2)): integer arithmetic on the bits (x > 0, normal) */
+static inline void vsplit(vf x, vf *e, vf *m) {
+    const __m256i k = _mm256_sub_epi32(_mm256_castps_si256(x), _mm256_set1_epi32(SQRT_HALF_BITS));
+    *e = _mm256_cvtepi32_ps(_mm256_srai_epi32(k, 23));
+    *m = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_and_si256(k, _mm256_set1_epi32(0x7fffff)),
+                                              _mm256_set1_epi32(SQRT_HALF_BITS)));
+}
+/* r[k] = row k of an 8x8 block -> r[k] = column k */
+static inline void vtranspose(vf *r) {
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+    __m256 s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+    __m256 s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+    __m256 s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+    __m256 s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+    __m256 s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+    __m256 s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+    __m256 s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+    r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+    r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+    r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+    r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+    r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+    r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+    r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+    r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+static inline void vstore_c(float *p, vf re, vf im) {
+    __m256 r = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(re), 0xD8));
+    __m256 i = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(im), 0xD8));
+    _mm256_storeu_ps(p, _mm256_unpacklo_ps(r, i));
+    _mm256_storeu_ps(p + 8, _mm256_unpackhi_ps(r, i));
+}
+#elif defined(__SSE2__)
+#include <emmintrin.h>
+#include <xmmintrin.h>
+#define TP_SIMD "sse2"
+#define W 4
+typedef __m128 vf;
+#define VLOAD(p) _mm_loadu_ps(p)
+#define VSTORE(p, v) _mm_storeu_ps((p), (v))
+#define VSET1(x) _mm_set1_ps(x)
+#define VZERO() _mm_setzero_ps()
+#define VADD(a, b) _mm_add_ps((a), (b))
+#define VMUL(a, b) _mm_mul_ps((a), (b))
+#define VSUB(a, b) _mm_sub_ps((a), (b))
+#define VFMA(a, b, c) _mm_add_ps(_mm_mul_ps((a), (b)), (c))
+#define SFMA(a, b, c) ((a) * (b) + (c))
+#define VSQRT(a) _mm_sqrt_ps(a)
+#define VDIV(a, b) _mm_div_ps((a), (b))
+static inline void vload_c(const float *p, vf *re, vf *im) {
+    __m128 a = _mm_loadu_ps(p), b = _mm_loadu_ps(p + 4);
+    *re = _mm_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+    *im = _mm_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+}
+static inline void vtranspose(vf *r) { _MM_TRANSPOSE4_PS(r[0], r[1], r[2], r[3]); }
+static inline void vsplit(vf x, vf *e, vf *m) {
+    const __m128i k = _mm_sub_epi32(_mm_castps_si128(x), _mm_set1_epi32(SQRT_HALF_BITS));
+    *e = _mm_cvtepi32_ps(_mm_srai_epi32(k, 23));
+    *m = _mm_castsi128_ps(_mm_add_epi32(_mm_and_si128(k, _mm_set1_epi32(0x7fffff)), _mm_set1_epi32(SQRT_HALF_BITS)));
+}
+static inline void vstore_c(float *p, vf re, vf im) {
+    _mm_storeu_ps(p, _mm_unpacklo_ps(re, im));
+    _mm_storeu_ps(p + 4, _mm_unpackhi_ps(re, im));
+}
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+#include <arm_neon.h>
+#define TP_SIMD "neon"
+#define W 4
+typedef float32x4_t vf;
+#define VLOAD(p) vld1q_f32(p)
+#define VSTORE(p, v) vst1q_f32((p), (v))
+#define VSET1(x) vdupq_n_f32(x)
+#define VZERO() vdupq_n_f32(0.0f)
+#define VADD(a, b) vaddq_f32((a), (b))
+#define VMUL(a, b) vmulq_f32((a), (b))
+#define VSUB(a, b) vsubq_f32((a), (b))
+#define VFMA(a, b, c) vfmaq_f32((c), (a), (b))
+#define SFMA(a, b, c) fmaf((a), (b), (c))
+#define VSQRT(a) vsqrtq_f32(a)
+#define VDIV(a, b) vdivq_f32((a), (b))
+static inline void vload_c(const float *p, vf *re, vf *im) {
+    float32x4x2_t v = vld2q_f32(p);
+    *re = v.val[0];
+    *im = v.val[1];
+}
+static inline void vsplit(vf x, vf *e, vf *m) {
+    const int32x4_t k = vsubq_s32(vreinterpretq_s32_f32(x), vdupq_n_s32(SQRT_HALF_BITS));
+    *e = vcvtq_f32_s32(vshrq_n_s32(k, 23));
+    *m = vreinterpretq_f32_s32(vaddq_s32(vandq_s32(k, vdupq_n_s32(0x7fffff)), vdupq_n_s32(SQRT_HALF_BITS)));
+}
+static inline void vtranspose(vf *r) {
+    float32x4x2_t a = vtrnq_f32(r[0], r[1]), b = vtrnq_f32(r[2], r[3]);
+    r[0] = vcombine_f32(vget_low_f32(a.val[0]), vget_low_f32(b.val[0]));
+    r[1] = vcombine_f32(vget_low_f32(a.val[1]), vget_low_f32(b.val[1]));
+    r[2] = vcombine_f32(vget_high_f32(a.val[0]), vget_high_f32(b.val[0]));
+    r[3] = vcombine_f32(vget_high_f32(a.val[1]), vget_high_f32(b.val[1]));
+}
+static inline void vstore_c(float *p, vf re, vf im) {
+    float32x4x2_t v;
+    v.val[0] = re;
+    v.val[1] = im;
+    vst2q_f32(p, v);
+}
+#endif
+
+#if !defined(TP_SIMD)
+#define TP_SIMD "portable"
+#define W 1
+typedef float vf;
+#define VLOAD(p) (*(p))
+#define VSTORE(p, v) (*(p) = (v))
+#define VSET1(x) (x)
+#define VZERO() 0.0f
+#define VADD(a, b) ((a) + (b))
+#define VMUL(a, b) ((a) * (b))
+#define VSUB(a, b) ((a) - (b))
+#define VFMA(a, b, c) ((a) * (b) + (c))
+#define SFMA(a, b, c) ((a) * (b) + (c))
+#define VSQRT(a) sqrtf(a)
+#define VDIV(a, b) ((a) / (b))
+static inline void vload_c(const float *p, vf *re, vf *im) {
+    *re = p[0];
+    *im = p[1];
+}
+static inline void vtranspose(vf *r) { (void)r; }
+#define TP_SCALAR_SPLIT 1
+static inline void vstore_c(float *p, vf re, vf im) {
+    p[0] = re;
+    p[1] = im;
+}
+#endif
+
+/* The scalar twin of vsplit (same integer arithmetic). */
+static inline void ssplit(float x, float *e, float *m) {
+    int32_t i, k;
+    memcpy(&i, &x, sizeof i);
+    k = i - SQRT_HALF_BITS;
+    *e = (float)(k >> 23); /* arithmetic shift: GCC and Clang on every target we build for */
+    i = (k & 0x7fffff) + SQRT_HALF_BITS;
+    memcpy(m, &i, sizeof i);
+}
+#if defined(TP_SCALAR_SPLIT)
+static inline void vsplit(vf x, vf *e, vf *m) { ssplit(x, e, m); }
+#endif
+
+/*
+ * Natural log for x > 0 (normal floats): log x = e ln 2 + 2 atanh(s), s = (m - 1) / (m + 1), with the
+ * atanh series to s^9 (|s| <= 0.1716: truncation below 1e-9 relative). A NaN or infinite input gives
+ * NaN (x - x). vlog works on W lanes, slog is its scalar twin with the same operations in the same
+ * order, so a value does not depend on whether it fell in a lane or a tail.
+ */
+#define LOG_LN2 0.693147180559945309f
+#define LOG_C1 2.0f
+#define LOG_C3 0.666666666666666667f
+#define LOG_C5 0.4f
+#define LOG_C7 0.285714285714285714f
+#define LOG_C9 0.222222222222222222f
+static inline vf vlog(vf x) {
+    vf e, m;
+    vsplit(x, &e, &m);
+    const vf sv = VDIV(VSUB(m, VSET1(1.0f)), VADD(m, VSET1(1.0f)));
+    const vf z = VMUL(sv, sv);
+    vf p = VFMA(VSET1(LOG_C9), z, VSET1(LOG_C7));
+    p = VFMA(p, z, VSET1(LOG_C5));
+    p = VFMA(p, z, VSET1(LOG_C3));
+    p = VFMA(p, z, VSET1(LOG_C1));
+    return VADD(VFMA(e, VSET1(LOG_LN2), VMUL(p, sv)), VSUB(x, x));
+}
+static inline float slog(float x) {
+    float e, m;
+    ssplit(x, &e, &m);
+    const float sv = (m - 1.0f) / (m + 1.0f);
+    const float z = sv * sv;
+    float p = SFMA(LOG_C9, z, LOG_C7);
+    p = SFMA(p, z, LOG_C5);
+    p = SFMA(p, z, LOG_C3);
+    p = SFMA(p, z, LOG_C1);
+    return SFMA(e, LOG_LN2, p * sv) + (x - x);
+}
+
+#if defined(_WIN32)
+#define TP_API __declspec(dllexport)
+#else
+#define TP_API __attribute__((visibility("default")))
+#endif
+
+/* Frames processed together by the spectral kernels (a multiple of every W). */
+#define TCHUNK 32
+
+TP_API int tp_abi_version(void) { return TP_ABI_VERSION; }
+
+TP_API const char *tp_simd(void) { return TP_SIMD; }
+
+/* 1 when this CPU can run the AVX2+FMA build (x86-64 only; 0 elsewhere). */
+TP_API int tp_cpu_has_avx2(void) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
+/* Frames per block in the framing kernels: the block's samples stay in L1/L2 across the window. */
+#define TBLK 64
+
+/*
+ * float32 audio -> windowed, zero-padded frames, sample-major: out[c, n, t] = x[c, t*hop + n] * win[n]
+ * for n < wlen, 0 for wlen <= n < nfft. x: [C, xs] (row stride xs samples); out: [C, nfft, T].
+ * The FFT then runs along axis 1 and yields [C, n_bins, T], the Spectra layout, with no transpose.
+ */
+TP_API void tp_frame_f32(const float *x, int64_t C, int64_t xs, int64_t T, int64_t hop, const float *win,
+                         int64_t wlen, int64_t nfft, float *out) {
+    for (int64_t c = 0; c < C; c++) {
+        const float *xc = x + c * xs;
+        float *oc = out + c * nfft * T;
+        for (int64_t t0 = 0; t0 < T; t0 += TBLK) {
+            const int64_t nt = T - t0 < TBLK ? T - t0 : TBLK;
+            const int64_t ntv = nt - nt % W; /* frames done as W x W blocks: contiguous loads, a transpose */
+            int64_t n0 = 0;
+            for (; n0 + W <= wlen; n0 += W) {
+                const vf wv = VLOAD(win + n0);
+                for (int64_t t = 0; t < ntv; t += W) {
+                    vf r[W];
+                    for (int k = 0; k < W; k++) r[k] = VMUL(VLOAD(xc + (t0 + t + k) * hop + n0), wv);
+                    vtranspose(r);
+                    for (int k = 0; k < W; k++) VSTORE(oc + (n0 + k) * T + t0 + t, r[k]);
+                }
+            }
+            for (int64_t n = 0; n < wlen; n++) { /* the frames past the last block, and samples past n0 */
+                const float wn = win[n];
+                for (int64_t t = (n < n0 ? ntv : 0); t < nt; t++) oc[n * T + t0 + t] = xc[(t0 + t) * hop + n] * wn;
+            }
+        }
+        memset(oc + wlen * T, 0, (size_t)((nfft - wlen) * T) * sizeof(float));
+    }
+}
+
+/*
+ * Fused STFT: audio -> frames -> window -> real FFT of n_fft = 2M points (M a power of two), W frames
+ * at a time with one frame per SIMD lane, so every butterfly works on W frames and the spectra come out
+ * directly in the Spectra layout. The real FFT is a complex FFT of M points on z[k] = x[2k] + i x[2k+1]
+ * (iterative radix-2, bit-reversed input) followed by the usual split into the M + 1 bins.
+ * x: [C, xs]; win: [wlen] (wlen <= 2M; samples past it are zero); tw: M/2 complex exp(-2 pi i k / M);
+ * rot: M + 1 complex exp(-2 pi i k / 2M); rev: [M] bit reversal; work: 2 * M * W + 2 * W floats;
+ * out: [C, M + 1, T] complex64. Every lane does the same operations, so a frame's spectrum does not
+ * depend on which lane or block it fell in.
+ */
+TP_API int tp_simd_width(void) { return W; }
+
+TP_API void tp_stft_f32(const float *x, int64_t C, int64_t xs, int64_t T, int64_t hop, const float *win,
+                        int64_t wlen, int64_t M, const float *tw, const float *rot, const int32_t *rev, float *work,
+                        float *out) {
+    float *zr = work, *zi = work + M * W, *tmp = work + 2 * M * W;
+    const int64_t F = M + 1;
+    for (int64_t c = 0; c < C; c++) {
+        const float *xc = x + c * xs;
+        for (int64_t t0 = 0; t0 < T; t0 += W) {
+            const int64_t nt = T - t0 < W ? T - t0 : W;
+            /* load: sample n of lane l -> (n even ? zr : zi)[rev[n / 2]][l] */
+            int64_t n0 = 0;
+            if (nt == W) {
+                for (; n0 + W <= wlen; n0 += W) {
+                    const vf wv = VLOAD(win + n0);
+                    vf r[W];
+                    for (int k = 0; k < W; k++) r[k] = VMUL(VLOAD(xc + (t0 + k) * hop + n0), wv);
+                    vtranspose(r);
+                    for (int k = 0; k < W; k++) {
+                        const int64_t n = n0 + k;
+                        VSTORE(((n & 1) ? zi : zr) + rev[n >> 1] * W, r[k]);
+                    }
+                }
+            }
+            for (int64_t n = n0; n < 2 * M; n++) {
+                float *dst = ((n & 1) ? zi : zr) + rev[n >> 1] * W;
+                for (int64_t l = 0; l < W; l++)
+                    dst[l] = (n < wlen && l < nt) ? xc[(t0 + l) * hop + n] * win[n] : 0.0f;
+            }
+            /* complex FFT of M points, in place, natural-order output; the first two stages have the
+             * twiddles 1 and -i, so they are done without multiplications (the same values as with) */
+            for (int64_t i = 0; i + 4 <= M; i += 4) {
+                float *r0 = zr + i * W, *i0 = zi + i * W;
+                const vf ar = VLOAD(r0), ai = VLOAD(i0), br = VLOAD(r0 + W), bi = VLOAD(i0 + W);
+                const vf cr = VLOAD(r0 + 2 * W), ci = VLOAD(i0 + 2 * W), dr = VLOAD(r0 + 3 * W), di = VLOAD(i0 + 3 * W);
+                const vf s0r = VADD(ar, br), s0i = VADD(ai, bi), s1r = VSUB(ar, br), s1i = VSUB(ai, bi);
+                const vf s2r = VADD(cr, dr), s2i = VADD(ci, di), s3r = VSUB(cr, dr), s3i = VSUB(ci, di);
+                /* len 4: (s0, s2) with twiddle 1, (s1, s3) with twiddle -i: s3 * -i = (s3i, -s3r) */
+                VSTORE(r0, VADD(s0r, s2r));
+                VSTORE(i0, VADD(s0i, s2i));
+                VSTORE(r0 + 2 * W, VSUB(s0r, s2r));
+                VSTORE(i0 + 2 * W, VSUB(s0i, s2i));
+                VSTORE(r0 + W, VADD(s1r, s3i));
+                VSTORE(i0 + W, VSUB(s1i, s3r));
+                VSTORE(r0 + 3 * W, VSUB(s1r, s3i));
+                VSTORE(i0 + 3 * W, VADD(s1i, s3r));
+            }
+            for (int64_t len = 8; len <= M; len <<= 1) {
+                const int64_t half = len >> 1, step = M / len;
+                for (int64_t j = 0; j < half; j++) { /* one twiddle, all the butterflies that use it */
+                    const vf wr = VSET1(tw[2 * j * step]), wi = VSET1(tw[2 * j * step + 1]);
+                    for (int64_t i = 0; i < M; i += len) {
+                        float *pr = zr + (i + j) * W, *pi = zi + (i + j) * W;
+                        float *qr = pr + half * W, *qi = pi + half * W;
+                        const vf ur = VLOAD(pr), ui = VLOAD(pi), xr = VLOAD(qr), xi = VLOAD(qi);
+                        const vf vr = VSUB(VMUL(xr, wr), VMUL(xi, wi));
+                        const vf vi = VADD(VMUL(xr, wi), VMUL(xi, wr));
+                        VSTORE(pr, VADD(ur, vr));
+                        VSTORE(pi, VADD(ui, vi));
+                        VSTORE(qr, VSUB(ur, vr));
+                        VSTORE(qi, VSUB(ui, vi));
+                    }
+                }
+            }
+            /* split into the real signal's bins: X[k] = E[k] + exp(-2 pi i k / 2M) O[k] */
+            const vf halfv = VSET1(0.5f);
+            for (int64_t k = 0; k <= M; k++) {
+                const int64_t kk = k == M ? 0 : k, mk = k == 0 ? 0 : M - k;
+                const vf a = VLOAD(zr + kk * W), b = VLOAD(zi + kk * W);
+                const vf cc = VLOAD(zr + mk * W), d = VLOAD(zi + mk * W);
+                const vf er = VMUL(VADD(a, cc), halfv), ei = VMUL(VSUB(b, d), halfv);
+                const vf orr = VMUL(VADD(b, d), halfv), oi = VMUL(VSUB(cc, a), halfv);
+                const vf wr = VSET1(rot[2 * k]), wi = VSET1(rot[2 * k + 1]);
+                const vf xr = VADD(er, VSUB(VMUL(wr, orr), VMUL(wi, oi)));
+                const vf xi = VADD(ei, VADD(VMUL(wr, oi), VMUL(wi, orr)));
+                float *dst = out + 2 * ((c * F + k) * T + t0);
+                if (nt == W) {
+                    vstore_c(dst, xr, xi);
+                } else {
+                    vstore_c(tmp, xr, xi);
+                    memcpy(dst, tmp, (size_t)(2 * nt) * sizeof(float));
+                }
+            }
+        }
+    }
+}
+
+/*
+ * Interleaved int16 audio as a sound card delivers it -> windowed, zero-padded float frames.
+ * x: [N, C] int16 (frame-major); the sample value is x / 32768 (full scale = 1.0).
+ * out: [C, nfft, T] as tp_frame_f32. Conversion, de-interleaving and windowing in one pass.
+ */
+TP_API void tp_frame_i16(const int16_t *x, int64_t C, int64_t T, int64_t hop, const float *win, int64_t wlen,
+                         int64_t nfft, float *out) {
+    const float scale = 1.0f / 32768.0f;
+    for (int64_t c = 0; c < C; c++) {
+        float *oc = out + c * nfft * T;
+        for (int64_t t0 = 0; t0 < T; t0 += TBLK) {
+            const int64_t nt = T - t0 < TBLK ? T - t0 : TBLK;
+            for (int64_t n = 0; n < wlen; n++) {
+                const float wn = win[n];
+                const int16_t *src = x + (t0 * hop + n) * C + c;
+                float *dst = oc + n * T + t0;
+                for (int64_t t = 0; t < nt; t++) dst[t] = ((float)src[t * hop * C] * scale) * wn;
+            }
+        }
+        memset(oc + wlen * T, 0, (size_t)((nfft - wlen) * T) * sizeof(float));
+    }
+}
+
+/* complex [C, T, F] -> [C, F, T], blocked (for callers whose FFT output is frame-major). */
+TP_API void tp_transpose_c64(const float *in, int64_t C, int64_t T, int64_t F, float *out) {
+    const int64_t B = 16;
+    for (int64_t c = 0; c < C; c++) {
+        const uint64_t *src = (const uint64_t *)(const void *)(in) + c * T * F;
+        uint64_t *dst = (uint64_t *)(void *)(out) + c * T * F;
+        for (int64_t t0 = 0; t0 < T; t0 += B) {
+            int64_t t1 = t0 + B < T ? t0 + B : T;
+            for (int64_t f0 = 0; f0 < F; f0 += B) {
+                int64_t f1 = f0 + B < F ? f0 + B : F;
+                for (int64_t f = f0; f < f1; f++)
+                    for (int64_t t = t0; t < t1; t++) dst[f * T + t] = src[t * F + f];
+            }
+        }
+    }
+}
+
+/*
+ * Spectra -> log-mel of the channel mean, fused: complex mean over channels, magnitude, sparse mel
+ * filterbank, log(mel + log_offset).
+ * spec: [C, F, T] complex64. Mel band m has weights wts[wofs[m] .. wofs[m] + blen[m]) for the bins
+ * bstart[m] .. bstart[m] + blen[m]. mag: scratch of F * TCHUNK floats. out: [T, M] float32.
+ */
+TP_API void tp_logmel(const float *spec, int64_t C, int64_t F, int64_t T, int64_t M, const int32_t *bstart,
+                      const int32_t *blen, const int32_t *wofs, const float *wts, float log_offset, float *mag,
+                      float *out) {
+    int64_t flo = F, fhi = 0; /* bins any band uses */
+    for (int64_t m = 0; m < M; m++) {
+        if (blen[m] <= 0) continue;
+        if (bstart[m] < flo) flo = bstart[m];
+        if (bstart[m] + blen[m] > fhi) fhi = bstart[m] + blen[m];
+    }
+    const float inv_c = 1.0f / (float)C;
+    float acc[TCHUNK];
+    for (int64_t t0 = 0; t0 < T; t0 += TCHUNK) {
+        const int64_t nt = T - t0 < TCHUNK ? T - t0 : TCHUNK;
+        /* |mean_c X[c, f, t]| for the used bins of this chunk -> mag[f][0..nt) */
+        for (int64_t f = flo; f < fhi; f++) {
+            float *mf = mag + f * TCHUNK;
+            int64_t t = 0;
+            for (; t + W <= nt; t += W) {
+                vf re, im, r2, i2;
+                vload_c(spec + 2 * (f * T + t0 + t), &re, &im);
+                for (int64_t c = 1; c < C; c++) {
+                    vload_c(spec + 2 * ((c * F + f) * T + t0 + t), &r2, &i2);
+                    re = VADD(re, r2);
+                    im = VADD(im, i2);
+                }
+                re = VMUL(re, VSET1(inv_c));
+                im = VMUL(im, VSET1(inv_c));
+                VSTORE(mf + t, VSQRT(VFMA(re, re, VMUL(im, im))));
+            }
+            for (; t < nt; t++) {
+                float re = 0.0f, im = 0.0f;
+                for (int64_t c = 0; c < C; c++) {
+                    const float *p = spec + 2 * ((c * F + f) * T + t0 + t);
+                    re += p[0];
+                    im += p[1];
+                }
+                re *= inv_c;
+                im *= inv_c;
+                mf[t] = sqrtf(SFMA(re, re, im * im));
+            }
+        }
+        /* sparse filterbank, vectorised over frames */
+        for (int64_t m = 0; m < M; m++) {
+            int64_t t = 0;
+            for (; t + W <= nt; t += W) {
+                vf a = VZERO();
+                for (int32_t k = 0; k < blen[m]; k++)
+                    a = VFMA(VSET1(wts[wofs[m] + k]), VLOAD(mag + (bstart[m] + k) * TCHUNK + t), a);
+                VSTORE(acc + t, a);
+            }
+            for (; t < nt; t++) {
+                float a = 0.0f;
+                for (int32_t k = 0; k < blen[m]; k++) a = SFMA(wts[wofs[m] + k], mag[(bstart[m] + k) * TCHUNK + t], a);
+                acc[t] = a;
+            }
+            for (t = 0; t + W <= nt; t += W) VSTORE(acc + t, vlog(VADD(VLOAD(acc + t), VSET1(log_offset))));
+            for (; t < nt; t++) acc[t] = slog(acc[t] + log_offset);
+            for (t = 0; t < nt; t++) out[(t0 + t) * M + m] = acc[t];
+        }
+    }
+}
+
+/*
+ * Spectra -> PHAT-normalised cross-spectra, per frame, for microphone pairs in bins [b0, b1).
+ * spec: [C, F, T] complex64; pairs: [P, 2] (i, j): cross = X_i conj(X_j) / (|X_i conj(X_j)| + eps).
+ * out: [T, P, B] complex64 (B = b1 - b0). tmp: scratch of 2 * TCHUNK floats.
+ */
+TP_API void tp_phat_cross(const float *spec, int64_t C, int64_t F, int64_t T, const int64_t *pairs, int64_t P,
+                          int64_t b0, int64_t b1, float eps, float *tmp, float *out) {
+    (void)C;
+    const int64_t B = b1 - b0;
+    for (int64_t t0 = 0; t0 < T; t0 += TCHUNK) {
+        const int64_t nt = T - t0 < TCHUNK ? T - t0 : TCHUNK;
+        for (int64_t p = 0; p < P; p++) {
+            const int64_t ci = pairs[2 * p], cj = pairs[2 * p + 1];
+            for (int64_t b = 0; b < B; b++) {
+                const float *xi = spec + 2 * ((ci * F + b0 + b) * T + t0);
+                const float *xj = spec + 2 * ((cj * F + b0 + b) * T + t0);
+                int64_t t = 0;
+                for (; t + W <= nt; t += W) {
+                    vf ar, ai, br, bi;
+                    vload_c(xi + 2 * t, &ar, &ai);
+                    vload_c(xj + 2 * t, &br, &bi);
+                    /* (ar + i ai)(br - i bi) */
+                    vf re = VFMA(ar, br, VMUL(ai, bi));
+                    vf im = VSUB(VMUL(ai, br), VMUL(ar, bi));
+                    vf den = VADD(VSQRT(VFMA(re, re, VMUL(im, im))), VSET1(eps));
+                    vstore_c(tmp + 2 * t, VDIV(re, den), VDIV(im, den));
+                }
+                for (; t < nt; t++) {
+                    const float ar = xi[2 * t], ai = xi[2 * t + 1], br = xj[2 * t], bi = xj[2 * t + 1];
+                    const float re = SFMA(ar, br, ai * bi), im = ai * br - ar * bi;
+                    const float den = sqrtf(SFMA(re, re, im * im)) + eps;
+                    tmp[2 * t] = re / den;
+                    tmp[2 * t + 1] = im / den;
+                }
+                uint64_t *dst = (uint64_t *)(void *)out + ((t0 * P + p) * B + b);
+                const uint64_t *src = (const uint64_t *)(const void *)tmp;
+                for (t = 0; t < nt; t++) dst[t * P * B] = src[t];
+            }
+        }
+    }
+}
+
+/*
+ * GCC -> SRP-PHAT map: for each grid direction g, the sum over pairs of the cross-correlation at the
+ * pair's fractional lag, linearly interpolated (lags clipped to [0, L - 1.000001]).
+ * cc: [P, L] float32; lag: [G, P] float64; out: [G] float32.
+ */
+TP_API void tp_srp_map(const float *cc, int64_t P, int64_t L, const double *lag, int64_t G, float *out) {
+    const double hi = (double)L - 1.000001;
+    for (int64_t g = 0; g < G; g++) {
+        const double *lg = lag + g * P;
+        float s = 0.0f;
+        for (int64_t p = 0; p < P; p++) {
+            double k = lg[p];
+            k = k < 0.0 ? 0.0 : (k > hi ? hi : k);
+            const int64_t k0 = (int64_t)k;
+            const float frac = (float)(k - (double)k0);
+            const float *row = cc + p * L;
+            s += row[k0] * (1.0f - frac) + row[k0 + 1] * frac;
+        }
+        out[g] = s;
+    }
+}
+
+/*
+ * Spectra -> per-frame power (the level meter): out[t] = sum_c sum_f |X[c, f, t]|^2 w[f] / C.
+ * With w the one-sided Parseval weights this is the frame's mean-square sample value (Leq per frame).
+ * spec: [C, F, T] complex64; w: [F] float64; out: [T] float64 (accumulated in double).
+ */
+TP_API void tp_frame_power(const float *spec, int64_t C, int64_t F, int64_t T, const double *w, double *out) {
+    for (int64_t t = 0; t < T; t++) out[t] = 0.0;
+    float acc[TCHUNK];
+    for (int64_t t0 = 0; t0 < T; t0 += TCHUNK) {
+        const int64_t nt = T - t0 < TCHUNK ? T - t0 : TCHUNK;
+        for (int64_t c = 0; c < C; c++) {
+            for (int64_t f = 0; f < F; f++) {
+                const float *x = spec + 2 * ((c * F + f) * T + t0);
+                int64_t t = 0;
+                for (; t + W <= nt; t += W) {
+                    vf re, im;
+                    vload_c(x + 2 * t, &re, &im);
+                    VSTORE(acc + t, VFMA(re, re, VMUL(im, im)));
+                }
+                for (; t < nt; t++) acc[t] = SFMA(x[2 * t], x[2 * t], x[2 * t + 1] * x[2 * t + 1]);
+                const double wf = w[f];
+                for (t = 0; t < nt; t++) out[t0 + t] += (double)acc[t] * wf;
+            }
+        }
+    }
+    const double inv_c = 1.0 / (double)C;
+    for (int64_t t = 0; t < T; t++) out[t] *= inv_c;
+}
+
+/* Equivalent level of samples (any channels, flattened): mean square in double, as dBFS with a
+ * full-scale sine at 0 dBFS: 10 log10(2 * mean(x^2) + 1e-20). */
+TP_API double tp_leq_dbfs(const float *x, int64_t n) {
+    double s = 0.0;
+    vf acc = VZERO();
+    int64_t i = 0;
+    float part[W];
+    for (; i + W <= n; i += W) {
+        vf v = VLOAD(x + i);
+        acc = VFMA(v, v, acc);
+        if (((i / W) & 1023) == 1023) { /* flush the float lanes into double now and then */
+            VSTORE(part, acc);
+            for (int k = 0; k < W; k++) s += part[k];
+            acc = VZERO();
+        }
+    }
+    VSTORE(part, acc);
+    for (int k = 0; k < W; k++) s += part[k];
+    for (; i < n; i++) s += (double)x[i] * x[i];
+    return n > 0 ? 10.0 * log10(2.0 * s / (double)n + 1e-20) : -200.0;
+}

@@ -1,0 +1,347 @@
+"""DSP backends against the numpy reference (the oracle), on random and real inputs.
+
+Tolerances (stated once, here):
+- native: the same float32 arithmetic as the reference in another order, with FMA on AVX2/NEON:
+  spectra max |diff| <= 1e-5 x max |ref|; log-mel <= 1e-4 (natural log units); unit-magnitude PHAT
+  cross-spectra <= 1e-5; SRP map <= 1e-5 x max |ref|; frame power relative <= 1e-5; Leq <= 1e-4 dB.
+- tinygrad: DFTs as float32 matrix products (sums of 400 / 183 terms): spectra and GCC
+  <= 2e-5 x max |ref|, log-mel <= 1e-3; the rest as native.
+The NEON build is checked under qemu-aarch64 (cross-compiled C harness), skipped without the toolchain.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from boards.profiles import load_array
+from edge.dsp import backends, frontend, native
+from edge.dsp.gcc_phat import mic_pairs
+from edge.dsp.level import parseval_weights
+from edge.errors import ConfigError, InputError
+from edge.localise import Localiser, LocaliserConfig, active_frames
+from edge.messages import Block
+from edge.stft import StftStage
+from tests.scenes import FS, ang_err, noise_burst, plane_wave
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"  # ../shared/data beside the checkout
+ESC50 = SHARED_DATA / "esc50" / "audio"
+SPEC = frontend.DEFAULT_FRONTEND
+BINS = slice(10, 193)  # 300-6000 Hz at 31.25 Hz per bin
+TOL = {
+    "native": {"spectra": 1e-5, "logmel": 1e-4, "phat": 1e-5, "gcc": 1e-5, "srp": 1e-5, "power": 1e-5},
+    "tinygrad": {"spectra": 2e-5, "logmel": 1e-3, "phat": 1e-5, "gcc": 2e-5, "srp": 1e-5, "power": 1e-5},
+}
+
+Kernel = Callable[..., Any]
+
+
+def _native_variants() -> list[Any]:
+    return [pytest.param(f"native-{v}", id=f"native-{v}") for v in native.machine_variants()]
+
+
+def _kernels(backend: str) -> dict[str, Kernel]:
+    """The kernels of `backend` ('native-<variant>' picks one SIMD build), skipping if unavailable."""
+    if backend.startswith("native-"):
+        try:
+            return native.Kernels(native.load_variant(backend.split("-", 1)[1])).as_dict()
+        except native.NativeUnavailable as e:
+            pytest.skip(f"native build unavailable: {e}")
+    if backend not in backends.backends():
+        pytest.skip(f"{backend} unavailable: {backends.unavailable().get(backend)}")
+    return {k: backends.get(k, backend) for k in backends.KERNELS}
+
+
+def _tol(backend: str) -> dict[str, float]:
+    return TOL["tinygrad" if backend == "tinygrad" else "native"]
+
+
+def _audio(seed: int, channels: int = 4, n: int = 8000) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((channels, n)).astype(np.float32) * 0.1
+    x[:, n // 3 : n // 2] *= 20  # a loud stretch, so frames span a wide dynamic range
+    x[:, -600:] = 0.0  # and digital silence (zero spectra: PHAT must give 0, log-mel the floor)
+    return x
+
+
+def _real_audio() -> np.ndarray:
+    """A real ESC-50 clip (first one present) as 4 channels with different delays."""
+    from edge.sources import read_audio
+
+    if not ESC50.is_dir():
+        pytest.skip("../shared/data/esc50 not present")
+    clip = sorted(ESC50.glob("*.flac"))[0]
+    mono = read_audio(str(clip))[0, : 2 * FS]
+    return np.stack([np.roll(mono, d) for d in (0, 3, 7, 12)]).astype(np.float32)
+
+
+def _check_all(kern: dict[str, Kernel], x: np.ndarray, tol: dict[str, float]) -> None:
+    ref = {k: backends.get(k) for k in backends.KERNELS}
+    s_ref = ref["stft"](x, SPEC)
+    s = kern["stft"](x, SPEC)
+    assert s.shape == s_ref.shape and s.dtype == np.complex64
+    assert np.max(np.abs(s - s_ref)) <= tol["spectra"] * np.max(np.abs(s_ref))
+    lm_ref = ref["logmel_from_spectra"](s_ref, SPEC)
+    lm = kern["logmel_from_spectra"](s_ref, SPEC)
+    assert lm.shape == lm_ref.shape and lm.dtype == np.float32
+    assert np.max(np.abs(lm - lm_ref)) <= tol["logmel"]
+    pairs = mic_pairs(x.shape[0])
+    c_ref = ref["phat_cross_spectra"](s_ref, pairs, BINS)
+    c = kern["phat_cross_spectra"](s_ref, pairs, BINS)
+    assert c.shape == c_ref.shape and c.dtype == np.complex64
+    assert np.max(np.abs(c - c_ref)) <= tol["phat"]
+    cc_ref = ref["gcc"](c_ref.sum(axis=0), BINS, SPEC.n_fft, 16)
+    cc = kern["gcc"](c_ref.sum(axis=0), BINS, SPEC.n_fft, 16)
+    assert np.max(np.abs(cc - cc_ref)) <= tol["gcc"] * np.max(np.abs(cc_ref))
+    lag = np.random.default_rng(1).uniform(-10.0, cc_ref.shape[1] + 10.0, (500, len(pairs)))  # some clipped
+    p_ref = ref["srp_map"](cc_ref, lag)
+    p = kern["srp_map"](cc_ref, lag)
+    assert p.shape == p_ref.shape and p.dtype == np.float32
+    assert np.max(np.abs(p - p_ref)) <= tol["srp"] * np.max(np.abs(p_ref))
+    w = parseval_weights(SPEC)
+    fp_ref = ref["frame_power"](s_ref, w)
+    fp = kern["frame_power"](s_ref, w)
+    assert fp.dtype == np.float64
+    np.testing.assert_allclose(fp, fp_ref, rtol=tol["power"], atol=1e-12 * fp_ref.max())
+    if "leq_dbfs" in kern:
+        assert abs(kern["leq_dbfs"](x) - ref["leq_dbfs"](x)) <= 1e-4
+    pcm = np.clip(np.round(x.T * 32767 / 4), -32768, 32767).astype(np.int16)
+    si_ref = ref["stft_int16"](pcm, SPEC)
+    si = kern["stft_int16"](pcm, SPEC)
+    assert np.max(np.abs(si - si_ref)) <= tol["spectra"] * np.max(np.abs(si_ref))
+
+
+@pytest.mark.parametrize("variant", _native_variants())
+@pytest.mark.parametrize("seed", [0, 1])
+def test_native_equals_reference_on_random_input(variant: str, seed: int) -> None:
+    # 8000 samples: 48 frames, so every kernel runs full vector lanes and scalar tails
+    _check_all(_kernels(variant), _audio(seed), _tol(variant))
+
+
+@pytest.mark.parametrize("variant", _native_variants())
+def test_native_equals_reference_on_real_audio(variant: str) -> None:
+    _check_all(_kernels(variant), _real_audio(), _tol(variant))
+
+
+@pytest.mark.slow
+def test_tinygrad_equals_reference() -> None:
+    # one small shape: tinygrad compiles kernels per shape (seconds each with clang)
+    kern = _kernels("tinygrad")
+    _check_all(kern, _audio(2, n=4000), _tol("tinygrad"))
+
+
+@pytest.mark.parametrize("variant", _native_variants())
+def test_native_frames_do_not_depend_on_the_block_size(variant: str) -> None:
+    """A frame lands in a vector lane or a scalar tail depending on where a block cuts the stream;
+    its value must be bit-identical either way (the pipeline's 10 ms vs 1 s invariant)."""
+    kern = _kernels(variant)
+    x = _audio(3, n=12000)
+    whole = kern["stft"](x, SPEC)
+    lm_whole = kern["logmel_from_spectra"](whole, SPEC)
+    pw_whole = kern["frame_power"](whole, parseval_weights(SPEC))
+    for cut in (1, 5, 13, 33):
+        parts = [whole[:, :, i : i + cut] for i in range(0, whole.shape[2], cut)]
+        assert np.array_equal(np.concatenate([kern["logmel_from_spectra"](p, SPEC) for p in parts]), lm_whole)
+        assert np.array_equal(
+            np.concatenate([kern["frame_power"](p, parseval_weights(SPEC)) for p in parts]), pw_whole
+        )
+        cross = np.concatenate([kern["phat_cross_spectra"](p, mic_pairs(4), BINS) for p in parts])
+        assert np.array_equal(cross, kern["phat_cross_spectra"](whole, mic_pairs(4), BINS))
+
+
+def test_streaming_stft_with_native_backend_matches_whole_stream() -> None:
+    if "native" not in backends.backends():
+        pytest.skip("native backend unavailable")
+    x = _audio(4, n=9000)
+    whole = backends.get("stft", "native")(x, SPEC)
+    stage = StftStage(SPEC, backend="native")
+    got = [stage.process(Block(x[:, i : i + 160], i / FS, k, FS)).frames for k, i in enumerate(range(0, 9000, 160))]
+    assert np.array_equal(np.concatenate(got, axis=2), whole)
+
+
+@pytest.mark.parametrize("az", [-120.0, 33.0, 150.0])
+def test_native_localiser_finds_the_source_where_numpy_does(az: float) -> None:
+    """Physics: a plane wave from a known azimuth is found there, and at the same place as numpy."""
+    if "native" not in backends.backends():
+        pytest.skip("native backend unavailable")
+    array = load_array("respeaker-4mic-hat")
+    sig = np.concatenate([np.zeros(1600), noise_burst(FS // 2, 5), np.zeros(1600)])
+    x = plane_wave(sig, array.mics, az, 0.0).astype(np.float32)
+    found = {}
+    for b in ("numpy", "native"):
+        loc = Localiser(array, SPEC, LocaliserConfig(backend=b))
+        s = backends.get("stft", b)(x, SPEC)
+        found[b] = loc.bearings(loc.frame_cross(s[:, :, active_frames(s)]).sum(axis=0))
+    assert found["native"] and found["numpy"]
+    assert ang_err(found["native"][0].azimuth, az) <= 2.0
+    assert ang_err(found["native"][0].azimuth, found["numpy"][0].azimuth) <= 0.1
+
+
+def test_level_kernels_measure_a_full_scale_sine_at_0_dbfs() -> None:
+    t = np.arange(FS) / FS
+    x = np.sin(2 * np.pi * 1000.0 * t)[None].astype(np.float32)
+    for b in [b for b in ("numpy", "native") if b in backends.backends()]:
+        assert abs(backends.get("leq_dbfs", b)(x)) < 0.01
+        s = backends.get("stft", b)(x, SPEC)
+        power = backends.get("frame_power", b)(s, parseval_weights(SPEC))
+        assert np.allclose(10 * np.log10(2 * power), 0.0, atol=0.1)  # Parseval: the same level per frame
+
+
+# --- aarch64 NEON under qemu-user ---------------------------------------------------------------
+def test_neon_build_equals_reference_under_qemu(tmp_path: Path) -> None:
+    gcc = shutil.which("aarch64-linux-gnu-gcc")
+    qemu = shutil.which("qemu-aarch64-static") or shutil.which("qemu-aarch64")
+    if gcc is None or qemu is None:
+        pytest.skip("needs gcc-aarch64-linux-gnu and qemu-user-static")
+    exe = tmp_path / "harness"
+    build = [gcc, "-O3", "-ffp-contract=off", "-fno-math-errno", "-static", str(native.SOURCE)]
+    subprocess.run([*build, str(ROOT / "tests" / "native" / "harness.c"), "-o", str(exe), "-lm"], check=True)
+    x = _audio(6, n=6000)
+    c, n = x.shape
+    t = frontend.n_frames(n, SPEC)
+    s = frontend.stft(x, SPEC)
+    pairs = mic_pairs(c).astype(np.int64)
+    cc = backends.get("gcc")(backends.get("phat_cross_spectra")(s, pairs, BINS).sum(axis=0), BINS, SPEC.n_fft, 16)
+    lag = np.random.default_rng(7).uniform(-10.0, cc.shape[1] + 10.0, (300, len(pairs)))
+    pcm = np.clip(np.round(x.T * 8000), -32768, 32767).astype(np.int16)
+    mel = native.sparse_mel(SPEC)
+    w = parseval_weights(SPEC)
+    tables = native.fft_tables(SPEC.n_fft)
+    assert tables is not None
+    d = tmp_path
+    dims = (c, n, t, SPEC.n_bins, SPEC.n_mels, len(pairs), BINS.start, BINS.stop, len(lag), cc.shape[1])
+    (d / "dims").write_text(" ".join(map(str, (*dims, SPEC.n_fft, SPEC.win, SPEC.hop))))
+    for name, arr in {
+        "x.f32": x, "pcm.i16": pcm, "win.f32": frontend.periodic_hann(SPEC.win), "spec.c64": s,
+        "bstart.i32": mel.start, "blen.i32": mel.length, "wofs.i32": mel.offset, "wts.f32": mel.weights,
+        "pairs.i64": pairs, "cc.f32": cc, "lag.f64": lag, "w.f64": w,
+        "tw.c64": tables.tw, "rot.c64": tables.rot, "rev.i32": tables.rev,
+    }.items():  # fmt: skip
+        np.ascontiguousarray(arr).tofile(d / name)
+    out = subprocess.run([qemu, str(exe), str(d)], check=True, capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["neon", str(native.ABI_VERSION), "4"]
+
+    def read(name: str, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
+        return np.fromfile(d / name, dtype=dtype).reshape(shape)
+
+    frames = np.lib.stride_tricks.sliding_window_view(x, SPEC.win, axis=-1)[:, :: SPEC.hop][:, :t]
+    want = np.zeros((c, t, SPEC.n_fft), np.float32)
+    want[:, :, : SPEC.win] = frames * frontend.periodic_hann(SPEC.win)
+    stft = read("stft.out", np.complex64, s.shape)  # the fused STFT with its own FFT, 4 frames per lane set
+    assert np.max(np.abs(stft - s)) <= 1e-5 * np.max(np.abs(s))
+    sample_major = (c, SPEC.n_fft, t)  # the FFT runs along axis 1 and yields the [C, F, T] layout
+    assert np.array_equal(read("frame_f32.out", np.float32, sample_major), want.transpose(0, 2, 1))
+    fi = read("frame_i16.out", np.float32, sample_major).transpose(0, 2, 1)
+    want_i = np.zeros_like(want)
+    xi = pcm.T.astype(np.float32) / 32768.0
+    want_i[:, :, : SPEC.win] = np.lib.stride_tricks.sliding_window_view(xi, SPEC.win, axis=-1)[:, :: SPEC.hop][:, :t]
+    want_i[:, :, : SPEC.win] *= frontend.periodic_hann(SPEC.win)
+    assert np.max(np.abs(fi - want_i)) <= 1e-7
+    assert np.array_equal(read("transpose.out", np.complex64, (c, t, SPEC.n_bins)), s.transpose(0, 2, 1))
+    lm = read("logmel.out", np.float32, (t, SPEC.n_mels))
+    assert np.max(np.abs(lm - frontend.logmel_from_spectra(s, SPEC))) <= 1e-4
+    cross = read("phat.out", np.complex64, (t, len(pairs), BINS.stop - BINS.start))
+    assert np.max(np.abs(cross - backends.get("phat_cross_spectra")(s, pairs, BINS))) <= 1e-5
+    srp_ref = backends.get("srp_map")(cc, lag)
+    assert np.max(np.abs(read("srp.out", np.float32, (len(lag),)) - srp_ref)) <= 1e-5 * np.max(np.abs(srp_ref))
+    np.testing.assert_allclose(read("power.out", np.float64, (t,)), backends.get("frame_power")(s, w), rtol=1e-5)
+    assert abs(float(read("leq.out", np.float64, (1,))[0]) - backends.get("leq_dbfs")(x)) <= 1e-4
+
+
+# --- choice of backend and inputs that must be rejected ------------------------------------------
+def test_resolve_order_cli_then_env_then_board(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(backends.ENV_VAR, raising=False)
+    assert backends.resolve("numpy") == "numpy"
+    assert backends.resolve(None, board_preference="numpy") == "numpy"
+    auto = "native" if "native" in backends.backends() else "numpy"
+    assert backends.resolve(None) == auto
+    monkeypatch.setenv(backends.ENV_VAR, "numpy")
+    assert backends.resolve(None, board_preference="native") == "numpy"  # env beats the board
+    if "native" in backends.backends():
+        assert backends.resolve("native") == "native"  # the CLI beats env
+
+
+@pytest.mark.parametrize("bad", ["cuda", "NumPy", ""])
+def test_unknown_backend_names_are_rejected(bad: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(backends.ENV_VAR, raising=False)
+    if bad:
+        with pytest.raises(ConfigError, match=repr(bad)):
+            backends.resolve(bad)
+        monkeypatch.setenv(backends.ENV_VAR, bad)
+        with pytest.raises(ConfigError, match=backends.ENV_VAR):
+            backends.resolve(None)
+        monkeypatch.delenv(backends.ENV_VAR)
+    with pytest.raises(ConfigError, match="board profile"):
+        backends.resolve(None, board_preference=bad or "gpu")
+
+
+def test_unavailable_board_preference_warns_and_falls_back(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv(backends.ENV_VAR, raising=False)
+    monkeypatch.setitem(backends._unavailable, "tinygrad", "not installed (test)")
+    monkeypatch.setattr(backends, "_registry", {k: v for k, v in backends._registry.items() if k != "tinygrad"})
+    with caplog.at_level(logging.WARNING):
+        got = backends.resolve(None, board_preference="tinygrad")
+    assert got in ("native", "numpy") and "not installed (test)" in caplog.text
+    with pytest.raises(ConfigError, match="not available"):
+        backends.resolve("tinygrad")  # an explicit choice is an error, not a silent fallback
+
+
+def test_no_compiler_means_numpy_fallback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TYMPAN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(native, "_packaged", lambda variant: None)
+    monkeypatch.setattr(native, "find_compiler", lambda: None)
+    with pytest.raises(native.NativeUnavailable, match="no C compiler"):
+        native.load_variant(native.machine_variants()[-1])
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    monkeypatch.setattr(native, "find_compiler", lambda: "/nonexistent/cc")
+    with pytest.raises(native.NativeUnavailable):
+        native.load_variant("portable")
+
+
+def test_bad_simd_variant_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="'sse9'"):
+        native.load_variant("sse9")
+
+
+def test_native_kernels_reject_bad_inputs() -> None:
+    kern = _kernels("native-portable")
+    s = backends.get("stft")(_audio(8, n=2000), SPEC)
+    with pytest.raises(InputError, match="int16"):
+        kern["stft_int16"](np.zeros((100, 2), np.float32), SPEC)
+    with pytest.raises(InputError, match="pairs"):
+        kern["phat_cross_spectra"](s, np.array([[0, 9]]), BINS)
+    with pytest.raises(InputError, match="lag_index"):
+        kern["srp_map"](np.zeros((6, 64), np.float32), np.zeros((10, 5)))
+    with pytest.raises(InputError, match="weights"):
+        kern["frame_power"](s, np.ones(100))
+    with pytest.raises(InputError, match="no samples"):
+        kern["leq_dbfs"](np.zeros((2, 0), np.float32))
+    with pytest.raises(InputError, match="no samples"):
+        backends.get("leq_dbfs")(np.zeros(0, np.float32))
+
+
+def test_every_registered_backend_has_only_known_kernels() -> None:
+    for b in backends.backends():
+        assert b in backends.KNOWN_BACKENDS
+    with pytest.raises(ValueError, match="unknown DSP kernel"):
+        backends.get("fft3d")
+
+
+def test_the_build_does_not_ship_a_stale_library() -> None:
+    lib = native.library() if "native" in backends.backends() else None
+    if lib is None:
+        pytest.skip("native backend unavailable")
+    assert lib.lib.tp_abi_version() == native.ABI_VERSION
+    assert lib.variant in native.machine_variants()
+    assert os.path.exists(lib.path)
