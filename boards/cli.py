@@ -1,9 +1,12 @@
-"""`tympan boards list | show NAME`: the bundled board and array profiles, for people and scripts.
+"""`tympan boards list | show NAME | check`: the bundled board and array profiles, for people and scripts.
 
 `list` prints one line per profile (kind, name, description). `show NAME` prints a board (and its
 default array) or an array: description, source, mic table, channel map, geometry, aperture, smallest
 spacing and the spatial-aliasing frequency c / (2 d_min); `--json` prints the profile as one JSON object
 in its file schema, so `show NAME --json > my.json` is a starting point for a custom `--array` file.
+`check (--board NAME | --array FILE) --az DEG [--el DEG] FILE...` checks a recording of a source at a
+known direction against the profile (`boards.check`): OK, or which channels are swapped, the channel
+order, a rotation, a mirror image or a scale error; exit status 0 only when OK.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ def add_boards(subparsers: argparse._SubParsersAction) -> None:
         description="Board and microphone-array profiles bundled with tympan.",
     )
     parser.set_defaults(func=_cmd_list)
-    sub = parser.add_subparsers(dest="boards_command", metavar="{list,show}")
+    sub = parser.add_subparsers(dest="boards_command", metavar="{list,show,check}")
 
     list_parser = sub.add_parser("list", help="one line per profile: kind, name, description")
     list_parser.set_defaults(func=_cmd_list)
@@ -52,6 +55,31 @@ def add_boards(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("name", metavar="NAME", help="board or array name, or path to an array .json file")
     show.add_argument("--json", action="store_true", help="print the profile as one JSON object")
     show.set_defaults(func=_cmd_show)
+
+    check = sub.add_parser(
+        "check",
+        help="calibration check: a recording of a source at a known direction against the profile",
+        description="Measure each mic pair's delay in recordings of one source at a known direction and "
+        "report a swapped channel pair, a wrong channel order, a rotated or mirrored array, a wrong "
+        "radius, or OK. Exit status 0 only when the profile is OK.",
+    )
+    check.add_argument("files", nargs="+", metavar="FILE", help="multichannel recording(s), one source each")
+    g = check.add_mutually_exclusive_group(required=True)
+    g.add_argument("--board", metavar="NAME", help="board or array profile name")
+    g.add_argument("--array", metavar="FILE", help="array geometry JSON file")
+    check.add_argument(
+        "--az", type=float, action="append", required=True, metavar="DEG",
+        help="azimuth of the source in the array's frame (degrees counter-clockwise from +x); once per FILE",
+    )  # fmt: skip
+    check.add_argument(
+        "--el", type=float, action="append", metavar="DEG", help="elevation of the source (default 0); once per FILE"
+    )
+    check.add_argument(
+        "--tolerance", type=float, default=None, metavar="SAMPLES",
+        help="RMS delay error that still fits, in samples at 16 kHz (default 0.3)",
+    )  # fmt: skip
+    check.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    check.set_defaults(func=_cmd_check)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -81,6 +109,30 @@ def _cmd_show(args: argparse.Namespace) -> int:
     else:
         _print_array(array, out)
     return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from boards.check import DEFAULT_TOLERANCE_SAMPLES, check_recordings
+    from edge.errors import InputError
+    from edge.sources import read_audio
+
+    array = resolve(args.board, args.array)
+    files: list[str] = args.files
+    az: list[float] = args.az
+    el: list[float] = args.el or [0.0] * len(az)
+    if len(az) != len(files):
+        raise InputError(f"{len(files)} file(s) but {len(az)} --az value(s): give one --az per file")
+    if len(el) != len(files):
+        raise InputError(f"{len(files)} file(s) but {len(el)} --el value(s): give one --el per file, or none")
+    recordings = [read_audio(f, expected_channels=array.n_mics, array=array) for f in files]
+    tol = DEFAULT_TOLERANCE_SAMPLES if args.tolerance is None else args.tolerance
+    result = check_recordings(recordings, list(zip(az, el, strict=True)), array, tolerance=tol)
+    if args.json:
+        print(json.dumps({"files": files, "directions": [[a, e] for a, e in zip(az, el, strict=True)],
+                          **result.to_dict()}))  # fmt: skip
+    else:
+        print(result.message)
+    return 0 if result.ok else 1
 
 
 def _line(out: TextIO, label: str, value: str) -> None:

@@ -67,6 +67,13 @@ EXAMPLES: tuple[Example, ...] = (
         ),
         caption="Someone knocked twice at the front-right, and a few seconds later a door there was closed.",
     ),
+    Example(  # states and traits from the edge (edge/states.py, edge/ontology): say them as a person would
+        lines=(
+            "t=+3.1s dur=4.6s Truck p=0.77 dir=left(84°) lvl=-16dBFS state=accelerating(0.88) traits=heavy",
+            "t=+9.0s dur=6.0s Air conditioning p=0.71 dir=back(175°) lvl=-30dBFS state=abnormal(0.83)",
+        ),
+        caption="A heavy truck accelerated away on the left; behind the device, the air conditioner sounded abnormal.",
+    ),
 )
 
 

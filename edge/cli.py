@@ -49,6 +49,14 @@ def add_listen(sub: Any) -> None:
         metavar="NAME",
         help="capture from a sound device (name substring or index; default: the array's or the system's)",
     )
+    src.add_argument(
+        "--serial", metavar="PORT", help="capture from the array board's MCU over a serial port (tympan bridge)"
+    )
+    from firmware_bridge.protocol import DEFAULT_BAUD
+
+    p.add_argument(
+        "--serial-baud", type=int, metavar="B", help=f"baud rate for --serial (default {DEFAULT_BAUD})"
+    )
     _array_flags(p, required=False)
     _model_flags(p)
     p.add_argument("--events", metavar="OUT.jsonl", help="write every event phase as JSON lines here")
@@ -64,6 +72,18 @@ def add_listen(sub: Any) -> None:
         help="capture queue length in seconds; audio beyond it is counted, logged and replaced by silence",
     )
     p.add_argument("--threshold-scale", type=float, default=1.0, help="scale every class threshold")
+    p.add_argument(
+        "--thresholds", metavar="FILE",
+        help="per-class thresholds JSON ({\"thresholds\": {label: t}}, as `tympan evaluate sed` writes)",
+    )  # fmt: skip
+    p.add_argument(
+        "--doa-method", default="srp-phat", choices=["srp-phat", "music", "normmusic"],
+        help="direction-of-arrival method for events and tracks (default srp-phat)",
+    )  # fmt: skip
+    p.add_argument(
+        "--dsp-backend", choices=["auto", "numpy", "native", "tinygrad"], default=None,
+        help="DSP kernels (default: $TYMPAN_DSP_BACKEND, else the board's dsp_backend, else auto)",
+    )  # fmt: skip
     m = p.add_argument_group("MQTT publishing")
     m.add_argument(
         "--mqtt",
@@ -88,6 +108,13 @@ def add_listen(sub: Any) -> None:
         "--level-every", type=float, default=1.0, metavar="S",
         help="publish the sound level (Leq) every S seconds on the level topic (default 1; 0: never)",
     )  # fmt: skip
+    o = p.add_argument_group("OTA updates (docs/bundles.md)")
+    o.add_argument("--ota-dir", metavar="DIR", help="run the bundle installed here (model, array, config) and, "
+                   "with --mqtt, install signed bundles received on .../ota, then stop to be restarted")  # fmt: skip
+    o.add_argument("--ota-pubkey", metavar="KEY", help="public key OTA bundles must be signed with")
+    from edge.cli_states import add_listen_options  # issue 7: --anomaly, --enrolled, --no-states
+
+    add_listen_options(p)
     p.set_defaults(func=cmd_listen)
 
 
@@ -106,6 +133,10 @@ def add_locate(sub: Any) -> None:
     _array_flags(p, required=True)
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     p.add_argument("--max-sources", type=int, default=3, help="most sources to report (default 3)")
+    p.add_argument(
+        "--method", default="srp-phat", choices=["srp-phat", "music", "normmusic"],
+        help="direction-of-arrival method (default srp-phat)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_locate)
 
 
@@ -149,16 +180,22 @@ def _fmt_dir(tok: dict[str, Any]) -> str:
     return s
 
 
+def _fmt_states(tok: dict[str, Any]) -> str:
+    names = ([tok["st"]] if tok.get("st") else []) + [n for n, _ in tok.get("sx") or []] + list(tok.get("tr") or [])
+    return f"  [{', '.join(names)}]" if names else ""
+
+
 def format_event(tok: dict[str, Any]) -> str | None:
     """One readable line for an `on` or `off` token with stream times (`--events` records); None for `upd`."""
     if tok["ph"] == "on":
-        return f"{tok['onset']:8.2f} s  on   {tok['lbl']:<28} p={tok['p']:.2f}{_fmt_dir(tok)}"
+        return f"{tok['onset']:8.2f} s  on   {tok['lbl']:<28} p={tok['p']:.2f}{_fmt_dir(tok)}{_fmt_states(tok)}"
     if tok["ph"] == "off":
         dur = tok["offset"] - tok["onset"]
         return (
             f"{tok['offset']:8.2f} s  off  {tok['lbl']:<28} p={tok['p']:.2f}{_fmt_dir(tok)}"
             f"  {tok['onset']:.2f}-{tok['offset']:.2f} s ({dur:.2f} s)"
             + (f"  {tok['lvl']:.0f} dBFS" if tok.get("lvl") is not None else "")
+            + _fmt_states(tok)
         )
     return None
 
@@ -195,18 +232,34 @@ def _open_publisher(args: argparse.Namespace, model: Any, array: Any) -> Any:
 
 
 # --- commands ----------------------------------------------------------------------------------
+def _dsp_backend(args: argparse.Namespace) -> str:
+    """--dsp-backend > $TYMPAN_DSP_BACKEND > the board profile's dsp_backend > auto."""
+    from boards.profiles import kind_of, load_board
+    from edge.dsp import backends
+
+    preference = None
+    if args.board is not None and kind_of(args.board) == "board":
+        preference = load_board(args.board).dsp_backend
+    return backends.resolve(args.dsp_backend, preference)
+
+
 def cmd_listen(args: argparse.Namespace) -> int:
+    from edge.localise import LocaliserConfig
+    from edge.ota import listen_ota_store, start_listen_agent
     from edge.pipeline import EdgePipeline, PipelineConfig
-    from edge.sed import SedConfig
+    from edge.sed import SedConfig, load_thresholds
     from edge.sources import FileSource, MicrophoneSource
     from edge.tokens import TokenBuilder
 
+    ota_store = listen_ota_store(args)  # fills --model/--array/config from the installed bundle
     if not 1.0 <= args.block_ms <= 10000.0:
         raise InputError(f"--block-ms {args.block_ms}: must be between 1 and 10000")
     if args.duration is not None and args.duration <= 0:
         raise InputError(f"--duration {args.duration}: must be > 0")
     if not args.buffer_s > 0:
         raise InputError(f"--buffer-s {args.buffer_s}: must be > 0")
+    if args.serial_baud is not None and (args.serial is None or args.serial_baud <= 0):
+        raise InputError(f"--serial-baud {args.serial_baud}: needs --serial PORT and a positive baud rate")
     if not args.level_every >= 0:
         raise InputError(f"--level-every {args.level_every}: must be >= 0")
     array = _load_array(args)
@@ -219,6 +272,15 @@ def cmd_listen(args: argparse.Namespace) -> int:
         )
         if array is None and blocks.channels > 1:
             log.warning("%s: %d channels and no --board/--array: events get no direction", args.input, blocks.channels)
+    elif args.serial is not None:
+        from firmware_bridge.source import SerialSource
+
+        if array is None:
+            raise InputError("--serial needs --board or --array (the channel count and order come from it)")
+        from firmware_bridge.protocol import DEFAULT_BAUD
+
+        baud = DEFAULT_BAUD if args.serial_baud is None else args.serial_baud
+        blocks = SerialSource(args.serial, array, block_size=block, duration_s=args.duration, baud=baud)
     else:
         if array is None:
             raise InputError("--device needs --board or --array (the channel count and order come from it)")
@@ -226,15 +288,34 @@ def cmd_listen(args: argparse.Namespace) -> int:
         if isinstance(device, str) and device.isdigit():
             device = int(device)
         blocks = MicrophoneSource(device, array, block_size=block, duration_s=args.duration, queue_s=args.buffer_s)
-    pipeline = EdgePipeline(model, array, PipelineConfig(sed=SedConfig(threshold_scale=args.threshold_scale)))
+    pipeline = EdgePipeline(
+        model,
+        array,
+        PipelineConfig(
+            sed=SedConfig(
+                threshold_scale=args.threshold_scale,
+                thresholds=load_thresholds(args.thresholds) if args.thresholds else (),
+            ),
+            localiser=LocaliserConfig(method=args.doa_method),
+            dsp_backend=_dsp_backend(args),
+        ),
+    )
+    from edge.cli_states import birth_model, wrap_pipeline
+
+    pipeline = wrap_pipeline(args, pipeline)  # issue 7: states, anomaly, enrolled classes
     builder = TokenBuilder(args.device_id, model.id, wall_start=time.time(), stream_times=True)
     sink = open(args.events, "w", encoding="utf-8") if args.events else None
-    pub = None
+    pub = agent = None
     n_closed = 0
     try:
-        pub = _open_publisher(args, model, array)
+        pub = _open_publisher(args, birth_model(model, pipeline), array)
+        if ota_store is not None and pub is not None:
+            agent = start_listen_agent(args, ota_store, pub.target)
+            blocks = agent.until_restart(blocks)
         for ev in _events_and_levels(blocks, pipeline, pub, args.level_every, builder):
             tok = builder.build(ev)
+            if args.serial is not None:
+                blocks.show_event(tok)  # the event's direction on the MCU's LED ring
             if pub is not None:
                 pub.publish_token(tok)
             if sink is not None:
@@ -250,6 +331,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
     finally:
         if sink is not None:
             sink.close()
+        if agent is not None:
+            agent.close()
         if pub is not None:
             pub.close()
     if not args.json:
@@ -316,19 +399,20 @@ def cmd_tag(args: argparse.Namespace) -> int:
     return _per_file(args.files, work)
 
 
-def locate_rows(path: str, array: Any, max_sources: int) -> dict[str, Any]:
+def locate_rows(path: str, array: Any, max_sources: int, method: str = "srp-phat") -> dict[str, Any]:
     from edge.dsp.frontend import stft
     from edge.localise import Localiser, LocaliserConfig, locate_recording
     from edge.sources import read_audio
 
     x = read_audio(path, expected_channels=array.n_mics, array=array)
-    loc = Localiser(array, config=LocaliserConfig(max_sources=max_sources))
+    loc = Localiser(array, config=LocaliserConfig(max_sources=max_sources, method=method))
     spectra = stft(x)
     if spectra.shape[2] == 0:
         raise InputError(f"{path}: shorter than one analysis frame ({loc.spec.win} samples)")
     bearings = locate_recording(spectra, loc)
     sources = [
         {"azimuth_deg": b.azimuth, "elevation_deg": b.elevation, "spread_deg": b.spread, "power": b.power}
+        | ({"mirror_azimuth_deg": b.mirror} if b.ambiguous else {})
         for b in bearings
     ]
     first = bearings[0] if bearings else None
@@ -348,14 +432,16 @@ def cmd_locate(args: argparse.Namespace) -> int:
     array = _load_array(args)
 
     def work(path: str) -> None:
-        row = locate_rows(path, array, args.max_sources)
+        row = locate_rows(path, array, args.max_sources, args.method)
         if args.json:
             print(json.dumps(row), flush=True)
         else:
             print(path)
             for s in row["sources"]:
                 el = "" if s["elevation_deg"] is None else f"  el {s['elevation_deg']:.1f}°"
-                print(f"  az {s['azimuth_deg']:.1f}°{el}  spread {s['spread_deg']:.1f}°  power {s['power']:.2f}")
+                mirror = "" if s.get("mirror_azimuth_deg") is None else f" (or {s['mirror_azimuth_deg']:.1f}°)"
+                az = f"az {s['azimuth_deg']:.1f}°{mirror}{el}"
+                print(f"  {az}  spread {s['spread_deg']:.1f}°  power {s['power']:.2f}")
             if not row["sources"]:
                 print("  no directional source found")
 

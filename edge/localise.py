@@ -1,10 +1,19 @@
-"""Spectra -> Bearings: SRP-PHAT direction of arrival for any array geometry.
+"""Spectra -> Bearings: SRP-PHAT or MUSIC direction of arrival for any array geometry.
 
 The same STFT that feeds the model feeds this stage. Per-frame PHAT cross-spectra of every mic pair
-are summed over the frames of interest (an event, a file); the sum is turned into GCC-PHAT
-cross-correlations, and the steered response power is read off at each direction of a grid whose
-shape follows the array (ARCHITECTURE.md conventions: azimuth counter-clockwise from +x, elevation up
-from the x-y plane):
+are summed over the frames of interest (an event, a file). Two methods read directions off that sum,
+on a grid whose shape follows the array (ARCHITECTURE.md conventions: azimuth counter-clockwise from
++x, elevation up from the x-y plane), in the array profile's DOA band:
+
+- `srp-phat` (default): the sum is turned into GCC-PHAT cross-correlations (inverse FFT, upsampled)
+  and the steered response power is read off at each direction.
+- `music` / `normmusic`: a per-frame PHAT cross-spectrum X_i X_j^* / |X_i X_j| is the (i, j) entry of
+  the rank-1 matrix v v^H with v = X / |X|, so the summed pair cross-spectra, with the frame count on
+  the diagonal, are each bin's phase-whitened spatial covariance. Its signal subspace (eigenvalues
+  above half the mean, at most `max_sources` and M - 1) gives the MUSIC pseudo-spectrum
+  1 / ||E_n^H a||^2 = 1 / (M - ||E_s^H a||^2) per bin; `music` sums the bins, `normmusic` first
+  scales each bin's pseudo-spectrum to a maximum of 1 (Salvati et al. 2014), so a few very sharp bins
+  cannot dominate. Peaks are compared on a dB scale.
 
 - 3-D arrays: full sphere; azimuth and elevation are reported.
 - planar arrays: upper hemisphere (a planar array cannot tell up from down); elevation is searched,
@@ -18,6 +27,7 @@ Peaks are refined on a fine local grid, so the answer is not quantised to the co
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,9 +40,13 @@ from edge.dsp.gcc_phat import mic_pairs
 from edge.errors import ConfigError
 from edge.messages import Bearing
 
+METHODS = ("srp-phat", "music", "normmusic")
+_MUSIC_EPS = 1e-6  # floor of ||E_n^H a||^2 / M: caps one bin's pseudo-spectrum (clean synthetic data)
+
 
 @dataclass(frozen=True)
 class LocaliserConfig:
+    method: str = "srp-phat"
     az_step_deg: float = 2.0
     el_step_deg: float = 10.0
     refine_step_deg: float = 0.1
@@ -40,9 +54,12 @@ class LocaliserConfig:
     max_sources: int = 3
     min_separation_deg: float = 25.0
     min_rel_power: float = 0.5
+    hist_min_rel: float = 0.2  # further sources: histogram peak relative to the dominant source's
     backend: str = backends.REFERENCE
 
     def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"localiser method={self.method!r}: expected one of {', '.join(METHODS)}")
         for name in ("az_step_deg", "el_step_deg", "refine_step_deg"):
             v = getattr(self, name)
             if not 0.0 < v <= 30.0:
@@ -53,6 +70,8 @@ class LocaliserConfig:
             raise ConfigError(f"localiser max_sources={self.max_sources!r}: must be >= 1")
         if not 0.0 < self.min_rel_power <= 1.0:
             raise ConfigError(f"localiser min_rel_power={self.min_rel_power!r}: must be in (0, 1]")
+        if not 0.0 < self.hist_min_rel <= 1.0:
+            raise ConfigError(f"localiser hist_min_rel={self.hist_min_rel!r}: must be in (0, 1]")
 
 
 def unit_vectors(az_deg: npt.ArrayLike, el_deg: npt.ArrayLike) -> npt.NDArray[np.float64]:
@@ -68,7 +87,7 @@ def wrap_deg(a: npt.ArrayLike) -> npt.NDArray[np.float64]:
 
 
 class Localiser:
-    """SRP-PHAT over a direction grid for one array. Pure: no state between calls."""
+    """SRP-PHAT or MUSIC over a direction grid for one array. Pure: no state between calls."""
 
     def __init__(
         self,
@@ -89,11 +108,18 @@ class Localiser:
         if b1 <= b0:
             raise ConfigError(f"array {array.name!r}: DOA band {lo}-{hi} Hz holds no FFT bin")
         self.bins = slice(b0, b1)
+        self.freqs_hz = np.arange(b0, b1) * hz_per_bin
         self.geometry = array.geometry
         self._axis = self._linear_axis() if self.geometry == "linear" else None
         az, el = self._grid(cfg)
         self.grid_az, self.grid_el = az, el
-        self._lags = self._lag_index(az, el)
+        self._music = cfg.method != "srp-phat"
+        if cfg.max_sources > 1:  # per-cell votes for further sources (bearings_blocks)
+            self._nb = self._nb_steer(np.unique(az))
+        if self._music:
+            self._steer = self._steering(az, el)  # [B, M, G]
+        else:
+            self._lags = self._lag_index(az, el)
         self._cross = backends.get("phat_cross_spectra", cfg.backend)
         self._gcc = backends.get("gcc", cfg.backend)
         self._srp = backends.get("srp_map", cfg.backend)
@@ -136,24 +162,107 @@ class Localiser:
         length = self.spec.n_fft * self.config.upsample
         return np.asarray(tdoa * self.spec.sample_rate * self.config.upsample + length // 2)
 
+    def _steering(self, az: npt.ArrayLike, el: npt.ArrayLike, precise: bool = False) -> npt.NDArray[np.complexfloating]:
+        """[B, M, G] plane-wave steering vectors exp(-j w d_m): d_m the arrival delay at mic m
+        relative to the array centre (mics nearer the source hear it earlier)."""
+        delay = -(unit_vectors(az, el) @ self.mics.T) / SPEED_OF_SOUND_M_S  # [G, M]
+        phase = -2.0 * np.pi * self.freqs_hz[:, None, None] * delay.T[None]
+        return np.exp(1j * phase).astype(np.complex128 if precise else np.complex64)
+
+    def mirror(self, az: float) -> float | None:
+        """A linear array's other azimuth for the same delays (reflection across its axis in the
+        x-y plane); None for other arrays or a vertical line (every azimuth fits it)."""
+        if self._axis is None or np.hypot(self._axis[0], self._axis[1]) < 1e-6:
+            return None
+        axis_az = float(np.degrees(np.arctan2(self._axis[1], self._axis[0])))
+        return round(float(wrap_deg(2.0 * axis_az - az)), 2)
+
     # --- estimation -------------------------------------------------------------------------
     def frame_cross(self, spectra: npt.NDArray[np.complexfloating]) -> npt.NDArray[np.complex64]:
         """[C, F, T] spectra -> [T, P, B] per-frame PHAT cross-spectra in the DOA band."""
         out: npt.NDArray[np.complex64] = self._cross(spectra, self.pairs, self.bins)
         return out
 
-    def power_map(self, cross_sum: npt.NDArray[np.complexfloating]) -> npt.NDArray[np.float32]:
-        cc = self._gcc(cross_sum, self.bins, self.spec.n_fft, self.config.upsample)
-        out: npt.NDArray[np.float32] = self._srp(cc, self._lags)
-        return out
+    def power_map(
+        self, cross_sum: npt.NDArray[np.complexfloating], n_frames: float | None = None
+    ) -> npt.NDArray[np.float32]:
+        """The method's map over the grid (`grid_az`, `grid_el`): SRP power or MUSIC pseudo-spectrum."""
+        grid, _ = self._scorer(cross_sum, n_frames)
+        return grid.astype(np.float32)
 
-    def bearings(self, cross_sum: npt.NDArray[np.complexfloating]) -> tuple[Bearing, ...]:
-        """Summed cross-spectra [P, B] -> up to max_sources bearings, dominant first."""
+    def _scorer(
+        self, cross_sum: npt.NDArray[np.complexfloating], n_frames: float | None
+    ) -> tuple[npt.NDArray[np.float64], Callable[[npt.NDArray[np.float64], npt.NDArray[np.float64]], npt.NDArray]]:
+        """(map over the grid, function scoring any directions) for one summed cross-spectrum."""
+        if not self._music:
+            cc = self._gcc(cross_sum, self.bins, self.spec.n_fft, self.config.upsample)
+            return (
+                np.asarray(self._srp(cc, self._lags), np.float64),
+                lambda a, e: np.asarray(self._srp(cc, self._lag_index(a, e))),
+            )
+        es64 = self._signal_subspace(cross_sum, n_frames)  # [B, K, M] conjugated signal eigenvectors
+        es = es64.astype(np.complex128)  # refinement needs the precision: M - ||E_s^H a||^2 cancels
+        m = len(self.mics)
+        norm = self.config.method == "normmusic"
+
+        def pseudo(steer: npt.NDArray[np.complexfloating]) -> npt.NDArray[np.float64]:
+            proj = np.matmul(es64 if steer.dtype == np.complex64 else es, steer)  # [B, K, G]
+            noise = m - np.sum(proj.real**2 + proj.imag**2, axis=1)  # ||E_n^H a||^2, [B, G]
+            p = 1.0 / np.maximum(noise / m, _MUSIC_EPS)
+            if norm:
+                p /= p.max(axis=1, keepdims=True)
+            return np.asarray(10.0 * np.log10(p.sum(axis=0)))
+
+        grid = pseudo(self._steer)
+        if norm:
+            # per-bin scaling uses the grid's maxima, so local refinement must reuse them
+            proj = np.matmul(es64, self._steer)
+            noise = m - np.sum(proj.real**2 + proj.imag**2, axis=1)
+            bin_max = (1.0 / np.maximum(noise / m, _MUSIC_EPS)).max(axis=1, keepdims=True)
+
+            def refine_norm(a: npt.NDArray[np.float64], e: npt.NDArray[np.float64]) -> npt.NDArray:
+                proj = np.matmul(es, self._steering(a, e, precise=True))
+                noise = m - np.sum(proj.real**2 + proj.imag**2, axis=1)
+                p = 1.0 / np.maximum(noise / m, _MUSIC_EPS) / bin_max
+                return np.asarray(10.0 * np.log10(p.sum(axis=0)))
+
+            return grid, refine_norm
+        return grid, lambda a, e: pseudo(self._steering(a, e, precise=True))
+
+    def _signal_subspace(
+        self, cross_sum: npt.NDArray[np.complexfloating], n_frames: float | None
+    ) -> npt.NDArray[np.complex64]:
+        """Summed PHAT cross-spectra [P, B] -> conjugate-transposed signal eigenvectors [B, K, M] of
+        each bin's whitened covariance; unused columns (bins with fewer sources) are zero."""
+        m = len(self.mics)
+        n_bins = cross_sum.shape[1]
+        diag = float(n_frames) if n_frames else float(np.max(np.abs(cross_sum)))
+        r = np.zeros((n_bins, m, m), np.complex128)
+        i, j = self.pairs[:, 0], self.pairs[:, 1]
+        r[:, i, j] = cross_sum.T
+        r[:, j, i] = np.conj(cross_sum.T)
+        r[:, np.arange(m), np.arange(m)] = diag
+        w, v = np.linalg.eigh(r)  # ascending eigenvalues
+        k_max = max(1, min(self.config.max_sources, m - 1))
+        w, v = w[:, ::-1][:, :k_max], v[:, :, ::-1][:, :, :k_max]
+        mean = np.trace(r, axis1=1, axis2=2).real / m
+        keep = w >= 0.5 * mean[:, None]
+        keep[:, 0] = True
+        v = v * keep[:, None, :]
+        return np.ascontiguousarray(np.conj(v).transpose(0, 2, 1)).astype(np.complex64)
+
+    def bearings(
+        self, cross_sum: npt.NDArray[np.complexfloating], n_frames: float | None = None
+    ) -> tuple[Bearing, ...]:
+        """Summed cross-spectra [P, B] -> up to max_sources bearings, dominant first.
+
+        `n_frames`: how many STFT frames were summed (the MUSIC covariance's diagonal; estimated from
+        the cross-spectra when None). SRP-PHAT does not need it.
+        """
         if not np.any(cross_sum):
             return ()
         cfg = self.config
-        cc = self._gcc(cross_sum, self.bins, self.spec.n_fft, cfg.upsample)
-        power = self._srp(cc, self._lags)
+        power, score = self._scorer(cross_sum, n_frames)
         az_vals = np.unique(self.grid_az)
         # azimuth profile: best elevation for each azimuth
         idx = np.searchsorted(az_vals, self.grid_az)
@@ -175,38 +284,138 @@ class Localiser:
         out = []
         for k in chosen:
             g = int(np.argmax(np.where(idx == k, power, -np.inf)))
-            az, el = self._refine(cc, float(self.grid_az[g]), float(self.grid_el[g]))
+            az, el = self._refine(score, float(self.grid_az[g]), float(self.grid_el[g]))
             spread = _half_width(norm, k, float(az_vals[1] - az_vals[0]), circular)
+            azimuth = round(float(wrap_deg(az)), 2)
             out.append(
                 Bearing(
-                    azimuth=round(float(wrap_deg(az)), 2),
+                    azimuth=azimuth,
                     elevation=round(el, 2) if self.geometry == "3d" else None,
                     spread=round(spread, 2),
                     power=round(float(norm[k]), 3),
                     ambiguous=self.geometry == "linear",
+                    mirror=self.mirror(azimuth),
                 )
             )
         return tuple(out)
 
-    def _refine(self, cc: npt.NDArray[np.float32], az: float, el: float) -> tuple[float, float]:
+    def bearings_blocks(
+        self, blocks: npt.NDArray[np.complexfloating], n_frames: float | None = None
+    ) -> tuple[Bearing, ...]:
+        """Cross-spectra summed per block of frames [K, P, B] -> up to max_sources bearings.
+
+        Simultaneous sources of a small array blur into one broad peak of the summed map (its maximum
+        may lie between them), so the time-frequency cells vote: each (block, bin) cell's narrowband
+        steered response over azimuth gives its direction, weighted by how peaked that response is (a
+        low bin of a small array hardly points anywhere); the weighted histogram of directions,
+        smoothed, has a peak per source (most cells are dominated by one source). Each peak at least
+        `min_separation_deg` from the others and at least `hist_min_rel` of the highest is a source,
+        re-estimated by the method from the cells that voted for it (the highest, where it agrees with
+        the summed map's maximum, keeps that estimate from all cells); `power` is its histogram peak
+        relative to the highest.
+        """
+        cfg = self.config
+        total = blocks.sum(axis=0)
+        first = self.bearings(total, n_frames)
+        if cfg.max_sources == 1 or len(blocks) < 2 or not first:
+            return first
+        dominant = first[0]
+        az_vals = np.unique(self.grid_az)
+        unit = blocks / (np.abs(blocks) + 1e-12)  # [K, P, B]
+        resp = np.matmul(unit.transpose(2, 0, 1), self._nb).real  # [B, K, G]
+        weight = (resp.max(axis=2) - resp.mean(axis=2)) / len(self.pairs)  # [B, K]
+        vote = np.argmax(resp, axis=2)  # [B, K]
+        hist = np.bincount(vote.ravel(), weights=weight.ravel(), minlength=len(az_vals)).astype(np.float64)
+        step = float(az_vals[1] - az_vals[0])
+        circular = self._axis is None
+        hist = _smooth(hist, 4.0 / step, circular)
+        if hist.max() <= 0:
+            return first
+        top = float(hist.max())
+        chosen: list[float] = []
+        out: list[Bearing] = []
+        for k in sorted(_local_maxima(hist, circular), key=lambda k: -hist[k]):
+            if len(out) >= cfg.max_sources or hist[k] < cfg.hist_min_rel * top:
+                break
+            cand = float(az_vals[k])
+            if any(_ang_dist(cand, c) < cfg.min_separation_deg for c in chosen):
+                continue
+            if not out and _ang_dist(cand, dominant.azimuth) <= cfg.min_separation_deg / 2.0:
+                b: Bearing | None = dominant  # one source dominates the sum: its estimate from all cells
+            else:
+                b = self._vote_peak(hist, k, az_vals, circular)
+            if b is None:
+                continue
+            chosen.append(b.azimuth)
+            out.append(
+                dataclasses.replace(
+                    b,
+                    power=round(float(hist[k]) / top, 3),
+                    spread=round(_half_width(hist / hist[k], k, step, circular), 2),
+                )
+            )
+        return tuple(out) if out else first
+
+    def _vote_peak(
+        self, hist: npt.NDArray[np.float64], k: int, az_vals: npt.NDArray[np.float64], circular: bool
+    ) -> Bearing:
+        """The histogram peak at index k, refined to the weighted mean direction of its +/- 3 bins."""
+        n = len(hist)
+        idx = np.arange(k - 3, k + 4)
+        if circular:
+            idx %= n
+        else:
+            idx = idx[(idx >= 0) & (idx < n)]
+        w = hist[idx]
+        offs = wrap_deg(az_vals[idx] - az_vals[k])
+        azimuth = round(float(wrap_deg(az_vals[k] + np.sum(w * offs) / max(float(np.sum(w)), 1e-12))), 2)
+        return Bearing(
+            azimuth=azimuth,
+            elevation=None,
+            spread=0.0,
+            power=0.0,
+            ambiguous=self.geometry == "linear",
+            mirror=self.mirror(azimuth),
+        )
+
+    def _nb_steer(self, az: npt.NDArray[np.float64]) -> npt.NDArray[np.complex64]:
+        """[B, P, G] narrowband pair steering exp(+j w tdoa) for azimuths in the array plane."""
+        u = unit_vectors(az, np.zeros_like(az))
+        diff = self.mics[self.pairs[:, 0]] - self.mics[self.pairs[:, 1]]
+        tdoa = -(u @ diff.T) / SPEED_OF_SOUND_M_S  # [G, P]
+        phase = 2.0 * np.pi * self.freqs_hz[:, None, None] * tdoa.T[None]
+        return np.exp(1j * phase).astype(np.complex64)
+
+    def _refine(
+        self,
+        score: Callable[[npt.NDArray[np.float64], npt.NDArray[np.float64]], npt.NDArray],
+        az: float,
+        el: float,
+    ) -> tuple[float, float]:
+        """Local search around a grid peak, coarse to fine: +/- one grid step in steps of half of it,
+        then +/- that step, ..., down to `refine_step_deg` in azimuth and a tenth of the elevation grid
+        step (25 directions a level instead of one fine local grid)."""
         cfg = self.config
         r = cfg.refine_step_deg
-        daz = np.arange(-cfg.az_step_deg, cfg.az_step_deg + 1e-9, r)
-        if self.geometry == "linear":
-            del_ = np.array([0.0])
-        else:
-            del_ = np.arange(-cfg.el_step_deg, cfg.el_step_deg + 1e-9, max(r, cfg.el_step_deg / 10))
-        a2, e2 = np.meshgrid(az + daz, el + del_, indexing="ij")
-        a, e = a2.ravel(), e2.ravel()
+        r_el = max(r, cfg.el_step_deg / 10.0)
+        span_az, span_el = cfg.az_step_deg, (0.0 if self.geometry == "linear" else cfg.el_step_deg)
         lim_lo = -90.0 if self.geometry == "3d" else 0.0
-        e = np.clip(e, lim_lo, 90.0)
-        if self._axis is not None:
-            keep = self._in_half_plane(a)
-            if keep.any():
-                a, e = a[keep], e[keep]
-        p = self._srp(cc, self._lag_index(a, e))
-        best = int(np.argmax(p))
-        return float(a[best]), float(e[best])
+        while True:
+            step_az, step_el = max(r, span_az / 2.0), max(r_el, span_el / 2.0)
+            daz = np.arange(-span_az, span_az + 1e-9, step_az)
+            del_ = np.arange(-span_el, span_el + 1e-9, step_el) if span_el > 0 else np.array([0.0])
+            a2, e2 = np.meshgrid(az + daz, el + del_, indexing="ij")
+            a, e = a2.ravel(), np.clip(e2.ravel(), lim_lo, 90.0)
+            if self._axis is not None:
+                keep = self._in_half_plane(a)
+                if keep.any():
+                    a, e = a[keep], e[keep]
+            best = int(np.argmax(score(a, e)))
+            az, el = float(a[best]), float(e[best])
+            if step_az <= r and (span_el == 0.0 or step_el <= r_el):
+                return az, el
+            span_az = step_az
+            span_el = step_el if span_el > 0.0 else 0.0
 
 
 def _ang_dist(a: float, b: float) -> float:
@@ -223,6 +432,17 @@ def _local_maxima(v: npt.NDArray[np.float64], circular: bool) -> list[int]:
         left = np.concatenate([[-np.inf], v[:-1]])
         right = np.concatenate([v[1:], [-np.inf]])
     return [int(k) for k in np.flatnonzero((v >= left) & (v > right))]
+
+
+def _smooth(v: npt.NDArray[np.float64], sigma: float, circular: bool) -> npt.NDArray[np.float64]:
+    """Gaussian smoothing (sigma in samples), wrapping around for a circular profile."""
+    half = max(1, int(np.ceil(3 * sigma)))
+    k = np.exp(-0.5 * (np.arange(-half, half + 1) / sigma) ** 2)
+    k /= k.sum()
+    if circular:
+        padded = np.concatenate([v[-half:], v, v[:half]])
+        return np.convolve(padded, k, mode="valid")
+    return np.convolve(v, k, mode="same")
 
 
 def _half_width(norm: npt.NDArray[np.float64], k: int, step: float, circular: bool) -> float:
@@ -262,10 +482,12 @@ def locate_recording(
     """The sources of a whole recording, dominant (most energy) first.
 
     Sources that take turns would blur into one peak if all frames were summed, so the loud frames are
-    cut into segments of `segment_frames`; each segment's dominant direction is found, directions
-    within `merge_deg` of each other are merged, and each merged source is estimated again from the
-    summed cross-spectra of its own segments. `power` is each source's share of the loudest source's
-    energy.
+    cut into segments of `segment_frames`; each segment's sources are found (`bearings_blocks`, on
+    blocks of BLOCK_FRAMES frames, so simultaneous sources are found too), directions within
+    `merge_deg` of each other are merged, and a merged source is estimated again from the summed
+    cross-spectra of its own segments (when no other source shares them; otherwise it keeps the
+    energy-weighted circular mean of its segments' directions). `power` is each source's share of
+    the loudest source's energy (a segment's energy split by its sources' powers).
     """
     mask = active_frames(spectra, range_db)
     idx = np.flatnonzero(mask)
@@ -274,12 +496,13 @@ def locate_recording(
     energy = np.sum(np.abs(spectra) ** 2, axis=(0, 1))
     cross = localiser.frame_cross(spectra[:, :, idx])
     segs = [np.arange(i, min(i + segment_frames, idx.size)) for i in range(0, idx.size, segment_frames)]
-    found: list[tuple[float, float, npt.NDArray[np.intp]]] = []  # (azimuth, energy, segment frames)
-    for seg in segs:
-        b = localiser.bearings(cross[seg].sum(axis=0))
-        if b:
-            found.append((b[0].azimuth, float(energy[idx[seg]].sum()), seg))
-    clusters: list[list[tuple[float, float, npt.NDArray[np.intp]]]] = []
+    found: list[tuple[float, float, int]] = []  # (azimuth, energy, segment index)
+    for n, seg in enumerate(segs):
+        bs = localiser.bearings_blocks(_blocks(cross[seg]), n_frames=len(seg))
+        share = sum(b.power for b in bs)
+        for b in bs:
+            found.append((b.azimuth, float(energy[idx[seg]].sum()) * b.power / share, n))
+    clusters: list[list[tuple[float, float, int]]] = []
     for item in sorted(found, key=lambda f: -f[1]):
         for cl in clusters:
             if _ang_dist(item[0], cl[0][0]) <= merge_deg:
@@ -291,10 +514,45 @@ def locate_recording(
         return ()
     total = [sum(e for _, e, _ in cl) for cl in clusters]
     order = np.argsort(total)[::-1][: localiser.config.max_sources]
-    out = []
+    owners: dict[int, int] = {}
+    for cl in clusters:
+        for n in {n for _, _, n in cl}:
+            owners[n] = owners.get(n, 0) + 1
+    out: list[Bearing] = []
     for k in order:
-        frames = np.concatenate([seg for _, _, seg in clusters[k]])
-        b = localiser.bearings(cross[frames].sum(axis=0))
-        if b:
-            out.append(dataclasses.replace(b[0], power=round(total[k] / total[order[0]], 3)))
+        seg_ids = sorted({n for _, _, n in clusters[k]})
+        frames = np.concatenate([segs[n] for n in seg_ids])
+        power = round(total[k] / total[order[0]], 3)
+        alone = localiser.bearings(cross[frames].sum(axis=0), n_frames=len(frames))
+        if alone and all(owners[n] == 1 for n in seg_ids):
+            out.append(dataclasses.replace(alone[0], power=power))
+            continue
+        w = np.array([e for _, e, _ in clusters[k]])
+        rad = np.radians([a for a, _, _ in clusters[k]])
+        mean = float(np.degrees(np.arctan2(np.sum(w * np.sin(rad)), np.sum(w * np.cos(rad)))))
+        near = localiser.bearings_blocks(_blocks(cross[frames]), n_frames=len(frames))
+        template = min(near, key=lambda x: _ang_dist(x.azimuth, mean)) if near else None
+        azimuth = round(float(wrap_deg(mean)), 2)
+        out.append(
+            Bearing(
+                azimuth=azimuth,
+                elevation=None if template is None else template.elevation,
+                spread=0.0 if template is None else template.spread,
+                power=power,
+                ambiguous=localiser.geometry == "linear",
+                mirror=localiser.mirror(azimuth),
+            )
+        )
     return tuple(out)
+
+
+BLOCK_FRAMES = 4  # STFT frames per block of `bearings_blocks` (the pipeline's 40 ms output frame)
+
+
+def _blocks(cross: npt.NDArray[np.complexfloating]) -> npt.NDArray[np.complexfloating]:
+    """Per-frame cross-spectra [T, P, B] -> sums over consecutive blocks of BLOCK_FRAMES frames."""
+    k = -(-len(cross) // BLOCK_FRAMES)
+    pad = k * BLOCK_FRAMES - len(cross)
+    if pad:
+        cross = np.concatenate([cross, np.zeros((pad, *cross.shape[1:]), cross.dtype)])
+    return np.asarray(cross.reshape(k, BLOCK_FRAMES, *cross.shape[1:]).sum(axis=1))

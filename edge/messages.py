@@ -91,7 +91,8 @@ class Bearing:
 
     `power` is relative to the strongest source of the same estimate (1.0 for the dominant one).
     `elevation` is None where the array cannot tell it (linear or planar arrays only give a
-    hemisphere). `ambiguous` marks a linear array's front/back mirror.
+    hemisphere). `ambiguous` marks a linear array's front/back mirror; `mirror` is then the other
+    azimuth the same delays fit (the reflection across the array axis).
     """
 
     azimuth: float
@@ -99,9 +100,38 @@ class Bearing:
     spread: float
     power: float
     ambiguous: bool = False
+    mirror: float | None = None
+
+
+@dataclass(frozen=True)
+class Track:
+    """A tracked source (edge.tracking). `azimuth`/`elevation` degrees, `velocity` degrees per second
+    (azimuth rate, counter-clockwise positive); `t` stream seconds of the last update; `born` stream
+    seconds of its first bearing; `hits` bearings it has absorbed. `elevation` None as in `Bearing`.
+    `confirmed` is False while the track is tentative (too few bearings yet)."""
+
+    id: int
+    azimuth: float
+    elevation: float | None
+    velocity: float
+    spread: float
+    t: float
+    born: float
+    hits: int
+    confirmed: bool = True
 
 
 Phase = Literal["on", "upd", "off"]
+
+
+@dataclass(frozen=True)
+class StateEstimate:
+    """A state ("accelerating", "approaching", ...) or trait ("heavy") with its confidence `p` in [0, 1];
+    `group` is its ontology group ("speed", "motion", ...): one estimate per group and event."""
+
+    name: str
+    p: float
+    group: str
 
 
 @dataclass(frozen=True)
@@ -123,3 +153,8 @@ class Event:
     seq: int
     level_dbfs: float
     bearings: tuple[Bearing, ...] = field(default_factory=tuple)
+    track: int | None = None  # id of the track the dominant bearing belongs to (edge.tracking)
+    azimuth_end: float | None = None  # a moving source's azimuth at the event's end (bearings[0]: start)
+    # issue 7: DSP-derived states (edge.states) and traits (edge.ontology), each with a confidence
+    states: tuple[StateEstimate, ...] = field(default_factory=tuple)
+    traits: tuple[StateEstimate, ...] = field(default_factory=tuple)

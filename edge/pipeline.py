@@ -8,12 +8,23 @@ window of `window_frames` log-mel frames every `model_hop_frames` frames and con
 outputs of the newest hop, so each output frame has the same left context whatever the block size.
 The first window is padded with the log-mel of silence. Levels (dBFS, a full-scale sine = 0 dBFS)
 and cross-spectra are kept per output frame in rings of `ring_s` seconds; an event's direction is the
-SRP-PHAT of the loud frames (within `doa_range_db` of its loudest) between its onset and its emission.
+SRP-PHAT (or MUSIC) of the loud frames (within `doa_range_db` of its loudest) between its onset and its
+emission.
+
+Tracking: every `track_hop_frames` output frames the localiser reads the bearings of that hop's frames
+that stand `track_gate_db` above the noise floor (the 10th percentile of the ring's frame levels) and
+the tracker (`edge.tracking`) updates its tracks; the live tracks of each hop are kept as history.
+An event takes the track (confirmed by the time the event is emitted) that followed its dominant
+bearing (within `track_assoc_deg`) most often between its onset and its end; when that track moved
+at least `moving_min_deg` during the event, the event's azimuth becomes the track's azimuth at the
+start and `azimuth_end` its azimuth at the end.
+Updates happen at fixed stream frame indices, so tracks do not depend on the block size either.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -21,13 +32,14 @@ import numpy as np
 import numpy.typing as npt
 
 from boards.profiles import ArrayProfile
-from edge.dsp import frontend
+from edge.dsp import backends, frontend
 from edge.errors import ConfigError, InputError
 from edge.inference import Model
 from edge.localise import Localiser, LocaliserConfig
-from edge.messages import Block, Event, Scores
+from edge.messages import Block, Event, Scores, Track
 from edge.sed import SedConfig, SedStage
 from edge.stft import StftStage
+from edge.tracking import Tracker, TrackerConfig, wrap
 
 
 @dataclass(frozen=True)
@@ -37,12 +49,24 @@ class PipelineConfig:
     doa_range_db: float = 15.0
     sed: SedConfig = field(default_factory=SedConfig)
     localiser: LocaliserConfig = field(default_factory=LocaliserConfig)
+    dsp_backend: str | None = None  # None: $TYMPAN_DSP_BACKEND, else auto (edge.dsp.backends.resolve)
+    track_hop_frames: int = 5  # output frames (40 ms each) per tracker update
+    track_gate_db: float = 10.0
+    track_assoc_deg: float = 20.0
+    moving_min_deg: float = 10.0
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
 
     def __post_init__(self) -> None:
         if not 1.0 <= self.ring_s <= 600.0:
             raise ConfigError(f"ring_s={self.ring_s!r}: must be in [1, 600] seconds")
         if not 1.0 <= self.doa_range_db <= 60.0:
             raise ConfigError(f"doa_range_db={self.doa_range_db!r}: must be in [1, 60] dB")
+        if not 1 <= self.track_hop_frames <= 100:
+            raise ConfigError(f"track_hop_frames={self.track_hop_frames!r}: must be in [1, 100]")
+        for name in ("track_gate_db", "track_assoc_deg", "moving_min_deg"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 180.0:
+                raise ConfigError(f"{name}={v!r}: must be in [0, 180]")
 
 
 class EdgePipeline:
@@ -59,9 +83,13 @@ class EdgePipeline:
                 f"({self.sub}) and at most its window ({model.window_frames})"
             )
         self.out_hop_s = self.sub * spec.hop_s
-        self.stft = StftStage(spec)
+        self.dsp_backend = backends.resolve(cfg.dsp_backend)
+        self.stft = StftStage(spec, self.dsp_backend)
+        self._logmel = backends.get("logmel_from_spectra", self.dsp_backend)
+        self._frame_power = backends.get("frame_power", self.dsp_backend)
         self.sed = SedStage(model.labels, model.thresholds, cfg.sed)
-        self.localiser = Localiser(array, spec, cfg.localiser) if array is not None else None
+        loc_cfg = dataclasses.replace(cfg.localiser, backend=self.dsp_backend)
+        self.localiser = Localiser(array, spec, loc_cfg) if array is not None else None
         pad = model.window_frames - cfg.model_hop_frames
         self._feat = np.full((pad, spec.n_mels), frontend.silence_floor(spec), np.float32)
         self._feat_next = 0  # stream index of the first feature frame not yet fed to the model
@@ -76,6 +104,10 @@ class EdgePipeline:
             n_bins = self.localiser.bins.stop - self.localiser.bins.start
             self._cross = np.zeros((ring, n_pairs, n_bins), np.complex64)
         self._frames_seen = 0  # STFT frames seen (stream-wide)
+        self.tracker = Tracker(cfg.tracker) if self.localiser is not None else None
+        self._track_next = cfg.track_hop_frames  # output frame index that ends the next tracker hop
+        # (stream time of the hop's end, live tracks then) for each hop still in the rings
+        self._track_hist: deque[tuple[float, tuple[Track, ...]]] = deque(maxlen=ring // cfg.track_hop_frames)
         wsum = float(np.sum(frontend.periodic_hann(spec.win) ** 2))
         weights = np.full(spec.n_bins, 2.0)
         weights[0] = 1.0
@@ -89,13 +121,13 @@ class EdgePipeline:
         step = (self._ring - 1) * self.sub  # never write a slot twice in one pass
         for s in range(0, spectra.shape[2], step):
             self._store_chunk(spectra[:, :, s : s + step])
+            self._track_hops()  # before a later chunk overwrites the slots
 
     def _store_chunk(self, spectra: npt.NDArray[np.complex64]) -> None:
         t = spectra.shape[2]
         if t == 0:
             return
-        power = np.einsum("cft,f->t", (np.abs(spectra) ** 2).astype(np.float64), self._parseval)
-        power /= spectra.shape[0]
+        power = self._frame_power(spectra, self._parseval)  # mean over channels
         f = self._frames_seen + np.arange(t)
         slots = (f // self.sub) % self._ring
         fresh = slots[f % self.sub == 0]  # output frames that start in this chunk
@@ -128,8 +160,73 @@ class EdgePipeline:
         bearings = ev.bearings
         if self._cross is not None and self.localiser is not None:
             loud = slots[levels >= peak - self.config.doa_range_db]
-            bearings = self.localiser.bearings(self._cross[loud].sum(axis=0))
-        return dataclasses.replace(ev, level_dbfs=round(peak, 1), bearings=bearings)
+            bearings = self.localiser.bearings_blocks(self._cross[loud], n_frames=float(self._pcount[loud].sum()))
+        ev = dataclasses.replace(ev, level_dbfs=round(peak, 1), bearings=bearings)
+        return self._attach_track(ev)
+
+    # --- tracking -------------------------------------------------------------------------------
+    @property
+    def tracks(self) -> tuple[Track, ...]:
+        """The confirmed tracks after the last tracker hop (empty without an array)."""
+        return () if self.tracker is None else self.tracker.tracks
+
+    def _track_hops(self) -> None:
+        """Run the tracker on every hop of output frames that is complete in the rings."""
+        if self.tracker is None or self._cross is None or self.localiser is None:
+            return
+        hop = self.config.track_hop_frames
+        while self._track_next <= self._frames_seen // self.sub:
+            j1 = self._track_next
+            slots = np.arange(j1 - hop, j1) % self._ring
+            slots = slots[self._pcount[slots] > 0]
+            bearings: tuple = ()
+            if slots.size:
+                filled = self._pcount > 0
+                levels = 10.0 * np.log10(self._psum[filled] / self._pcount[filled] + 1e-20)
+                floor = float(np.percentile(levels, 10))
+                hop_levels = 10.0 * np.log10(self._psum[slots] / self._pcount[slots] + 1e-20)
+                loud = slots[hop_levels >= floor + self.config.track_gate_db]
+                if loud.size:
+                    n = float(self._pcount[loud].sum())
+                    bearings = self.localiser.bearings_blocks(self._cross[loud], n_frames=n)
+            t = j1 * self.out_hop_s
+            self.tracker.update(t, bearings)
+            self._track_hist.append((t, self.tracker.live))
+            self._track_next += hop
+
+    def _attach_track(self, ev: Event) -> Event:
+        """The track that followed the event's dominant bearing; start/end azimuth if it moved."""
+        if not ev.bearings or not self._track_hist:
+            return ev
+        b0 = ev.bearings[0]
+        t_end = ev.offset if ev.offset is not None else ev.emitted
+        hop_s = self.config.track_hop_frames * self.out_hop_s
+        seen: dict[int, list[Track]] = {}
+        confirmed: set[int] = set()  # confirmed by the time the event was emitted
+        for t, tracks in self._track_hist:
+            if t > ev.emitted + 1e-9:
+                break
+            confirmed.update(tr.id for tr in tracks if tr.confirmed)
+            if t - hop_s < ev.onset - 1e-9 or t > t_end + hop_s:
+                continue
+            for tr in tracks:
+                seen.setdefault(tr.id, []).append(tr)
+        best: tuple[int, float] | None = None  # (id, -hits near the bearing)
+        for tid, hist in seen.items():
+            if tid not in confirmed:
+                continue
+            near = sum(abs(wrap(tr.azimuth - b0.azimuth)) <= self.config.track_assoc_deg for tr in hist)
+            if near and (best is None or -near < best[1]):
+                best = (tid, -near)
+        if best is None:
+            return ev
+        hist = seen[best[0]]
+        start, end = hist[0].azimuth, hist[-1].azimuth
+        if abs(wrap(end - start)) < self.config.moving_min_deg:
+            return dataclasses.replace(ev, track=best[0])
+        assert self.localiser is not None
+        first = dataclasses.replace(b0, azimuth=start, mirror=self.localiser.mirror(start))
+        return dataclasses.replace(ev, track=best[0], bearings=(first, *ev.bearings[1:]), azimuth_end=end)
 
     @property
     def stream_time(self) -> float:
@@ -189,7 +286,7 @@ class EdgePipeline:
         spectra = self.stft.process(block)
         self._store_frames(spectra.frames)
         if spectra.frames.shape[2]:
-            feats = frontend.logmel_from_spectra(spectra.frames, self.spec)
+            feats = self._logmel(spectra.frames, self.spec)
             self._feat = np.concatenate([self._feat, feats])
         return [self._attach(e) for e in self._run_model(final=False)]
 

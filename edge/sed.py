@@ -8,11 +8,21 @@ offset is the end of the last frame at or above the off-threshold. While active,
 emitted every `update_interval_s`. Classes in `ignore` (by default AudioSet's "Silence") are scored
 but never reported as events. Everything is driven by stream frame indices, so the events do
 not depend on how the audio was cut into blocks.
+
+Optional, off by default: a causal median filter over the last `median_frames` frames of each class's
+probability (a step then shows `median_frames // 2` frames late, and onsets and offsets are moved back
+by that much), and per-class thresholds that replace the model's (`thresholds`, label -> on-threshold; read
+from a thresholds file with `load_thresholds`, the format `tympan evaluate sed` writes:
+`{"thresholds": {label: threshold, ...}, ...}`, other keys are provenance).
 """
 
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +42,10 @@ class SedConfig:
     update_interval_s: float = 2.0
     # classes that describe the absence of events: tagged, but never reported as events
     ignore: tuple[str, ...] = ("Silence",)
+    # causal median filter length in frames over each class's probabilities (1 = off; odd)
+    median_frames: int = 1
+    # per-class on-thresholds (label, threshold) replacing the model's; others keep the model's
+    thresholds: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if not 0.1 <= self.threshold_scale <= 10.0:
@@ -45,6 +59,55 @@ class SedConfig:
             )
         if self.update_interval_s <= 0:
             raise ConfigError(f"sed update_interval_s={self.update_interval_s!r}: must be > 0")
+        if not (1 <= self.median_frames <= 51 and self.median_frames % 2 == 1):
+            raise ConfigError(f"sed median_frames={self.median_frames!r}: must be odd, in [1, 51]")
+        for name, thr in self.thresholds:
+            if not (isinstance(thr, float | int) and 0.0 < thr < 1.0):
+                raise ConfigError(f"sed threshold for {name!r}: {thr!r} must be a number in (0, 1)")
+
+
+THRESHOLDS_KEY = "thresholds"
+
+
+def load_thresholds(path: str | Path) -> tuple[tuple[str, float], ...]:
+    """A thresholds file -> (label, threshold) pairs for `SedConfig.thresholds`.
+
+    The file is JSON: `{"thresholds": {"Dog": 0.31, ...}, ...}`; every value must be a number in (0, 1).
+    Whether the labels exist is checked when the stage meets the model's label table.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the thresholds file ({e.strerror})") from None
+    except ValueError as e:
+        raise ConfigError(f"{path}: the thresholds file is not valid JSON ({e})") from None
+    table = doc.get(THRESHOLDS_KEY) if isinstance(doc, dict) else None
+    if not isinstance(table, dict) or not table:
+        raise ConfigError(f'{path}: expected a JSON object {{"{THRESHOLDS_KEY}": {{label: threshold, ...}}}}')
+    out: list[tuple[str, float]] = []
+    for name, thr in table.items():
+        if isinstance(thr, bool) or not isinstance(thr, float | int) or not math.isfinite(thr) or not 0 < thr < 1:
+            raise ConfigError(f"{path}: threshold for {name!r} is {thr!r}; must be a number in (0, 1)")
+        out.append((str(name), float(thr)))
+    return tuple(out)
+
+
+def apply_thresholds(
+    labels: tuple[Label, ...],
+    base: npt.NDArray[np.float32],
+    overrides: Mapping[str, float] | tuple[tuple[str, float], ...],
+) -> npt.NDArray[np.float32]:
+    """The model's per-class thresholds with `overrides` (label -> threshold) applied; unknown labels raise."""
+    table = dict(overrides)
+    index = {lb.name: lb.index for lb in labels}
+    unknown = sorted(set(table) - set(index))
+    if unknown:
+        raise ConfigError(f"thresholds for unknown label(s) {unknown[:5]}: not in the model's label table")
+    out = np.array(base, np.float32, copy=True)
+    for name, thr in table.items():
+        out[index[name]] = thr
+    return out
 
 
 @dataclass
@@ -69,7 +132,8 @@ class SedStage:
     config: SedConfig = field(default_factory=SedConfig)
 
     def __post_init__(self) -> None:
-        self.on_thr = np.clip(self.thresholds * self.config.threshold_scale, 1e-3, 0.999).astype(np.float32)
+        base = apply_thresholds(self.labels, self.thresholds, self.config.thresholds)
+        self.on_thr = np.clip(base * self.config.threshold_scale, 1e-3, 0.999).astype(np.float32)
         self.off_thr = (self.on_thr * self.config.off_ratio).astype(np.float32)
         self._eligible = np.array([lb.name not in self.config.ignore for lb in self.labels])
         self._states = [_ClassState() for _ in self.labels]
@@ -77,9 +141,13 @@ class SedStage:
         self._seq = 0
         self._hop_s = 0.0
         self._frame_end = 0
+        self._shift = self.config.median_frames // 2  # frames a step is delayed by the median filter
+        self._history = np.zeros((0, len(self.labels)), np.float32)  # last median_frames - 1 raw frames
 
     def _event(self, k: int, phase: Phase, st: _ClassState, emitted: float, offset: float | None) -> Event:
         lb = self.labels[k]
+        # the median filter shows both edges of a step median_frames // 2 frames late: move them back
+        onset = max(st.onset_frame - self._shift, 0) * self._hop_s
         ev = Event(
             id=st.event_id,
             phase=phase,
@@ -87,8 +155,8 @@ class SedStage:
             mid=lb.mid,
             code=lb.index,
             p=round(st.p_max, 3),
-            onset=round(st.onset_frame * self._hop_s, 3),
-            offset=None if offset is None else round(offset, 3),
+            onset=round(onset, 3),
+            offset=None if offset is None else round(max(offset - self._shift * self._hop_s, onset + self._hop_s), 3),
             emitted=round(emitted, 3),
             seq=self._seq,
             level_dbfs=float("nan"),
@@ -100,7 +168,7 @@ class SedStage:
         self._hop_s = scores.hop_s
         cfg = self.config
         out: list[Event] = []
-        probs = scores.probs
+        probs = self._median(scores.probs)
         for r in range(probs.shape[0]):
             j = scores.index + r
             now = max((j + 1) * scores.hop_s, scores.ready)
@@ -143,6 +211,20 @@ class SedStage:
                 else:
                     st.run_len = 0
             self._frame_end = j + 1
+        return out
+
+    def _median(self, probs: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Causal running median over the last `median_frames` frames (stream start: fewer frames)."""
+        n = self.config.median_frames
+        if n == 1:
+            return probs
+        joined = np.concatenate([self._history, probs])
+        start = len(self._history)
+        out = np.empty_like(probs)
+        for r in range(len(probs)):
+            end = start + r + 1
+            out[r] = np.median(joined[max(0, end - n) : end], axis=0)
+        self._history = joined[-(n - 1) :]
         return out
 
     def flush(self) -> list[Event]:

@@ -9,7 +9,7 @@
 Every decoder raises `TokenError` (naming the key and the bad value) for any input it refuses and never
 any other exception. Keys are frozen once published; unknown extra keys are accepted (forward
 compatibility) and passed through by the JSON decoder. The packed form carries only the core keys
-(`PACKED_KEYS`); JSON-only keys (`src`, `top`, `st`, `sp`, `tr`, `snr`, ...) are dropped by it.
+(`PACKED_KEYS`); JSON-only keys (`az1`, `src`, `top`, `st`, `sp`, `sx`, `tr`, `snr`, ...) are dropped by it.
 """
 
 from __future__ import annotations
@@ -146,6 +146,28 @@ def _src(k: str, v: Any) -> list[list[Any]]:
     return out
 
 
+MAX_STATES = 16
+
+
+def _names(k: str, v: Any) -> list[str]:
+    """`tr`: a list of at most 16 trait names (ontology names, docs/tokens.md)."""
+    if not isinstance(v, list) or len(v) > MAX_STATES:
+        raise _fail(k, v, f"expected a list of at most {MAX_STATES} names")
+    return [_str(f"{k}[{i}]", x, 64) for i, x in enumerate(v)]
+
+
+def _states(k: str, v: Any) -> list[list[Any]]:
+    """`sx`: further states, a list of at most 16 [name, p]."""
+    if not isinstance(v, list) or len(v) > MAX_STATES:
+        raise _fail(k, v, f"expected a list of at most {MAX_STATES} [name, p] states")
+    out = []
+    for i, x in enumerate(v):
+        if not isinstance(x, list) or len(x) != 2:
+            raise _fail(f"{k}[{i}]", x, "expected [name, p]")
+        out.append([_str(f"{k}[{i}].name", x[0], 64), _num(f"{k}[{i}].p", x[1], 0.0, 1.0)])
+    return out
+
+
 REQUIRED: dict[str, Callable[[str, Any], Any]] = {
     "v": lambda k, v: _int(k, v, SCHEMA_VERSION, SCHEMA_VERSION),
     "dev": check_name,
@@ -166,10 +188,15 @@ OPTIONAL: dict[str, Callable[[str, Any], Any]] = {
     "el": _opt(lambda k, v: _num(k, v, -90.0, 90.0)),
     "dsd": _opt(lambda k, v: _num(k, v, 0.0, 180.0)),
     "trk": _opt(lambda k, v: _int(k, v, 0, U16_MAX)),
+    "az1": _opt(lambda k, v: _num(k, v, -180.0, 180.0, lo_open=True)),
     "lvl": _opt(lambda k, v: _num(k, v, *LVL_RANGE)),
     "snr": _opt(lambda k, v: _num(k, v, *SNR_RANGE)),
     "amb": _true,
     "src": _opt(_src),
+    "st": _opt(lambda k, v: _str(k, v, 64)),
+    "sp": _opt(lambda k, v: _num(k, v, 0.0, 1.0)),
+    "sx": _opt(_states),
+    "tr": _opt(_names),
 }
 
 
@@ -200,6 +227,8 @@ def validate_token(tok: Any) -> dict[str, Any]:
         raise _fail("t1", out["t1"], f"expected a number for phase 'off' and null otherwise (ph={out['ph']!r})")
     if out["t1"] is not None and out["t1"] < out["t0"]:
         raise _fail("t1", out["t1"], f"expected t1 >= t0 ({out['t0']!r})")
+    if out.get("sp") is not None and out.get("st") is None:
+        raise _fail("sp", out["sp"], "expected no state probability without a state 'st'")
     return {k: out[k] for k in tok}  # the caller's key order
 
 

@@ -64,7 +64,8 @@ class TokenBuilder:
             "az": None if b is None else _r(b.azimuth, 1),
             "el": None if b is None else _r(b.elevation, 1),
             "dsd": None if b is None else _r(b.spread, 1),
-            "trk": None,  # tracking is not there yet
+            "trk": ev.track,
+            "az1": _r(ev.azimuth_end, 1),  # a moving source's end azimuth (`az` is then its start)
             "lvl": _r(ev.level_dbfs, 1),
         }
         tok.update({k: v for k, v in optional.items() if v is not None})
@@ -72,6 +73,13 @@ class TokenBuilder:
             tok["amb"] = True
         if len(ev.bearings) > 1:
             tok["src"] = [[_r(x.azimuth, 1), _r(x.elevation, 1), round(x.power, 2)] for x in ev.bearings[1:]]
+        if ev.states:  # issue 7: the first state and its probability; further states in `sx`; traits
+            tok["st"] = ev.states[0].name
+            tok["sp"] = round(ev.states[0].p, 2)
+            if len(ev.states) > 1:
+                tok["sx"] = [[s.name, round(s.p, 2)] for s in ev.states[1:]]
+        if ev.traits:
+            tok["tr"] = [s.name for s in ev.traits]
         if self.stream_times:
             tok["onset"] = ev.onset
             tok["offset"] = ev.offset

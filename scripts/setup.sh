@@ -38,10 +38,16 @@ ldconfig -p 2>/dev/null | grep -q 'libportaudio\.so\.2' || need+=(libportaudio2)
 if [ "$what" = test ]; then
   command -v aplay >/dev/null || need+=(alsa-utils)
   { command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; } || need+=(mosquitto)
+  # DSP backends: a C compiler builds the native kernels, clang runs tinygrad's CPU path, and the NEON
+  # build is checked under qemu (tests skip cleanly without these)
+  command -v cc >/dev/null || need+=(gcc)
+  command -v clang >/dev/null || need+=(clang)
+  command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)
+  { command -v qemu-aarch64-static >/dev/null || command -v qemu-aarch64 >/dev/null; } || need+=(qemu-user-static)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if ! apt_install "${need[@]}"; then
-    if [ "$what" = test ]; then say "the microphone tests need libportaudio2, the MQTT tests mosquitto; they are skipped without them"; fi
+    if [ "$what" = test ]; then say "the microphone tests need libportaudio2, the MQTT tests mosquitto, the NEON test gcc-aarch64-linux-gnu and qemu-user-static; they are skipped without them"; fi
     say "without libportaudio2 only file input works (microphone capture needs PortAudio)"
   fi
 fi

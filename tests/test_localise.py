@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -17,7 +19,8 @@ ARRAYS = [name for kind, name, _ in list_profiles() if kind == "array"]
 def locate(x: np.ndarray, array: object, **cfg: object) -> tuple:
     loc = Localiser(array, config=LocaliserConfig(**cfg))  # type: ignore[arg-type]
     s = stft(x)
-    return loc.bearings(loc.frame_cross(s[:, :, active_frames(s)]).sum(axis=0))
+    mask = active_frames(s)
+    return loc.bearings(loc.frame_cross(s[:, :, mask]).sum(axis=0), n_frames=float(mask.sum()))
 
 
 def scene(mics: np.ndarray, az: float, el: float = 0.0, seed: int = 0, snr_db: float = 30.0) -> np.ndarray:
@@ -110,3 +113,129 @@ def test_silence_gives_no_bearing() -> None:
 def test_bad_config_rejected(bad: dict) -> None:
     with pytest.raises(ConfigError, match=next(iter(bad))):
         LocaliserConfig(**bad)
+
+
+# --- MUSIC / NormMUSIC, image-source rooms, several sources, linear ambiguity (issue 6) ---------------------
+@pytest.mark.parametrize("name", ARRAYS)
+@pytest.mark.parametrize(("method", "az"), [("music", -121.0), ("normmusic", 64.0)])
+def test_music_finds_a_plane_wave_at_its_azimuth(name: str, method: str, az: float) -> None:
+    array = load_array(name)
+    b = locate(scene(array.mics, az, seed=3), array, method=method)
+    assert b, "no source found"
+    err = ang_err(b[0].azimuth, az)
+    if array.geometry == "linear":
+        assert b[0].ambiguous and b[0].mirror is not None
+        err = min(err, ang_err(b[0].mirror, az))
+    assert err <= 2.0, f"{name} {method}: {b[0].azimuth} vs {az}"
+
+
+def room_scene(mics: np.ndarray, az: float, el: float, rt60: float = 0.2, dist: float = 1.5) -> np.ndarray:
+    pra = pytest.importorskip("pyroomacoustics")
+    room_dim = [5.0, 4.2, 2.8]
+    e_abs, order = pra.inverse_sabine(rt60, room_dim)
+    room = pra.ShoeBox(room_dim, fs=FS, materials=pra.Material(e_abs), max_order=min(order, 8))
+    centre = np.array([2.6, 2.0, 1.2])
+    a, e = np.radians(az), np.radians(el)
+    src = centre + dist * np.array([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)])
+    room.add_source(src.tolist(), signal=noise_burst(FS // 2, 5))
+    room.add_microphone_array(pra.MicrophoneArray(np.asarray(mics).T + centre[:, None], FS))
+    room.simulate()
+    return np.asarray(room.mic_array.signals)
+
+
+@pytest.mark.parametrize("name", ARRAYS)
+def test_image_source_room_source_found_for_each_board_array(name: str) -> None:
+    """Image-source room (RT60 0.2 s, 1.5 m, 20 deg above the array plane); tolerance 5 degrees. A line
+    array hears cones: the source is put in its plane, and floor and ceiling reflections, on wider
+    cones, pull its estimate towards broadside (measured 9 degrees here): tolerance 10 degrees."""
+    array = load_array(name)
+    az = -47.0
+    b = locate(room_scene(array.mics, az, 0.0 if array.geometry == "linear" else 20.0), array)
+    err = ang_err(b[0].azimuth, az)
+    if b[0].mirror is not None:
+        err = min(err, ang_err(b[0].mirror, az))
+    assert err <= (10.0 if array.geometry == "linear" else 5.0), f"{name}: {b[0].azimuth} vs {az}"
+
+
+def test_linear_array_reports_its_mirror_instead_of_guessing() -> None:
+    array = load_array("ps3-eye")  # mics along x: a source at +60 and one at -60 give the same delays
+    for az in (60.0, -60.0):
+        b = locate(scene(array.mics, az), array)[0]
+        assert b.ambiguous and b.mirror is not None
+        assert sorted([round(b.azimuth), round(b.mirror)]) == [-60, 60]
+    planar = locate(scene(load_array("respeaker-4mic-hat").mics, 60.0), load_array("respeaker-4mic-hat"))[0]
+    assert not planar.ambiguous and planar.mirror is None
+
+
+@pytest.mark.parametrize("method", ["srp-phat", "music"])
+def test_rotating_array_and_source_together_changes_nothing_for_each_method(method: str) -> None:
+    array = load_array("respeaker-6mic-hat")
+    base = locate(scene(array.mics, -20.0), array, method=method)[0].azimuth
+    for rot in (45.0, 170.0):
+        c, s = np.cos(np.radians(rot)), np.sin(np.radians(rot))
+        rmat = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+        rotated = array_from_dict({"name": "rot", "mics": (array.mics @ rmat.T).tolist()}, "test")
+        got = locate(scene(rotated.mics, -20.0 + rot), rotated, method=method)[0].azimuth
+        assert ang_err(got - rot, base) <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("name", "azs"), [("respeaker-6mic-hat", (-100.0, 20.0)), ("matrix-voice", (30.0, 80.0))]
+)
+def test_simultaneous_sources_are_both_found_by_their_votes(name: str, azs: tuple[float, float]) -> None:
+    """Two white-noise plane waves at once (they share every time-frequency cell: the hard case for
+    the votes; the 4-mic hat's second estimate is 7 degrees off here, see benchmarks/results/doa.md)."""
+    from edge.localise import _blocks
+
+    array = load_array(name)
+    x = plane_wave(noise_burst(FS, 10), array.mics, azs[0]) + plane_wave(noise_burst(FS, 11), array.mics, azs[1])
+    loc = Localiser(array, config=LocaliserConfig(max_sources=2))
+    s = stft(x)
+    found = loc.bearings_blocks(_blocks(loc.frame_cross(s)), n_frames=s.shape[2])
+    assert len(found) == 2
+    for az in azs:
+        assert min(ang_err(f.azimuth, az) for f in found) <= 5.0, (found, azs)
+    assert max(f.power for f in found) == 1.0
+
+
+def test_locate_recording_reports_simultaneous_sources() -> None:
+    from edge.localise import locate_recording
+
+    array = load_array("respeaker-6mic-hat")
+    x = plane_wave(noise_burst(2 * FS, 20), array.mics, 150.0) + plane_wave(noise_burst(2 * FS, 21), array.mics, -100.0)
+    found = locate_recording(stft(x), Localiser(array, config=LocaliserConfig(max_sources=3)))
+    assert len(found) >= 2
+    got = sorted(found[:2], key=lambda b: b.azimuth)
+    assert ang_err(got[0].azimuth, -100.0) <= 5.0 and ang_err(got[1].azimuth, 150.0) <= 5.0
+
+
+def test_tetrahedron_music_finds_elevation() -> None:
+    r = 0.05
+    tetra = r * np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]]) / np.sqrt(3)
+    array = array_from_dict({"name": "tetra", "mics": tetra.tolist()}, "test")
+    b = locate(scene(array.mics, -70.0, -30.0), array, method="music", el_step_deg=5.0)
+    assert ang_err(b[0].azimuth, -70.0) <= 3.0
+    assert b[0].elevation is not None and abs(b[0].elevation + 30.0) <= 4.0
+
+
+@pytest.mark.parametrize("bad", [{"method": "beamscan"}, {"hist_min_rel": 0.0}])
+def test_bad_method_config_rejected(bad: dict) -> None:
+    with pytest.raises(ConfigError, match=next(iter(bad))):
+        LocaliserConfig(**bad)
+
+
+def test_locate_cli_reports_the_mirror_of_a_linear_array(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    import soundfile as sf
+
+    from edge.main import main
+
+    array = load_array("ps3-eye")
+    x = scene(array.mics, 70.0)
+    path = tmp_path / "line.wav"
+    sf.write(path, (0.5 * x / np.abs(x).max()).T, FS)
+    assert main(["locate", "--json", "--board", "ps3-eye", "--method", "normmusic", str(path)]) == 0
+    row = json.loads(capsys.readouterr().out)
+    src = row["sources"][0]
+    assert row["ambiguous"] and sorted([round(src["azimuth_deg"]), round(src["mirror_azimuth_deg"])]) == [-70, 70]

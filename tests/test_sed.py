@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edge.errors import ConfigError
-from edge.inference import Label
+from edge.inference import Label, Model
 from edge.messages import Event, Scores
 from edge.sed import SedConfig, SedStage
 
@@ -108,3 +108,121 @@ def test_decisions_are_never_earlier_than_the_scores_they_use() -> None:
     ev = sed.process(Scores(p, 0.0, 0, 0, HOP, ("Dog", "Speech", "Silence"), ready=0.505))
     assert [e.phase for e in ev] == ["on"]
     assert ev[0].onset == pytest.approx(3 * HOP) and ev[0].emitted == pytest.approx(0.505)
+
+
+# --- median filter and per-class thresholds (SedConfig) -------------------------------------------
+def test_median_filter_removes_spikes_that_min_on_would_pass() -> None:
+    p = track(80, [(10, 12), (30, 32), (50, 70)])  # two 2-frame spikes and a real event
+    assert [e.phase for e in feed(p, 7)].count("on") == 3
+    ev = feed(p, 7, SedConfig(median_frames=5))
+    assert [e.phase for e in ev] == ["on", "off"]
+
+
+@pytest.mark.parametrize("n", [3, 5, 9])
+def test_median_filter_onset_is_compensated(n: int) -> None:
+    """A step (frames 25-60) passes a causal median of n frames n // 2 frames late; both edges are moved back."""
+    ev = feed(track(100, [(25, 60)]), chunk=4, config=SedConfig(median_frames=n))
+    on = next(e for e in ev if e.phase == "on")
+    assert on.onset == pytest.approx(25 * HOP)
+    assert on.emitted - on.onset == pytest.approx((SedConfig().min_on_frames + n // 2) * HOP)
+    assert next(e for e in ev if e.phase == "off").offset == pytest.approx(60 * HOP)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 17])
+def test_median_filter_is_chunk_size_invariant(chunk: int) -> None:
+    rng = np.random.default_rng(1)
+    p = np.clip(rng.normal(0.35, 0.3, (150, 3)), 0, 1).astype(np.float32)
+    cfg = SedConfig(median_frames=5)
+    ref = [(e.phase, e.label, e.onset, e.offset) for e in feed(p, 150, cfg)]
+    assert ref
+    assert [(e.phase, e.label, e.onset, e.offset) for e in feed(p, chunk, cfg)] == ref
+
+
+def test_per_class_thresholds_replace_the_model_ones() -> None:
+    p = track(60, [(10, 40)], level=0.4)  # under the model's 0.5
+    assert feed(p) == []
+    assert [e.label for e in feed(p, config=SedConfig(thresholds=(("Dog", 0.3),)))] == ["Dog", "Dog"]
+
+
+@pytest.mark.parametrize(
+    "bad", [{"median_frames": 4}, {"median_frames": 0}, {"thresholds": (("Dog", 1.0),)}, {"thresholds": (("Dog", 0),)}]
+)
+def test_bad_median_or_thresholds_rejected(bad: dict) -> None:
+    with pytest.raises(ConfigError, match=r"median_frames|threshold for 'Dog'"):
+        SedConfig(**bad)
+
+
+# --- the whole pipeline on audio with known content (issue 5, item 5) ----------------------------
+@pytest.fixture(scope="module")
+def pipe_model() -> Model:
+    return Model(None)
+
+
+def _pipeline_events(model: Model, x: np.ndarray) -> list[Event]:
+    from boards.profiles import load_array
+    from edge.pipeline import EdgePipeline, run
+    from tests.test_pipeline import blocks
+
+    return list(run(blocks(x.astype(np.float32), 1600), EdgePipeline(model, load_array("respeaker-4mic-hat"))))
+
+
+def _dog(onset: float = 1.5) -> np.ndarray:
+    from boards.profiles import load_array
+    from tests.test_pipeline import dog_scene
+
+    return dog_scene(load_array("respeaker-4mic-hat").mics, 30.0, onset, seconds=5.0)
+
+
+def _only_the_dog(events: list[Event], onset: float = 1.5) -> None:
+    from tests.test_pipeline import DOG_LABELS
+
+    assert events, "the dog was not found"
+    assert {e.label for e in events} <= DOG_LABELS, [(e.label, e.onset) for e in events]
+    assert min(e.onset for e in events) == pytest.approx(onset, abs=0.15)
+
+
+def test_pipeline_latency_on_a_known_onset(pipe_model: Model) -> None:
+    """The first `on` is decided within 250 ms of the true onset (stream time), and never before it
+    could have been computed: not before the onset it reports."""
+    ons = [e for e in _pipeline_events(pipe_model, _dog()) if e.phase == "on"]
+    first = min(ons, key=lambda e: e.emitted)
+    assert first.onset == pytest.approx(1.5, abs=0.15)
+    assert 0.0 < first.emitted - 1.5 <= 0.25
+    assert all(e.emitted > e.onset for e in ons)
+
+
+@pytest.mark.parametrize("dc", [0.3, -0.5])
+def test_dc_offset_gives_no_spurious_events(pipe_model: Model, dc: float) -> None:
+    _only_the_dog(_pipeline_events(pipe_model, _dog() + dc))
+
+
+@pytest.mark.parametrize("keep", [0.25, 0.1])
+def test_clipping_gives_no_spurious_events(pipe_model: Model, keep: float) -> None:
+    x = _dog()
+    c = keep * float(np.abs(x).max())
+    _only_the_dog(_pipeline_events(pipe_model, np.clip(x, -c, c)))
+
+
+def _brown(seconds: float, seed: int) -> np.ndarray:
+    from scipy.signal import lfilter
+
+    b = lfilter([1.0], [1.0, -0.99], np.random.default_rng(seed).normal(0, 1, (4, int(seconds * 16000))), axis=1)
+    return b / b.std()
+
+
+def test_stationary_noise_gives_no_events(pipe_model: Model) -> None:
+    """Low-frequency (brown) noise at -40 dBFS RMS for 6 s. (Audible broadband white noise is reported
+    as the model's "White noise" class: a label, not a spurious event.)"""
+    assert _pipeline_events(pipe_model, 0.01 * _brown(6.0, 2)) == []
+
+
+def test_sudden_level_changes_give_no_events(pipe_model: Model) -> None:
+    n = 0.001 * _brown(6.0, 3)
+    n[:, 3 * 16000 :] *= 10.0  # -60 dBFS -> -40 dBFS at 3 s (louder rumble starts to read as "Water")
+    assert _pipeline_events(pipe_model, n) == []
+    step = np.random.default_rng(4).normal(0, 1e-3, (4, 6 * 16000))
+    step[:, 3 * 16000 :] += 0.3  # a DC step (a mic bias jump)
+    assert _pipeline_events(pipe_model, step) == []
+    x = _dog()
+    x[:, int(3.2 * 16000) :] *= 0.1  # the gain drops by 20 dB after the dog
+    _only_the_dog(_pipeline_events(pipe_model, x))

@@ -75,6 +75,29 @@ def seconds(x: float) -> str:
     return f"{v} second" if v == "1" else f"{v} seconds"
 
 
+# States of the ontology (edge/ontology/ontology.json) that read better as a phrase of their own.
+STATE_WORDS = {
+    "left-to-right": "moving from left to right",
+    "right-to-left": "moving from right to left",
+    "abnormal": "sounding abnormal",
+    "slam": "slamming",
+    "bark": "barking",
+    "growl": "growling",
+    "whine": "whining",
+    "cough": "coughing",
+    "shout": "shouting",
+    "scream": "screaming",
+}
+
+
+def state_words(state: str) -> str:
+    """A state name -> the words after the sentence: "accelerating", "moving from left to right",
+    "sounding impulsive" (a state that is not a verb is something the source sounds)."""
+    if state in STATE_WORDS:
+        return STATE_WORDS[state]
+    return state if state.endswith("ing") else f"sounding {state}"
+
+
 def times(n: int) -> str:
     return {1: "once", 2: "twice"}.get(n, f"{n} times")
 
@@ -117,7 +140,7 @@ def _sentence(g: _Group, now: float) -> str:
     states = list(dict.fromkeys(e.state for e in g.events if e.state))
     text = " ".join(words)
     if states:
-        text += ", sounding " + " then ".join(states)
+        text += ", " + " then ".join(state_words(st) for st in states)
     if ongoing and n > 1:
         text += ", one of them still going on"
     return text + "."
