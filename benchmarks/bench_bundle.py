@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import tempfile
 import time
 import zipfile
@@ -28,20 +27,13 @@ from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge.bench import median_cpu as median_time  # a warm-up run, then the median of process CPU time
 from edge.bundle import MANIFEST, SIGNATURE, BuildSpec, build_bundle, extract, read_members, verify_bundle
 from edge.inference import default_model_dir
 from edge.selftest import run_selftest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.process_time()
-        fn()
-        times.append(time.process_time() - t)
-    return statistics.median(times)
 
 
 def main() -> None:

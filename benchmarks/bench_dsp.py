@@ -44,6 +44,8 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from edge.bench import median_cpu  # noqa: E402  (a warm-up run, then the median of process CPU time)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 FS = 16000
 SRP_AZ_DEG = 60.0  # the simulated source of the srp task
@@ -172,14 +174,6 @@ def make_workload(task: str, impl: str, seconds: float | None = None) -> tuple[W
     out = run()  # warm-up (tinygrad compiles here; caches fill)
     return run, dur, out
 
-
-def median_cpu(fn: Workload, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.process_time()
-        fn()
-        times.append(time.process_time() - t)
-    return statistics.median(times)
 
 
 # --- callgrind ------------------------------------------------------------------------------------

@@ -14,14 +14,12 @@ import argparse
 import json
 import os
 import platform
-import statistics
-import time
-from collections.abc import Callable
 from importlib import resources
 
 import numpy as np
 
 from boards.profiles import load_array
+from edge.bench import median_cpu as median_time  # a warm-up run, then the median of process CPU time
 from edge.dsp.frontend import logmel_from_spectra, stft
 from edge.inference import RUNTIMES, Model
 from edge.localise import Localiser, active_frames
@@ -30,14 +28,6 @@ from edge.sources import FileSource, read_audio
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.process_time()
-        fn()
-        times.append(time.process_time() - t)
-    return statistics.median(times)
 
 
 def main() -> None:
