@@ -294,6 +294,9 @@ def write(
            + ("PASS" if tympan["event_f1_onset_only"]["micro"] >= 1.5 * base_onset else "FAIL")),
         f"- median detection latency <= 150 ms (emission - true onset): {lat} ms -> "
         f"{'PASS' if lat is not None and lat <= 150 else 'FAIL'}",
+        f"- median detection latency <= 150 ms as the issue defines `lat` (emission - estimated onset): "
+        f"{tympan['latency_reported']['median_ms']} ms -> "
+        f"{'PASS' if (tympan['latency_reported']['median_ms'] or 1e9) <= 150 else 'FAIL'}",
         f"- whole edge pipeline >= 100x real time on one core: {xrt:.0f}x -> {'PASS' if xrt >= 100 else 'FAIL'}",
         "",
         f"Event true positives (of {result['scenes']['eval_truth_events']} truth events): Tympan "
