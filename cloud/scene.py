@@ -59,6 +59,7 @@ class SceneEvent:
     lvl: float | None = None  # loudest level seen, dBFS
     state: str | None = None
     state_p: float | None = None
+    more_states: tuple[str, ...] = ()  # further states (`sx`) at or above MORE_STATE_MIN_P
     traits: tuple[str, ...] = ()
     mid: str | None = None
     trk: Any = None
@@ -97,6 +98,25 @@ def _num(tok: Mapping[str, Any], key: str) -> float | None:
     if isinstance(x, bool) or not isinstance(x, int | float):
         raise TokenError(f"token key {key!r} must be a number or null, got {x!r}")
     return float(x) if math.isfinite(x) else None
+
+
+MORE_STATE_MIN_P = 0.5
+"""Further states (`sx`) below this probability are left out of scenes and captions."""
+
+
+def _more_states(x: Any) -> tuple[str, ...]:
+    """`sx` as a list of [name, p] -> the names with p >= MORE_STATE_MIN_P, in order."""
+    if x is None:
+        return ()
+    if not isinstance(x, list | tuple):
+        raise TokenError(f"token key 'sx' must be a list of [state, p], got {x!r}")
+    out = []
+    for item in x:
+        if not (isinstance(item, list | tuple) and len(item) == 2 and isinstance(item[0], str)):
+            raise TokenError(f"token key 'sx' must be a list of [state, p], got item {item!r}")
+        if isinstance(item[1], int | float) and item[1] >= MORE_STATE_MIN_P:
+            out.append(item[0])
+    return tuple(out)
 
 
 def _traits(x: Any) -> tuple[str, ...]:
@@ -192,6 +212,7 @@ class SceneWindow:
             lvl=_num(tok, "lvl"),
             state=str(st) if st is not None else None,
             state_p=_num(tok, "sp"),
+            more_states=_more_states(tok.get("sx")),
             traits=_traits(tok.get("tr")),
             mid=tok.get("mid") if isinstance(tok.get("mid"), str) else None,
             trk=tok.get("trk"),
@@ -274,6 +295,7 @@ def _merge(old: SceneEvent, new: SceneEvent) -> SceneEvent:
         lvl=max((x for x in (old.lvl, new.lvl) if x is not None), default=None),
         state=pick(a.state, b.state),
         state_p=pick(a.state_p, b.state_p) if b.state is None or b.state_p is not None else None,
+        more_states=b.more_states if b.state is not None else a.more_states,
         traits=tuple(dict.fromkeys(a.traits + b.traits)),
         mid=pick(a.mid, b.mid),
         trk=pick(a.trk, b.trk),

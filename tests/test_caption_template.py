@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from cloud.backends import QUIET, TemplateBackend
 from cloud.backends.template import direction_words, seconds
 from cloud.scene import Scene, SceneWindow
+from edge.errors import TokenError
 from tests.test_caption_scene import T, Tokens
 
 LABELS_CSV = Path(__file__).resolve().parents[1] / "edge" / "models" / "default" / "labels.csv"
@@ -133,6 +134,19 @@ def test_single_events_durations_directions_states_traits_and_order() -> None:
         "Then a car alarm went off behind for 2.5 seconds. "
         "Meanwhile, rain could be heard for 19 seconds so far."
     )
+
+
+def test_further_states_of_an_event_join_its_first_state_and_weak_ones_are_left_out() -> None:
+    """`sx` (further states with their probabilities): those at or above 0.5 join `st` with "and"."""
+    text = _caption(
+        ("Car", 1.0, 4.0, {"az": 90.0, "st": "accelerating", "sp": 0.9,
+                           "sx": [["approaching", 0.8], ["impulsive", 0.2]], "tr": ["light"]}),
+    )  # fmt: skip
+    assert text == "A car (light) was heard to the left for 3 seconds, accelerating and approaching."
+    g = Tokens()
+    tok = g.token(0, "on", "Car", T + 1.0, sx="fast")
+    with pytest.raises(TokenError, match="'sx'"):
+        SceneWindow("dev-a").feed(tok)
 
 
 def test_a_class_heard_from_two_directions_names_both_in_order() -> None:

@@ -137,10 +137,17 @@ def _sentence(g: _Group, now: float) -> str:
         words.append(", then ".join(dirs))
     if n == 1:
         words.append(f"for {seconds(end - g.first)}" + (" so far" if ongoing else ""))
-    states = list(dict.fromkeys(e.state for e in g.events if e.state))
+    # one phrase per event ("steady and passing"); different phrases in time order ("... then ...")
+    states = list(
+        dict.fromkeys(
+            " and ".join(state_words(st) for st in dict.fromkeys((e.state, *e.more_states)))
+            for e in g.events
+            if e.state
+        )
+    )
     text = " ".join(words)
     if states:
-        text += ", " + " then ".join(state_words(st) for st in states)
+        text += ", " + " then ".join(states)
     if ongoing and n > 1:
         text += ", one of them still going on"
     return text + "."
