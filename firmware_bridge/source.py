@@ -22,9 +22,8 @@ import numpy as np
 from edge.dsp.frontend import SAMPLE_RATE
 from edge.errors import ConfigError, DeviceError, TympanError
 from edge.messages import Block
-from edge.sources.blocks import BlockCutter, check_block_size
+from edge.sources.blocks import LiveBlocks, check_block_size
 from edge.sources.channels import select_mic_channels
-from edge.sources.resample import Resampler
 from firmware_bridge import protocol as P
 from firmware_bridge.client import BridgeClient
 from firmware_bridge.errors import NakError
@@ -146,7 +145,7 @@ class SerialSource:
                 f"expects {self.array.channels}"
             )
         # everything that takes time is made before the stream starts: the MCU cannot wait
-        resampler = Resampler(self.channels, hello.sample_rate) if hello.sample_rate != SAMPLE_RATE else None
+        live = LiveBlocks(self.channels, hello.sample_rate, self.block_size, self.duration_s)
         info = client.stream_start()
         self.stream = info
         if (info.sample_rate, info.channels) != (hello.sample_rate, hello.channels):
@@ -154,11 +153,9 @@ class SerialSource:
                 f"{self.origin}: streams {info.channels} ch at {info.sample_rate} Hz, "
                 f"HELLO announced {hello.channels} ch at {hello.sample_rate} Hz"
             )
-        cutter = BlockCutter(self.channels, self.block_size, SAMPLE_RATE)
-        remaining = None if self.duration_s is None else round(self.duration_s * SAMPLE_RATE)
         expected: int | None = info.first_seq
         max_gap = max(1, round(MAX_GAP_S * info.sample_rate / max(1, info.frame_samples)))
-        while remaining is None or remaining > 0:
+        while not live.done:
             frame = client.read_audio(NO_AUDIO_TIMEOUT_S)
             if frame is None:
                 raise DeviceError(f"{self.origin}: sent no audio for {NO_AUDIO_TIMEOUT_S:g} s")
@@ -189,9 +186,5 @@ class SerialSource:
             device = frame.samples.T.astype(np.float32) * np.float32(SCALE)
             parts.append(select_mic_channels(device, self.array, self.origin, device_layout=True))
             for part in parts:
-                out = part if resampler is None else resampler.process(part).astype(np.float32)
-                if remaining is not None:
-                    out = out[:, :remaining]
-                    remaining -= out.shape[1]
-                yield from cutter.push(out)
-        yield from cutter.flush()
+                yield from live.push(part)
+        yield from live.flush()

@@ -11,6 +11,7 @@ import numpy as np
 from edge.dsp.frontend import SAMPLE_RATE
 from edge.errors import ConfigError
 from edge.messages import F32, Block
+from edge.sources.resample import Resampler
 
 
 def check_block_size(block_size: int) -> int:
@@ -76,3 +77,33 @@ class BlockCutter:
         self._emitted += samples.shape[1]
         self._seq += 1
         return block
+
+
+class LiveBlocks:
+    """A live source's device-rate chunks -> 16 kHz `Block`s, ending after `duration_s` (None: never).
+
+    The shared tail of the microphone and serial sources: resample (when the device rate is not 16
+    kHz), trim at the requested duration, cut into blocks.
+    """
+
+    def __init__(self, channels: int, device_rate: int, block_size: int, duration_s: float | None) -> None:
+        self._resampler = Resampler(channels, device_rate) if device_rate != SAMPLE_RATE else None
+        self._cutter = BlockCutter(channels, block_size, SAMPLE_RATE)
+        self._remaining = None if duration_s is None else round(duration_s * SAMPLE_RATE)
+
+    @property
+    def done(self) -> bool:
+        """Whether the requested duration has been delivered."""
+        return self._remaining is not None and self._remaining <= 0
+
+    def push(self, chunk: F32) -> list[Block]:
+        """Add a [channels, n] chunk at the device rate; return the blocks it completes."""
+        out = chunk if self._resampler is None else self._resampler.process(chunk).astype(np.float32)
+        if self._remaining is not None:
+            out = out[:, : max(self._remaining, 0)]
+            self._remaining -= out.shape[1]
+        return self._cutter.push(out)
+
+    def flush(self) -> list[Block]:
+        """The last, possibly shorter, block."""
+        return self._cutter.flush()

@@ -27,7 +27,7 @@ import numpy.typing as npt
 from edge.dsp.frontend import SAMPLE_RATE
 from edge.errors import ConfigError, DeviceError
 from edge.messages import F32, Block
-from edge.sources.blocks import BlockCutter, check_block_size
+from edge.sources.blocks import LiveBlocks, check_block_size
 from edge.sources.channels import select_mic_channels
 from edge.sources.devices import (
     choose_rate,
@@ -36,7 +36,6 @@ from edge.sources.devices import (
     import_sounddevice,
     list_input_devices,
 )
-from edge.sources.resample import Resampler
 
 if TYPE_CHECKING:
     from boards.profiles import ArrayProfile
@@ -131,9 +130,7 @@ class MicrophoneSource:
             else:
                 pending_drop[0] = 0
 
-        resampler = Resampler(self.channels, self.device_rate) if self.device_rate != SAMPLE_RATE else None
-        cutter = BlockCutter(self.channels, self.block_size, SAMPLE_RATE)
-        remaining = None if self.duration_s is None else round(self.duration_s * SAMPLE_RATE)
+        live = LiveBlocks(self.channels, self.device_rate, self.block_size, self.duration_s)
         overflows_logged = 0
         try:
             stream = sd.InputStream(
@@ -151,7 +148,7 @@ class MicrophoneSource:
                 stream.start()
             except sd.PortAudioError as err:
                 raise DeviceError(f"{self.origin}: cannot be started ({err})") from None
-            while remaining is None or remaining > 0:
+            while not live.done:
                 try:
                     data, dropped_before = buffers.get(timeout=NO_AUDIO_TIMEOUT_S)
                 except queue.Empty:
@@ -175,12 +172,8 @@ class MicrophoneSource:
                     )
                     parts.insert(0, np.zeros((self.channels, dropped_before), dtype=np.float32))
                 for part in parts:
-                    out = part if resampler is None else resampler.process(part).astype(np.float32)
-                    if remaining is not None:
-                        out = out[:, :remaining]
-                        remaining -= out.shape[1]
-                    yield from cutter.push(out)
-            yield from cutter.flush()
+                    yield from live.push(part)
+            yield from live.flush()
         finally:
             stream.abort(ignore_errors=True)
             stream.close(ignore_errors=True)

@@ -322,7 +322,9 @@ class Kernels:
         return buf[:n].reshape(shape), int(self._local.ptr)
 
     def as_dict(self) -> dict[str, Callable[..., Any]]:
-        return {name: getattr(self, name) for name in KERNEL_NAMES}
+        from edge.dsp.backends import KERNELS  # the registry's list (imported here: it imports this module)
+
+        return {name: getattr(self, name) for name in KERNELS}
 
     def _spectra_from_frames(self, frames: npt.NDArray[np.float32]) -> npt.NDArray[np.complex64]:
         """Sample-major frames [C, n_fft, T] -> spectra [C, n_bins, T] (FFT along axis 1: no transpose)."""
@@ -455,17 +457,6 @@ class Kernels:
             raise InputError("Leq of no samples")
         return float(self.lib.tp_leq_dbfs(_ptr(a), a.size))
 
-
-KERNEL_NAMES = (
-    "stft",
-    "stft_int16",
-    "logmel_from_spectra",
-    "phat_cross_spectra",
-    "gcc",
-    "srp_map",
-    "frame_power",
-    "leq_dbfs",
-)
 
 
 @lru_cache(maxsize=1)
