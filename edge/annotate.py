@@ -28,7 +28,7 @@ import numpy.typing as npt
 from edge.anomaly import AnomalyModel
 from edge.enroll import ENROLLED_MID, EnrolledClassifier
 from edge.errors import ConfigError
-from edge.inference import Label
+from edge.inference import Label, Model
 from edge.messages import Block, Event, Scores, StateEstimate
 from edge.ontology import Ontology, load_ontology
 from edge.pipeline import EdgePipeline
@@ -187,6 +187,7 @@ class AnnotatedPipeline:
             if audio.shape[1] >= self.config.min_state_s * self.sr:
                 mono = audio.mean(axis=0)
                 if self.states:
+                    found += self._head_states(mono, ev.label)
                     found += dsp_states(mono, self.sr)
                     lat = self._lateral(audio)
                     if lat is not None:
@@ -204,6 +205,9 @@ class AnnotatedPipeline:
         if not states and not traits:
             return ev
         return dataclasses.replace(ev, states=states, traits=traits)
+
+    def _head_states(self, mono: npt.NDArray[np.float32], label: str) -> list[StateEstimate]:
+        return head_states(self.pipeline.model, self.ontology, mono, label)
 
     def _anomaly_applies(self, label: str) -> bool:
         assert self.anomaly is not None
@@ -235,3 +239,39 @@ class AnnotatedPipeline:
                 ts.append((i + step / 2) / self.sr)
                 az.append(b[0].azimuth)
         return lateral_state(np.array(ts), np.array(az)) if len(ts) >= 3 else None
+
+
+def head_states(model: Model, ontology: Ontology, mono: npt.NDArray[np.float32], label: str) -> list[StateEstimate]:
+    """The model's learned state/trait heads (model.json `heads`) on an event's mono audio, for the groups
+    whose classes apply to the label and whose training sources include the label's source: each head
+    column averaged over the audio's frames, the group's best class with that average as its confidence."""
+    src = ontology.source_of(label)
+    heads = [
+        h
+        for h in model.heads
+        if src is not None
+        and (not h.sources or src.name in h.sources)
+        and any(ontology.applies(label, c) for c in h.classes)
+    ]
+    if not heads:
+        return []
+    from edge.dsp.frontend import logmel, silence_floor
+
+    lm = logmel(mono, model.frontend)
+    w, hop = model.window_frames, model.output_hop_frames
+    n_real = -(-len(lm) // hop)
+    if len(lm) < w:
+        lm = np.concatenate([lm, np.full((w - len(lm), lm.shape[1]), silence_floor(model.frontend), np.float32)])
+    starts = list(range(0, len(lm) - w + 1, w))
+    if starts[-1] != len(lm) - w:
+        starts.append(len(lm) - w)
+    frames = np.zeros((-(-len(lm) // hop), model.n_outputs), np.float32)
+    for st in starts:  # later windows overwrite the overlap: every frame once
+        frames[st // hop : st // hop + w // hop] = model.predict_all(lm[st : st + w])
+    mean = frames[:n_real].mean(axis=0)
+    out = []
+    for h in heads:
+        p = mean[list(h.columns)]
+        best = int(np.argmax(p))
+        out.append(StateEstimate(h.classes[best], round(float(p[best]), 3), h.group))
+    return out

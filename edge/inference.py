@@ -161,8 +161,45 @@ def pool_clip(frames: npt.NDArray[np.float32], axis: int = 0) -> npt.NDArray[np.
     return np.where(s > 0, (frames**2).sum(axis=axis) / np.maximum(s, 1e-12), 0.0).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class HeadGroup:
+    """A learned state/trait head of the student (model.json `heads`): sigmoid outputs for `classes`
+    (ontology state or trait names of one `group`) in output `columns`, after the K event classes;
+    `sources`: the ontology sources its training examples belong to."""
+
+    group: str
+    classes: tuple[str, ...]
+    columns: tuple[int, ...]
+    sources: tuple[str, ...] = ()  # ontology sources it was trained on (empty: any)
+
+
+def _read_heads(raw: Any, first_column: int, where: str) -> tuple[HeadGroup, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ModelError(f"{where}: 'heads' must be a list of {{group, classes}} objects")
+    out: list[HeadGroup] = []
+    col = first_column
+    for i, h in enumerate(raw):
+        if not isinstance(h, dict) or not isinstance(h.get("group"), str) or not isinstance(h.get("classes"), list):
+            raise ModelError(f"{where}: heads[{i}] must be an object with 'group' (string) and 'classes' (list)")
+        classes = tuple(h["classes"])
+        if len(classes) < 2 or not all(isinstance(c, str) and c for c in classes):
+            raise ModelError(f"{where}: heads[{i}].classes must name at least two states or traits")
+        sources = h.get("sources", [])
+        if not isinstance(sources, list) or not all(isinstance(x, str) for x in sources):
+            raise ModelError(f"{where}: heads[{i}].sources must be a list of ontology source names")
+        out.append(HeadGroup(h["group"], classes, tuple(range(col, col + len(classes))), tuple(sources)))
+        col += len(classes)
+    groups = [h.group for h in out]
+    if len(set(groups)) != len(groups):
+        raise ModelError(f"{where}: heads name a group twice ({groups})")
+    return tuple(out)
+
+
 class Model:
-    """A student model: labels, frontend, window geometry, thresholds and a loaded runtime."""
+    """A student model: labels, frontend, window geometry, thresholds, learned state/trait heads and a
+    loaded runtime. The model file's output has a column per label, then one per head class."""
 
     def __init__(self, path: str | None = None, runtime: str = "auto", threads: int = 1) -> None:
         path = path or default_model_dir()
@@ -194,6 +231,8 @@ class Model:
         if self.window_frames % self.output_hop_frames:
             raise ModelError(f"{meta_path}: window_frames must be a multiple of output_hop_frames")
         self.labels = _read_labels(os.path.join(model_dir, labels_file))
+        self.heads = _read_heads(meta.get("heads"), len(self.labels), meta_path)
+        self.n_outputs = len(self.labels) + sum(len(h.classes) for h in self.heads)
         self.default_threshold = float(thresholds.get("default", 0.5))
         per_class: dict[str, float] = dict(thresholds.get("per_class", {}))
         self.thresholds = np.array(
@@ -224,10 +263,10 @@ class Model:
         self._rt = RUNTIMES[name][1](model_file, threads)
         self.out_frames = self.window_frames // self.output_hop_frames
         probe = self._rt.run(np.full((1, self.window_frames, self.frontend.n_mels), -6.9, np.float32))
-        if probe.shape != (1, self.out_frames, len(self.labels)):
+        if probe.shape != (1, self.out_frames, self.n_outputs):
             raise ModelError(
                 f"{model_file}: output shape {probe.shape} does not match "
-                f"(1, {self.out_frames}, {len(self.labels)}) from model.json and the label file"
+                f"(1, {self.out_frames}, {self.n_outputs}) from model.json (heads) and the label file"
             )
 
     @property
@@ -236,6 +275,11 @@ class Model:
 
     def predict(self, window: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """One window of log-mel [window_frames, n_mels] -> frame probabilities [out_frames, K]."""
+        out = self._rt.run(window[None].astype(np.float32))[0]
+        return out if not self.heads else out[:, : len(self.labels)]
+
+    def predict_all(self, window: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """One window -> every output column [out_frames, K + head classes] (the heads' after the labels)."""
         return self._rt.run(window[None].astype(np.float32))[0]
 
     def tag(self, logmel: npt.NDArray[np.float32], hop_frames: int | None = None) -> npt.NDArray[np.float32]:

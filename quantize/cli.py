@@ -48,6 +48,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _heads(args: argparse.Namespace) -> int:
+    from quantize.heads import train_heads
+    from quantize.pipeline import evaluate_and_package
+
+    train_heads(args.run_dir, args.heads, args.seed)
+    if not args.no_evaluate:
+        evaluate_and_package(args.run_dir, args.install_default)
+    return 0
+
+
 def _install(args: argparse.Namespace) -> int:
     from quantize.export import install_model_dir
     from quantize.pipeline import DEFAULT_MODEL_DIR
@@ -58,7 +68,7 @@ def _install(args: argparse.Namespace) -> int:
 
 
 def add_quantize(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `quantize` (run | teacher-cache | evaluate | install) to the `tympan` command."""
+    """Add `quantize` (run | teacher-cache | heads | evaluate | install) to the `tympan` command."""
     p = subparsers.add_parser("quantize", help="distil, quantise and export the on-device model")
     sub = p.add_subparsers(dest="quantize_command", required=True)
 
@@ -73,6 +83,14 @@ def add_quantize(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     t.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=_teacher_cache)
+
+    h = sub.add_parser("heads", help="train the learned state/trait heads of a run, re-export and re-evaluate it")
+    h.add_argument("run_dir", type=Path)
+    h.add_argument("--heads", type=Path, default=None, help="head CSV (default: the run config's, else packaged)")
+    h.add_argument("--seed", type=int, default=None, help="default: the run's seed")
+    h.add_argument("--no-evaluate", action="store_true", help="only train and export (no report/model rebuild)")
+    h.add_argument("--install-default", action="store_true", help="install the model into edge/models/default")
+    h.set_defaults(func=_heads)
 
     e = sub.add_parser("evaluate", help="re-evaluate a run directory and rebuild its model directory")
     e.add_argument("run_dir", type=Path)

@@ -48,6 +48,9 @@ class TransferConfig:
     activity_rel_db: float = _f(30.0, 1.0, 120.0, "event active within this many dB of its loudest frame")
     activity_floor_db: float = _f(-65.0, -120.0, 0.0, "and above this absolute frame level (dBFS)")
     max_clips_per_dataset: int = _f(0, 0, None, "0: all; >0: a subset (quick runs)")
+    dataset_window_scale: dict[str, float] = _f(  # noqa: RUF009 (_f gives dicts a default_factory)
+        {}, 0.05, 50.0, "per dataset, multiplies windows_per_second (oversample the small datasets)"
+    )
 
 
 STUDENT_ARCHS = ("cnn", "dsconv")
@@ -103,6 +106,16 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class HeadsConfig:
+    enabled: bool = _f(True, doc="train the learned state/trait heads (quantize.heads) after quantisation")
+    file: str = _f("", doc="head CSV (group,class,dataset,label); empty: the packaged quantize/data/heads.csv")
+    l2: float = _f(1e-2, 0.0, 10.0, "L2 weight on the standardised-feature head weights")
+    steps: int = _f(200, 1, 10000, "LBFGS iterations")
+    augment: int = _f(3, 0, 50, "background mixtures per training clip besides the clean clip")
+    snr_db: tuple[float, float] = _f((5.0, 30.0), -20.0, 60.0)
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     model_id: str = _f("tympan-sed-s5")
     window_frames: int = _f(96, 16, 1024)
@@ -113,6 +126,7 @@ class PipelineConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    heads: HeadsConfig = field(default_factory=HeadsConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -133,6 +147,11 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         if len(value) != len(args):
             raise ConfigError(f"{where}: expected {len(args)} values, got {value!r}")
         return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if origin is dict:
+        key_t, val_t = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected an object, got {value!r}")
+        return {_convert(k, key_t, f"{where} key"): _convert(v, val_t, f"{where}.{k}") for k, v in value.items()}
     if origin in (typing.Union, types.UnionType):
         raise ConfigError(f"{where}: union types are not supported in config")
     if tp is bool:
@@ -156,7 +175,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
 
 def _check_bounds(value: Any, meta: typing.Mapping[str, Any], where: str) -> None:
     lo, hi = meta.get("lo"), meta.get("hi")
-    for v in value if isinstance(value, tuple) else (value,):
+    values = value.values() if isinstance(value, dict) else value if isinstance(value, tuple) else (value,)
+    for v in values:
         if isinstance(v, int | float) and not isinstance(v, bool):
             if lo is not None and v < lo:
                 raise ConfigError(f"{where}: {v!r} is below the minimum {lo}")
@@ -194,6 +214,12 @@ def load_config(path: Path) -> PipelineConfig:
         raise ConfigError(f"{path}: student.arch {cfg.student.arch!r} is not one of {list(STUDENT_ARCHS)}")
     if cfg.student.kernel_time % 2 == 0:
         raise ConfigError(f"{path}: student.kernel_time {cfg.student.kernel_time} must be odd")
+    stray = sorted(set(cfg.transfer.dataset_window_scale) - set(cfg.transfer.datasets))
+    if stray:
+        raise ConfigError(
+            f"{path}: transfer.dataset_window_scale names {stray}, "
+            f"not in transfer.datasets {list(cfg.transfer.datasets)}"
+        )
     if cfg.window_frames % cfg.output_hop_frames:
         raise ConfigError(f"{path}: window_frames {cfg.window_frames} not a multiple of output_hop_frames")
     return cfg

@@ -121,9 +121,12 @@ class _ProgressCache(TeacherCache):
 
 def transfer_file(s: Setup, seed: int, split: str) -> Path:
     """The cache file of a transfer set, named by everything that determines it."""
+    transfer = s.cfg.to_dict()["transfer"]
+    if not transfer["dataset_window_scale"]:
+        del transfer["dataset_window_scale"]  # added later: runs without it keep their cache files
     key_src = json.dumps(
         {
-            "transfer": s.cfg.to_dict()["transfer"],
+            "transfer": transfer,
             "labels": s.labels.mids,
             "teacher": s.teacher.fingerprint,
             "seed": seed,
@@ -172,6 +175,10 @@ def transfer_sets(s: Setup, seed: int) -> tuple[TransferSet, TransferSet]:
 def run(cfg: PipelineConfig, out: Path, seed: int, command: str, install_default: bool) -> Path:
     """The whole pipeline; returns the model directory (out/model)."""
     train_and_quantize(cfg, out, seed, command)
+    if cfg.heads.enabled:
+        from quantize.heads import train_heads
+
+        train_heads(out, seed=seed, strict=False)
     return evaluate_and_package(out, install_default)
 
 
@@ -286,13 +293,35 @@ def _maybe_qat(
     return info
 
 
-def load_student(cfg: PipelineConfig, out: Path, n_classes: int) -> Any:
-    """The fp32 student a run's int8 files were made from, BatchNorm folded: the QAT weights when
-    quantisation-aware fine-tuning was used, else the trained weights."""
+def head_count(out: Path) -> int:
+    """How many learned head columns a run's int8 files carry after its event classes (heads.json)."""
+    from quantize.heads import HEADS_JSON
+
+    f = out / HEADS_JSON
+    if not f.exists():
+        return 0
+    try:
+        return sum(len(h["classes"]) for h in json.loads(f.read_text())["heads"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ModelError(f"{f}: unreadable heads record ({e})") from None
+
+
+def load_student(cfg: PipelineConfig, out: Path, n_classes: int, heads: bool = True) -> Any:
+    """The fp32 student a run's int8 files were made from, BatchNorm folded: with the learned heads when
+    the run has them (and `heads`), else the QAT weights when quantisation-aware fine-tuning was used,
+    else the trained weights."""
     import torch
 
+    from quantize.heads import STUDENT_HEADS_PT
     from quantize.student import Student
 
+    n_heads = head_count(out) if heads else 0
+    if n_heads:
+        model = Student(cfg.student, n_classes + n_heads, DEFAULT_FRONTEND.n_mels, cfg.output_hop_frames)
+        model.fold_batchnorm()
+        model.load_state_dict(torch.load(out / STUDENT_HEADS_PT))
+        model.eval()
+        return model
     model = Student(cfg.student, n_classes, DEFAULT_FRONTEND.n_mels, cfg.output_hop_frames)
     if (out / STUDENT_QAT_PT).exists():
         model.fold_batchnorm()
@@ -339,6 +368,7 @@ def evaluate_and_package(out: Path, install_default: bool) -> Path:
         target_rows,
     )
     from quantize.export import check_model_dir, install_model_dir, pick_thresholds, write_model_dir
+    from quantize.heads import HEADS_JSON, heads_markdown
     from quantize.infer import OnnxRunner, TfliteRunner
     from quantize.student import count_macs, count_params
     from quantize.transfer import clip_windows, windows_logmel
@@ -354,11 +384,17 @@ def evaluate_and_package(out: Path, install_default: bool) -> Path:
     model = load_student(cfg, out, len(s.labels))
     params = count_params(model)
     macs = count_macs(model, cfg.window_frames, n_mels)
+    k = len(s.labels)
+    heads_res = json.loads((out / HEADS_JSON).read_text()) if (out / HEADS_JSON).exists() else None
 
     print("evaluating", flush=True)
     torch.set_num_threads(1)
     tfl, onx = TfliteRunner(out / "model_int8.tflite"), OnnxRunner(out / "model_int8.onnx")
-    models: dict[str, FrameModel] = {FP32: lambda w: predict_frames(model, w), INT8[0]: tfl, INT8[1]: onx}
+    models: dict[str, FrameModel] = {  # event columns only (learned heads, if any, follow them)
+        FP32: lambda w: predict_frames(model, w)[..., :k],
+        INT8[0]: lambda w: tfl(w)[..., :k],
+        INT8[1]: lambda w: onx(w)[..., :k],
+    }
     val_clips = _subset([c for c in s.clips if c.split == "val"], cfg.eval.max_val_clips)
     if not val_clips:
         raise ConfigError("no validation clips: check the datasets and their splits in the config")
@@ -467,6 +503,7 @@ def evaluate_and_package(out: Path, install_default: bool) -> Path:
         rp.quantisation_markdown(ap_rows, drops, FP32, INT8, min_pos, targets_doc),
         rp.qat_markdown(train_info.get("qat")),
         rp.coverage_markdown(coverage),
+        heads_markdown(heads_res),
     ]
     head = f"# Tympan distillation run: {out}\n\nCommand: `{command}`\n\n"
     report = head + "\n".join([*sections, rp.plots_markdown(plots, True, str(out))])
@@ -501,6 +538,12 @@ def evaluate_and_package(out: Path, install_default: bool) -> Path:
         },
         "metrics": {"validation": metrics, "models": model_info, "targets": targets_table},
     }
+    if heads_res:
+        meta["heads"] = heads_res["heads"]
+        meta["metrics"]["heads"] = {
+            g: {key: r[key] for key in ("classes", "clips", "accuracy", "majority_rate", "confusion")}
+            for g, r in heads_res["validation"]["student_int8_tflite"].items()
+        }
     card = model_card(model_id, s, meta, card_report, command, coverage)
     model_dir = out / "model"
     write_model_dir(model_dir, out / "model_int8.tflite", out / "model_int8.onnx", s.labels, meta, card)
@@ -589,15 +632,12 @@ def model_card(
         )
     augment_line = "; ".join(a for a in augment if a) or "none"
     if qat:
-        qat_line = (
-            f"- Quantisation: PTQ cost {qat['ptq_drop_points']:+.2f} points of validation-window accuracy; "
-            + (
-                f"QAT ({qat['epochs']} epochs) gave int8 {qat['qat_int8_tflite_window_accuracy']:.4f} vs PTQ "
-                f"{qat['ptq_int8_tflite_window_accuracy']:.4f}: "
-                + ("the shipped int8 files come from the QAT weights." if qat["used"] else "PTQ kept.")
-                if "epochs" in qat
-                else "QAT not needed."
-            )
+        qat_line = f"- Quantisation: PTQ cost {qat['ptq_drop_points']:+.2f} points of validation-window accuracy; " + (
+            f"QAT ({qat['epochs']} epochs) gave int8 {qat['qat_int8_tflite_window_accuracy']:.4f} vs PTQ "
+            f"{qat['ptq_int8_tflite_window_accuracy']:.4f}: "
+            + ("the shipped int8 files come from the QAT weights." if qat["used"] else "PTQ kept.")
+            if "epochs" in qat
+            else "QAT not needed."
         )
     else:
         qat_line = "- Quantisation: int8 post-training quantisation (no QAT configured)."

@@ -53,9 +53,7 @@ def qat_markdown(qat: dict[str, Any] | None) -> str:
             f"QAT: {qat['epochs']} epochs at lr {qat['lr']} ({qat['seconds']} s) -> fp32 "
             f"{qat['qat_fp32_window_accuracy']:.4f}, int8 TFLite {qat['qat_int8_tflite_window_accuracy']:.4f}."
         )
-    lines.append(
-        "The int8 files come from the QAT weights." if qat["used"] else f"Not used: {qat.get('skipped', '')}."
-    )
+    lines.append("The int8 files come from the QAT weights." if qat["used"] else f"Not used: {qat.get('skipped', '')}.")
     return "\n".join(lines) + "\n"
 
 

@@ -175,7 +175,8 @@ def build_transfer(
         active = np.flatnonzero(m)
         if active.size == 0:
             continue
-        n_ex = max(1, round(x.shape[0] / spec.sample_rate * cfg.windows_per_second))
+        per_s = cfg.windows_per_second * cfg.dataset_window_scale.get(clip.dataset, 1.0)
+        n_ex = max(1, round(x.shape[0] / spec.sample_rate * per_s))
         for _ in range(n_ex):
             anchor = int(rng.choice(active))
             start_frame = anchor - int(rng.integers(0, window_frames))

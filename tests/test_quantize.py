@@ -4,6 +4,7 @@ it must reject, and the shipped default model's consistency."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -330,7 +331,14 @@ def test_pipeline_end_to_end_on_tiny_data(tiny_world: dict[str, Path]) -> None:
     from quantize.pipeline import run
     from quantize.student import Student
 
+    heads_csv = write_csv(
+        tiny_world["tmp"] / "heads.csv",
+        ["group", "class", "dataset", "label"],
+        [["fuel", "petrol", ds, "low"] for ds in ("esc50", "urbansound8k")]
+        + [["fuel", "diesel", ds, "high"] for ds in ("esc50", "urbansound8k")],
+    )
     cfg = tiny_config(tiny_world)
+    cfg = dataclasses.replace(cfg, heads=dataclasses.replace(cfg.heads, file=str(heads_csv), augment=1))
     out = tiny_world["tmp"] / "run"
     model_dir = run(cfg, out, seed=0, command="pytest", install_default=False)
 
@@ -361,14 +369,93 @@ def test_pipeline_end_to_end_on_tiny_data(tiny_world: dict[str, Path]) -> None:
         ref = student(torch.from_numpy(x)).numpy()
     for runner in (TfliteRunner(model_dir / "model_int8.tflite"), OnnxRunner(model_dir / "model_int8.onnx")):
         got = runner(x)
-        assert got.shape == (4, 24, 6)
-        assert np.max(np.abs(got - ref)) < 0.1, type(runner).__name__
+        assert got.shape == (4, 24, 6 + 2)  # the event classes, then the fuel head's petrol, diesel
+        assert np.max(np.abs(got[..., :6] - ref)) < 0.1, type(runner).__name__
+
+    # the learned head: a 300 Hz tone clip is "petrol", a 3 kHz one "diesel" in the tiny world
+    heads = json.loads((out / "heads.json").read_text())
+    # tiny labels ("Class 0") belong to no ontology source: the head applies to any source it fits
+    assert heads["heads"] == [{"group": "fuel", "classes": ["petrol", "diesel"], "sources": []}]
+    fuel = heads["validation"]["student_int8_tflite"]["fuel"]
+    assert fuel["clips"] >= 2 and fuel["accuracy"] == 1.0, fuel
+    assert heads["event_columns_vs_without_heads"]["frame_top1_agreement"] >= 0.9
+    assert meta["heads"] == heads["heads"] and "## Learned state/trait heads" in report
+    from edge.inference import Model
+
+    edge_model = Model(str(model_dir))
+    assert [h.columns for h in edge_model.heads] == [(6, 7)] and edge_model.n_outputs == 8
+    assert edge_model.predict(x[0]).shape == (24, 6) and edge_model.predict_all(x[0]).shape == (24, 8)
+    bad = json.loads((model_dir / "model.json").read_text())
+    for heads_value, msg in (
+        ({"group": "fuel"}, "must be a list"),
+        ([{"group": "fuel", "classes": ["petrol"]}], "at least two"),
+        ([{"group": "fuel", "classes": ["petrol", "diesel", "lpg"]}], "output shape"),
+    ):
+        bad["heads"] = heads_value
+        (model_dir / "model.json").write_text(json.dumps(bad))
+        with pytest.raises(ModelError, match=msg):
+            Model(str(model_dir))
     # the rerun finds every teacher window in the cache
     from quantize.pipeline import setup, transfer_sets
 
     s = setup(cfg)
     transfer_sets(s, 0)
     assert s.cache.misses == 0
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([["fuel", "petrol", "vehicles", "petrol_car"]], "has one class"),
+        ([["fuel", "petrol", "vehicles", "a"], ["fuel", "turbo", "vehicles", "b"]], "neither a state nor a trait"),
+        ([["fuel", "petrol", "vehicles", "a"], ["fuel", "heavy", "vehicles", "b"]], "belongs to group 'weight'"),
+        ([["fuel", "petrol", "vehicles", "a"], ["fuel", "diesel", "vehicles", "a"]], "another class of group"),
+        ([["colour", "red", "vehicles", "a"], ["colour", "blue", "vehicles", "b"]], "unknown ontology group"),
+        ([["fuel", "petrol", "", "a"], ["fuel", "diesel", "vehicles", "b"]], "needs a value"),
+    ],
+)
+def test_head_file_is_validated_against_the_ontology(tmp_path: Path, rows: list[list[object]], message: str) -> None:
+    from quantize.heads import load_head_spec
+
+    f = write_csv(tmp_path / "heads.csv", ["group", "class", "dataset", "label"], rows)
+    with pytest.raises(InputError, match=message):
+        load_head_spec(f)
+    g = write_csv(tmp_path / "cols.csv", ["group", "trait", "dataset", "label"], rows)
+    with pytest.raises(InputError, match="expected the columns"):
+        load_head_spec(g)
+
+
+def test_dataset_window_scale_is_checked(tmp_path: Path) -> None:
+    base = json.loads(Path("quantize/configs/default.json").read_text())
+    for scale, message in (
+        ({"audioset": 2.0}, "not in transfer.datasets"),
+        ({"vehicles": 0.0}, "below the minimum"),
+        ({"vehicles": "x"}, "expected a number"),
+        ([2.0], "expected an object"),
+    ):
+        base["transfer"]["dataset_window_scale"] = scale
+        f = tmp_path / "c.json"
+        f.write_text(json.dumps(base))
+        with pytest.raises(ConfigError, match=message):
+            load_config(f)
+    base["transfer"]["dataset_window_scale"] = {"vehicles": 4.0}
+    f.write_text(json.dumps(base))
+    assert load_config(f).transfer.dataset_window_scale == {"vehicles": 4.0}
+
+
+def test_heads_need_a_run_directory(tmp_path: Path) -> None:
+    from quantize.heads import train_heads
+
+    with pytest.raises(ModelError, match="not a run directory"):
+        train_heads(tmp_path / "nowhere")
+
+
+def test_packaged_head_file_names_vehicle_traits() -> None:
+    from quantize.heads import load_head_spec
+
+    spec = load_head_spec()
+    assert dict(spec.groups) == {"fuel": ("petrol", "diesel"), "weight": ("heavy", "light")}
+    assert spec.examples[("vehicles", "diesel_car")] == (("fuel", "diesel"), ("weight", "light"))
 
 
 def test_quantisation_aware_finetuning_is_measured_and_consistent(tiny_world: dict[str, Path]) -> None:
@@ -448,7 +535,8 @@ def test_shipped_default_model_is_consistent() -> None:
         OnnxRunner(DEFAULT_MODEL_DIR / "model_int8.onnx"),
     ):
         y = runner(x)
-        assert y.shape == (1, meta["window_frames"] // meta["output_hop_frames"], len(labels))
+        n_heads = sum(len(h["classes"]) for h in meta.get("heads", []))  # learned heads follow the labels
+        assert y.shape == (1, meta["window_frames"] // meta["output_hop_frames"], len(labels) + n_heads)
         assert np.all((y >= 0) & (y <= 1))
 
 
@@ -471,7 +559,7 @@ def test_shipped_model_ranks_dog_high_on_validation_dog_clips() -> None:
     for r in rows:
         x = read_audio(SHARED_DATA / "esc50" / "audio" / r["filename"])
         w = windows_logmel(x, clip_windows(x, 96, 96), 96)
-        score = linear_softmax_np(runner(w).reshape(-1, len(labels)), 0)
+        score = linear_softmax_np(runner(w)[..., : len(labels)].reshape(-1, len(labels)), 0)  # heads follow
         hits += bool(dog & set(np.argsort(-score)[:5].tolist()))
     assert hits >= 3, f"dog in the top 5 for only {hits} of {len(rows)} fold-5 dog clips"
 

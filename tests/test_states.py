@@ -230,9 +230,19 @@ def test_annotated_pipeline_adds_lateral_and_speed_states_to_an_event() -> None:
     names = {s.name: s.group for s in out.states}
     assert names.get("left-to-right") == "lateral"
     assert names.get("accelerating") == "speed"
-    assert [t.name for t in out.traits] == ["light"]  # "Car" implies it (ontology label_traits)
+    traits = {t.group: t for t in out.traits}
+    assert traits["weight"].name == "light" and traits["weight"].p == 1.0  # "Car" implies it (label_traits)
+    # the shipped model's learned fuel head gives the fuel trait when it is confident
+    mono = x.mean(axis=0)
+    heads = {s.group: s for s in pipe._head_states(mono, "Car")}
+    assert set(heads) == {"fuel", "weight"} and heads["fuel"].name in ("petrol", "diesel")
+    assert 0.0 < heads["fuel"].p <= 1.0
+    assert ("fuel" in traits) == (heads["fuel"].p >= 0.5)
     dog = pipe.annotate(dataclasses.replace(ev, label="Dog", mid="/m/0bt9lr", code=18))
     assert "accelerating" not in {s.name for s in dog.states}  # the ontology: dogs do not accelerate
+    assert not dog.traits and pipe._head_states(mono, "Dog") == []  # no fuel or weight for a dog
+    truck = pipe.annotate(dataclasses.replace(ev, label="Truck", mid="/m/07r04", code=57))
+    assert {t.group: t.name for t in truck.traits}["weight"] == "heavy"  # the label's own trait beats the head
 
 
 def test_states_do_not_depend_on_the_block_size() -> None:

@@ -14,6 +14,10 @@ Truth is made, not guessed, wherever it can be:
 - temporal (impulsive / continuous): ESC-50 classes whose sound is impulsive (knocks, clicks, ticks)
   or continuous (engines, vacuum cleaners, washing machines, rain).
 - real clips annotated by hand (`benchmarks/states_annotations.json`: file, state, how it was judged).
+- learned traits (fuel: petrol / diesel, weight: heavy / light): the vehicles test split (clips the
+  heads were not trained on; truth from the clip's class), scored by the device's own code
+  (`edge.annotate.head_states` with the shipped model, as for an event labelled "Vehicle" spanning the
+  whole clip).
 
 The report goes to `--out` (default benchmarks/results/states.md and .json).
 """
@@ -46,6 +50,18 @@ GROUP_STATES = {
     "temporal": ("impulsive", "continuous"),
 }
 NONE = "(none)"
+# the vehicles data's classes -> the traits they are (the truth of the learned heads' evaluation)
+VEHICLE_TRAITS = {
+    "petrol_car": {"fuel": "petrol", "weight": "light"},
+    "diesel_car": {"fuel": "diesel", "weight": "light"},
+    "moped": {"weight": "light"},
+    "motorcycle": {"weight": "light"},
+    "bus": {"weight": "heavy"},
+    "truck": {"weight": "heavy"},
+    "tram": {"weight": "heavy"},
+    "train": {"weight": "heavy"},
+}
+TRAIT_GROUPS = {"fuel": ("petrol", "diesel"), "weight": ("heavy", "light")}
 
 F64 = npt.NDArray[np.float64]
 
@@ -209,7 +225,38 @@ def evaluate(root: Path, annotations: Path | None, max_clips: int) -> dict[str, 
     report["temporal"] = temporal.summary()
     if annotations is not None and annotations.is_file():
         report["annotated"] = _annotated(root, annotations)
+    if (root / "vehicles" / "meta.csv").is_file():
+        report["learned"] = _learned_traits(root / "vehicles")
     return report
+
+
+def _learned_traits(root: Path) -> dict[str, Any]:
+    import csv
+
+    from edge.annotate import AnnotateConfig, head_states
+    from edge.inference import Model
+    from edge.ontology import load_ontology
+
+    model, onto, min_p = Model(), load_ontology(), AnnotateConfig().min_p
+    if not model.heads:
+        return {"model": model.id, "skipped": "the model has no learned heads"}
+    with open(root / "meta.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))[1:]  # path, split, class (hr), class (en), ...
+    tallies = {g: Tally(c) for g, c in TRAIT_GROUPS.items()}
+    clips = []
+    for r in rows:
+        if r[1] != "test" or r[3] not in VEHICLE_TRAITS:
+            continue
+        x = _read(root / "audio" / r[0]).astype(np.float32)
+        got = {e.group: e for e in head_states(model, onto, x, "Vehicle")}
+        for g, truth in VEHICLE_TRAITS[r[3]].items():
+            e = got.get(g)
+            pred = e.name if e is not None and e.p >= min_p else None
+            tallies[g].add(truth, pred)
+            clips.append({"file": r[0], "class": r[3], "group": g, "truth": truth, "predicted": pred,
+                          "p": None if e is None else e.p})  # fmt: skip
+    return {"model": model.id, "min_p": min_p, "by_group": {g: t.summary() for g, t in tallies.items()},
+            "clips": clips}  # fmt: skip
 
 
 def _annotated(root: Path, path: Path) -> dict[str, Any]:
@@ -288,6 +335,14 @@ def render(report: dict[str, Any]) -> str:
                 "| file | group | truth | predicted |", "|---|---|---|---|"]  # fmt: skip
         out += [f"| {r['file']} | {r['group']} | {r['truth']} | {r['predicted'] or NONE} |" for r in an["clips"]]
         out.append("")
+    le = report.get("learned")
+    if le and "by_group" in le:
+        out += ["## Learned traits: the student's heads on the vehicles test split", "",
+                f"Model {le['model']}; the device's code (`edge.annotate.head_states`, an event labelled "
+                f"\"Vehicle\" over the whole clip); a trait below p {le['min_p']} is not reported "
+                f"({NONE}).", ""]  # fmt: skip
+        for g, sm in le["by_group"].items():
+            out += [f"### {g}: accuracy **{sm['accuracy']:.1%}** (n = {sm['n']})", "", *_md_table(sm), ""]
     return "\n".join(out)
 
 
