@@ -263,3 +263,25 @@ def test_states_do_not_depend_on_the_block_size() -> None:
         out.append([(e.id, e.phase, e.label, e.states, e.traits) for e in evs])
     assert out[0] == out[1]
     assert any(states for *_, states, _ in out[0])  # the scene's events do carry states
+
+
+def test_learned_traits_evaluation_scores_the_test_split_only(tmp_path: Path) -> None:
+    """`tympan evaluate states` scores the heads on the vehicles test split through the device code."""
+    import soundfile as sf
+
+    from edge.evaluation.states_eval import _learned_traits
+
+    (tmp_path / "audio").mkdir()
+    rng = np.random.default_rng(0)
+    rows = [("ref.flac", "referentni", "petrol_car"), ("a.flac", "test", "petrol_car"),
+            ("b.flac", "test", "bus"), ("c.flac", "test", "chainsaw")]  # fmt: skip
+    for name, *_ in rows:
+        sf.write(tmp_path / "audio" / name, engine(40 + 10 * rng.random(), 50, dur=2.0) * 0.3, SR)
+    with open(tmp_path / "meta.csv", "w") as f:
+        f.write("path,split,class_hr,class_en,orig_sr,n_samples\n")
+        f.writelines(f"{n},{s},x,{c},16000,32000\n" for n, s, c in rows)
+    r = _learned_traits(tmp_path)
+    assert r["by_group"]["fuel"]["n"] == 1 and r["by_group"]["weight"]["n"] == 2  # chainsaw: no trait truth
+    assert {c["file"] for c in r["clips"]} == {"a.flac", "b.flac"}
+    for c in r["clips"]:
+        assert c["predicted"] in (*{"fuel": ("petrol", "diesel"), "weight": ("heavy", "light")}[c["group"]], None)
