@@ -16,9 +16,11 @@ Instruction counts (valgrind callgrind, only the measured call instrumented) sta
 because this machine is shared and noisy. The torch peer is torch.stft + a mel matrix product
 (torchaudio 2.13.0, matching torch 2.13.0, has no wheel), with Tympan's mel matrix.
 
-    .venv/bin/python benchmarks/bench_dsp.py [--repeats 7] [--no-callgrind]
+    .venv/bin/python benchmarks/bench_dsp.py [--repeats 7] [--no-callgrind] [--only-pipeline] [--only-task T]
 
-Writes benchmarks/results/dsp.md and dsp.json.
+Writes benchmarks/results/dsp.md and dsp.json. `--only-pipeline` measures again only the DSP stages and
+the whole pipeline (and their targets), keeping the kernel rows of the last full run in dsp.json;
+`--only-task logmel4` (repeatable) measures again only that task's kernel rows (and the targets on them).
 """
 
 from __future__ import annotations
@@ -175,7 +177,6 @@ def make_workload(task: str, impl: str, seconds: float | None = None) -> tuple[W
     return run, dur, out
 
 
-
 # --- callgrind ------------------------------------------------------------------------------------
 CG_HELPER = r"""
 #include <valgrind/callgrind.h>
@@ -293,22 +294,15 @@ def agreement(task: str, out: Any, ref: Any) -> str:
     return f"max |diff| {float(np.max(np.abs(a - b))):.1e} vs numpy"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--no-callgrind", action="store_true")
-    ap.add_argument("--callgrind-worker", nargs=3, metavar=("TASK", "IMPL", "HELPER"), help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.callgrind_worker:
-        callgrind_worker(*args.callgrind_worker)
-        return
-    from edge.dsp import backends, native
+def measure_rows(tasks: list[str], repeats: int) -> list[dict[str, Any]]:
+    """The kernel rows of `tasks`: every implementation available here, timed, checked against numpy."""
+    from edge.dsp import backends
 
     have = backends.backends()
     rows: list[dict[str, Any]] = []
-    for task, impls in IMPLS.items():
+    for task in tasks:
         ref_out = None
-        for impl in impls:
+        for impl in IMPLS[task]:
             if impl in backends.KNOWN_BACKENDS and impl not in have:
                 print(f"skip {task}/{impl}: {backends.unavailable().get(impl)}")
                 continue
@@ -319,27 +313,32 @@ def main() -> None:
                 continue
             if impl == "numpy":
                 ref_out = out
-            t = median_cpu(fn, args.repeats)
+            t = median_cpu(fn, repeats)
             check = agreement(task, out, ref_out) if ref_out is not None else ""
             row = {"task": task, "impl": impl, "cpu_ms": 1000 * t, "audio_s": dur,
                    "ms_per_audio_s": 1000 * t / dur, "x_real_time": dur / t, "check": check}  # fmt: skip
             rows.append(row)
             print(f"{task:9s} {impl:16s} {row['cpu_ms']:9.2f} ms  x{row['x_real_time']:.0f} real time  {row['check']}")
-    if not args.no_callgrind:
-        with tempfile.TemporaryDirectory() as wd:
-            for task, impls in CALLGRIND_IMPLS.items():
-                for impl in impls:
-                    n, why = callgrind_count(task, impl, wd, timeout_s=300)
-                    for r in rows:
-                        if r["task"] == task and r["impl"] == impl:
-                            r["instructions_per_run_1s" if task == "logmel4" else "instructions_per_run"] = n
-                            r["callgrind_note"] = why
-                    print(f"callgrind {task}/{impl}: {n if n is not None else why}")
-    pipe = pipeline_rows(args.repeats)
-    from edge.bench import run_bench
+    return rows
 
-    # the DSP stages alone, as `tympan bench` measures them (10 s, one SRP estimate per audio second)
-    dsp_only = run_bench(None, None, "numpy,native", 10.0, args.repeats, with_model=False)["rows"]
+
+def count_instructions(rows: list[dict[str, Any]], tasks: list[str]) -> None:
+    """Callgrind instruction counts into the rows of `tasks` (the implementations CALLGRIND_IMPLS names)."""
+    with tempfile.TemporaryDirectory() as wd:
+        for task, impls in CALLGRIND_IMPLS.items():
+            if task not in tasks:
+                continue
+            for impl in impls:
+                n, why = callgrind_count(task, impl, wd, timeout_s=300)
+                for r in rows:
+                    if r["task"] == task and r["impl"] == impl:
+                        r["instructions_per_run_1s" if task == "logmel4" else "instructions_per_run"] = n
+                        r["callgrind_note"] = why
+                print(f"callgrind {task}/{impl}: {n if n is not None else why}")
+
+
+def kernel_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The targets on the kernel rows (TARGETS)."""
 
     def t_of(task: str, impl: str) -> float | None:
         return next((r["cpu_ms"] for r in rows if r["task"] == task and r["impl"] == impl), None)
@@ -358,19 +357,39 @@ def main() -> None:
         ispeed = ib / ia if ia and ib else None
         targets.append({"target": name, "speedup_cpu_time": speed, "speedup_instructions": ispeed, "want": want,
                         "pass": speed is not None and speed >= want})  # fmt: skip
-    best = max((p for p in pipe if p["backend"] == "native"), key=lambda p: p["x_real_time"], default=None)
-    if best is not None:
-        targets.append({"target": "whole pipeline >= 200x real time (one core)",
-                        "speedup_cpu_time": best["x_real_time"], "speedup_instructions": None, "want": 200.0,
-                        "pass": best["x_real_time"] >= 200.0})  # fmt: skip
-        targets.append({"target": "pipeline without the model (DSP + SED + DOA + tracking) >= 200x real time",
-                        "speedup_cpu_time": best["rest_x_real_time"], "speedup_instructions": None, "want": 200.0,
-                        "pass": best["rest_x_real_time"] >= 200.0})  # fmt: skip
-    dsp_native = next((r for r in dsp_only if r["stage"] == "DSP total" and r["backend"] == "native"), None)
-    if dsp_native is not None:
-        targets.append({"target": "DSP stages alone (STFT, log-mel, PHAT, SRP, level) >= 200x real time",
-                        "speedup_cpu_time": dsp_native["x_real_time"], "speedup_instructions": None, "want": 200.0,
-                        "pass": dsp_native["x_real_time"] >= 200.0})  # fmt: skip
+    return targets
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--no-callgrind", action="store_true")
+    ap.add_argument("--only-pipeline", action="store_true", help="only the DSP stages and the whole pipeline")
+    ap.add_argument(
+        "--only-task", action="append", choices=list(IMPLS), help="only this kernel task's rows (repeatable)"
+    )
+    ap.add_argument("--callgrind-worker", nargs=3, metavar=("TASK", "IMPL", "HELPER"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.callgrind_worker:
+        callgrind_worker(*args.callgrind_worker)
+        return
+    if args.only_pipeline:
+        update_pipeline(args.repeats)
+        return
+    if args.only_task:
+        update_tasks(args.only_task, args.repeats, callgrind=not args.no_callgrind)
+        return
+    from edge.dsp import native
+
+    rows = measure_rows(list(IMPLS), args.repeats)
+    if not args.no_callgrind:
+        count_instructions(rows, list(IMPLS))
+    pipe = pipeline_rows(args.repeats)
+    from edge.bench import run_bench
+
+    # the DSP stages alone, as `tympan bench` measures them (10 s, one SRP estimate per audio second)
+    dsp_only = run_bench(None, None, "numpy,native", 10.0, args.repeats, with_model=False)["rows"]
+    targets = kernel_targets(rows) + pipeline_targets(pipe, dsp_only)
     try:
         simd = native.library().variant
     except native.NativeUnavailable:
@@ -395,6 +414,76 @@ def main() -> None:
     print(md)
 
 
+def update_tasks(tasks: list[str], repeats: int, callgrind: bool) -> None:
+    """--only-task: the rows of `tasks` measured again (instruction counts too unless --no-callgrind; else
+    the last ones are kept), the other rows, the pipeline and the DSP stages from dsp.json."""
+    path = os.path.join(HERE, "results", "dsp.json")
+    with open(path) as f:
+        res = json.load(f)
+    new = measure_rows(tasks, repeats)
+    if callgrind:
+        count_instructions(new, tasks)
+    else:
+        for r in new:
+            old = next((o for o in res["rows"] if o["task"] == r["task"] and o["impl"] == r["impl"]), {})
+            for key in ("instructions_per_run_1s", "instructions_per_run", "callgrind_note"):
+                if key in old:
+                    r[key] = old[key]
+    order = list(IMPLS)
+    rows = [r for r in res["rows"] if r["task"] not in tasks] + new
+    res["rows"] = sorted(rows, key=lambda r: order.index(r["task"]))  # tasks in the order of IMPLS
+    kernel_names = {name for name, *_ in TARGETS}
+    res["targets"] = kernel_targets(res["rows"]) + [t for t in res["targets"] if t["target"] not in kernel_names]
+    again = f"the {', '.join(tasks)} rows measured again (--only-task)"
+    res["note"] = f"{res['note']}; then {again}" if res.get("note") else f"{again}; the other rows from an earlier run"
+    with open(path, "w") as f:
+        json.dump(res, f, indent=1)
+    md = render(res)
+    with open(os.path.join(HERE, "results", "dsp.md"), "w") as f:
+        f.write(md)
+    print(md)
+
+
+def pipeline_targets(pipe: list[dict[str, Any]], dsp_only: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The targets on the whole pipeline and the DSP stages (best native row)."""
+    targets = []
+    best = max((p for p in pipe if p["backend"] == "native"), key=lambda p: p["x_real_time"], default=None)
+    if best is not None:
+        targets.append({"target": "whole pipeline >= 200x real time (one core)",
+                        "speedup_cpu_time": best["x_real_time"], "speedup_instructions": None, "want": 200.0,
+                        "pass": best["x_real_time"] >= 200.0})  # fmt: skip
+        targets.append({"target": "pipeline without the model (DSP + SED + DOA + tracking) >= 200x real time",
+                        "speedup_cpu_time": best["rest_x_real_time"], "speedup_instructions": None, "want": 200.0,
+                        "pass": best["rest_x_real_time"] >= 200.0})  # fmt: skip
+    dsp_native = next((r for r in dsp_only if r["stage"] == "DSP total" and r["backend"] == "native"), None)
+    if dsp_native is not None:
+        targets.append({"target": "DSP stages alone (STFT, log-mel, PHAT, SRP, level) >= 200x real time",
+                        "speedup_cpu_time": dsp_native["x_real_time"], "speedup_instructions": None, "want": 200.0,
+                        "pass": dsp_native["x_real_time"] >= 200.0})  # fmt: skip
+    return targets
+
+
+def update_pipeline(repeats: int) -> None:
+    """--only-pipeline: the DSP stages and the whole pipeline again, the kernel rows from dsp.json."""
+    from edge.bench import run_bench
+
+    path = os.path.join(HERE, "results", "dsp.json")
+    with open(path) as f:
+        res = json.load(f)
+    res["pipeline"] = pipeline_rows(repeats)
+    res["dsp_stages"] = run_bench(None, None, "numpy,native", 10.0, repeats, with_model=False)["rows"]
+    kernel_targets = {name for name, *_ in TARGETS}
+    res["targets"] = [t for t in res["targets"] if t["target"] in kernel_targets]
+    res["targets"] += pipeline_targets(res["pipeline"], res["dsp_stages"])
+    res["note"] = "DSP stages and whole pipeline measured again (--only-pipeline); kernel rows from the last full run"
+    with open(path, "w") as f:
+        json.dump(res, f, indent=1)
+    md = render(res)
+    with open(os.path.join(HERE, "results", "dsp.md"), "w") as f:
+        f.write(md)
+    print(md)
+
+
 def render(res: dict[str, Any]) -> str:
     def fmt_i(v: Any) -> str:
         return f"{v / 1e6:.1f} M" if isinstance(v, float) else "-"
@@ -404,7 +493,8 @@ def render(res: dict[str, Any]) -> str:
         "",
         f"`benchmarks/bench_dsp.py`, {res['machine']}; native build: {res['native_simd']}; {res['timer']} "
         f"({res['repeats']}). The machine is shared and noisy: the instruction counts (callgrind, the measured "
-        "call only, 1 s of audio for log-mel) are the steadier comparison.",
+        "call only, 1 s of audio for log-mel) are the steadier comparison."
+        + (f" {res['note']}." if res.get("note") else ""),
         "",
         "## Targets",
         "",

@@ -29,7 +29,6 @@ from edge.sources import FileSource, read_audio
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=7)

@@ -5,8 +5,12 @@ are summed over the frames of interest (an event, a file). Two methods read dire
 on a grid whose shape follows the array (ARCHITECTURE.md conventions: azimuth counter-clockwise from
 +x, elevation up from the x-y plane), in the array profile's DOA band:
 
-- `srp-phat` (default): the sum is turned into GCC-PHAT cross-correlations (inverse FFT, upsampled)
-  and the steered response power is read off at each direction.
+- `srp-phat` (default): the sum is turned into GCC-PHAT cross-correlations (upsampled by
+  `upsample`) and the steered response power is read off at each direction. Only the lags the array
+  can produce (|lag| <= mic distance / c) are ever read, so the cross-correlation is evaluated there
+  only: an inverse DFT of the DOA band as one matrix product with a basis built once (shared by the
+  localisers of the same geometry, band and grid; the same values as the full inverse FFT of
+  `edge.dsp.gcc_phat.gcc`, to rounding).
 - `music` / `normmusic`: a per-frame PHAT cross-spectrum X_i X_j^* / |X_i X_j| is the (i, j) entry of
   the rank-1 matrix v v^H with v = X / |X|, so the summed pair cross-spectra, with the frame count on
   the diagonal, are each bin's phase-whitened spatial covariance. Its signal subspace (eigenvalues
@@ -21,12 +25,14 @@ on a grid whose shape follows the array (ARCHITECTURE.md conventions: azimuth co
 - linear arrays: a half-plane; the mirror image across the array axis is indistinguishable, so each
   bearing is marked `ambiguous`.
 
-Peaks are refined on a fine local grid, so the answer is not quantised to the coarse grid.
+Peaks are refined by a coarse-to-fine local search (for SRP-PHAT one call of the `srp_refine` DSP kernel),
+so the answer is not quantised to the coarse grid.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,6 +43,7 @@ from boards.profiles import SPEED_OF_SOUND_M_S, ArrayProfile
 from edge.dsp import backends
 from edge.dsp.frontend import DEFAULT_FRONTEND, FrontendSpec
 from edge.dsp.gcc_phat import mic_pairs
+from edge.dsp.srp_phat import srp_lags
 from edge.errors import ConfigError
 from edge.messages import Bearing
 
@@ -86,6 +93,16 @@ def wrap_deg(a: npt.ArrayLike) -> npt.NDArray[np.float64]:
     return np.where(w == -180.0, 180.0, w)
 
 
+def _wrap1(a: float) -> float:
+    """`wrap_deg` of one angle, without numpy's per-call cost (Python's float % is np.mod's remainder)."""
+    w = (float(a) + 180.0) % 360.0 - 180.0
+    return 180.0 if w == -180.0 else w
+
+
+# steering tables by (mic positions, geometry, frontend, config): shared by the localisers that match
+_TABLES: dict[tuple, dict[str, npt.NDArray]] = {}
+
+
 class Localiser:
     """SRP-PHAT or MUSIC over a direction grid for one array. Pure: no state between calls."""
 
@@ -113,16 +130,53 @@ class Localiser:
         self._axis = self._linear_axis() if self.geometry == "linear" else None
         az, el = self._grid(cfg)
         self.grid_az, self.grid_el = az, el
+        # the grid is azimuth-major (ascending azimuth): each azimuth's directions are one run
+        self._az_vals = np.unique(az)
+        self._az_idx = np.searchsorted(self._az_vals, az)
+        self._az_start = np.flatnonzero(np.diff(self._az_idx, prepend=-1))
+        assert len(self._az_start) == len(self._az_vals), "grid not sorted by azimuth"
+        self._az_stop = np.append(self._az_start[1:], len(az))
+        self._levels = self._refine_levels(cfg)
+        # every level's offsets in one run each, for the `srp_refine` kernel
+        self._lvl_daz = np.concatenate([a for a, _ in self._levels])
+        self._lvl_del = np.concatenate([e for _, e in self._levels])
+        self._lvl_sizes = np.array([len(a) for a, _ in self._levels], np.int64)
+        self._diff_t = np.ascontiguousarray((self.mics[self.pairs[:, 0]] - self.mics[self.pairs[:, 1]]).T)  # [3, P]
         self._music = cfg.method != "srp-phat"
-        if cfg.max_sources > 1:  # per-cell votes for further sources (bearings_blocks)
-            self._nb = self._nb_steer(np.unique(az))
+        # the steering tables are the same for every localiser of this geometry, band and grid: built once
+        key = (self.mics.tobytes(), self.geometry, spec, dataclasses.replace(cfg, backend=backends.REFERENCE))
+        tables = _TABLES.get(key)
+        if tables is None:
+            tables = {}
+            if cfg.max_sources > 1:  # per-cell votes for further sources (bearings_blocks)
+                nb = self._nb_steer(self._az_vals)
+                tables["nb_re"], tables["nb_im"] = np.ascontiguousarray(nb.real), np.ascontiguousarray(nb.imag)
+            if self._music:
+                tables["steer"] = self._steering(az, el)  # [B, M, G]
+            else:
+                lag0, tables["idft"] = self._idft_basis()
+                tables["lag0"] = np.array(lag0)
+                self._lag0, self._lag_scale = lag0, self._scale(lag0)
+                tables["lags"] = self._lag_index(az, el)
+            if len(_TABLES) >= 8:
+                _TABLES.pop(next(iter(_TABLES)))  # the oldest
+            _TABLES[key] = tables
+        if cfg.max_sources > 1:
+            self._nb_re, self._nb_im = tables["nb_re"], tables["nb_im"]
         if self._music:
-            self._steer = self._steering(az, el)  # [B, M, G]
+            self._steer = tables["steer"]
         else:
-            self._lags = self._lag_index(az, el)
+            self._lag0, self._idft = int(tables["lag0"]), tables["idft"]
+            self._lag_scale = self._scale(self._lag0)
+            self._lags = tables["lags"]
         self._cross = backends.get("phat_cross_spectra", cfg.backend)
-        self._gcc = backends.get("gcc", cfg.backend)
         self._srp = backends.get("srp_map", cfg.backend)
+        self._vote = backends.get("nb_vote", cfg.backend)
+        self._srp_refine = backends.get("srp_refine", cfg.backend)
+
+    def _scale(self, lag0: int) -> tuple[float, float, float, float]:
+        """(c, rate, upsample, lag0): the constants of `srp_lags` for this localiser."""
+        return (SPEED_OF_SOUND_M_S, float(self.spec.sample_rate), float(self.config.upsample), float(lag0))
 
     # --- grid -------------------------------------------------------------------------------
     def _linear_axis(self) -> npt.NDArray[np.float64]:
@@ -154,13 +208,31 @@ class Localiser:
         u = unit_vectors(az, np.zeros_like(az))
         return np.asarray(u @ normal >= -1e-9)
 
+    def _idft_basis(self) -> tuple[int, npt.NDArray[np.float64]]:
+        """(index of lag 0, [2B, D] basis): the upsampled cross-correlation at lags -lag0 .. lag0 + 1
+        (samples / upsample) of cross-spectra [P, B] viewed as interleaved floats [P, 2B] is
+        their product with the basis; the lags cover every pair's largest delay with a margin."""
+        up, length = self.config.upsample, self.spec.n_fft * self.config.upsample
+        reach = float(np.max(np.linalg.norm(self._diff_t, axis=0))) / SPEED_OF_SOUND_M_S
+        lag0 = int(np.ceil(reach * self.spec.sample_rate * up)) + 2
+        lags = np.arange(-lag0, lag0 + 2)
+        b = np.arange(self.bins.start, self.bins.stop)
+        # irfft of a spectrum that is zero outside the band, times upsample: (2 up / L) Re(X e^{2 pi i b d / L})
+        angle = (2.0 * np.pi / length) * (np.outer(b, lags) % length)
+        basis = np.empty((2 * len(b), len(lags)), np.float64)
+        basis[0::2] = np.cos(angle) * (2.0 * up / length)
+        basis[1::2] = -np.sin(angle) * (2.0 * up / length)
+        return lag0, basis
+
     def _lag_index(self, az: npt.ArrayLike, el: npt.ArrayLike) -> npt.NDArray[np.float64]:
-        """[G, P] fractional index into the upsampled cross-correlation for each direction and pair."""
-        u = unit_vectors(az, el)
-        diff = self.mics[self.pairs[:, 0]] - self.mics[self.pairs[:, 1]]  # [P, 3]
-        tdoa = -(u @ diff.T) / SPEED_OF_SOUND_M_S  # arrival at i minus arrival at j
-        length = self.spec.n_fft * self.config.upsample
-        return np.asarray(tdoa * self.spec.sample_rate * self.config.upsample + length // 2)
+        """[G, P] fractional index into the upsampled cross-correlation window (`_gcc_window`) for each
+        direction and pair."""
+        return srp_lags(np.asarray(az, np.float64), np.asarray(el, np.float64), self._diff_t, self._lag_scale)
+
+    def _gcc_window(self, cross_sum: npt.NDArray[np.complexfloating]) -> npt.NDArray[np.float32]:
+        """Summed cross-spectra [P, B] -> GCC-PHAT [P, D] at the lags of `_idft_basis`."""
+        x = np.ascontiguousarray(cross_sum, dtype=np.complex64).view(np.float32)  # [P, 2B]: re, im
+        return (x @ self._idft).astype(np.float32)
 
     def _steering(self, az: npt.ArrayLike, el: npt.ArrayLike, precise: bool = False) -> npt.NDArray[np.complexfloating]:
         """[B, M, G] plane-wave steering vectors exp(-j w d_m): d_m the arrival delay at mic m
@@ -175,7 +247,7 @@ class Localiser:
         if self._axis is None or np.hypot(self._axis[0], self._axis[1]) < 1e-6:
             return None
         axis_az = float(np.degrees(np.arctan2(self._axis[1], self._axis[0])))
-        return round(float(wrap_deg(2.0 * axis_az - az)), 2)
+        return round(_wrap1(2.0 * axis_az - az), 2)
 
     # --- estimation -------------------------------------------------------------------------
     def frame_cross(self, spectra: npt.NDArray[np.complexfloating]) -> npt.NDArray[np.complex64]:
@@ -195,7 +267,7 @@ class Localiser:
     ) -> tuple[npt.NDArray[np.float64], Callable[[npt.NDArray[np.float64], npt.NDArray[np.float64]], npt.NDArray]]:
         """(map over the grid, function scoring any directions) for one summed cross-spectrum."""
         if not self._music:
-            cc = self._gcc(cross_sum, self.bins, self.spec.n_fft, self.config.upsample)
+            cc = self._gcc_window(cross_sum)
             return (
                 np.asarray(self._srp(cc, self._lags), np.float64),
                 lambda a, e: np.asarray(self._srp(cc, self._lag_index(a, e))),
@@ -262,45 +334,68 @@ class Localiser:
         if not np.any(cross_sum):
             return ()
         cfg = self.config
-        power, score = self._scorer(cross_sum, n_frames)
-        az_vals = np.unique(self.grid_az)
+        cc: npt.NDArray[np.float32] | None = None
+        if not self._music and self._axis is None:  # the whole refinement in one kernel call
+            cc = self._gcc_window(cross_sum)
+            power = np.asarray(self._srp(cc, self._lags), np.float64)
+            score = None
+        else:
+            power, score = self._scorer(cross_sum, n_frames)
+        az_vals = self._az_vals
         # azimuth profile: best elevation for each azimuth
-        idx = np.searchsorted(az_vals, self.grid_az)
-        profile = np.full(len(az_vals), -np.inf)
-        np.maximum.at(profile, idx, power)
+        profile = np.maximum.reduceat(power, self._az_start)
         lo, hi = float(profile.min()), float(profile.max())
         if hi - lo <= 1e-12:
             return ()
         norm = (profile - lo) / (hi - lo)
         circular = self._axis is None
-        peaks = _local_maxima(norm, circular)
-        peaks = sorted(peaks, key=lambda k: -norm[k])
+        nl = norm.tolist()  # Python floats: the same values, without numpy's per-element cost
+        peaks = sorted(_local_maxima(norm, circular), key=lambda k: -nl[k])
         chosen: list[int] = []
         for k in peaks:
-            if norm[k] < cfg.min_rel_power or len(chosen) >= cfg.max_sources:
+            if nl[k] < cfg.min_rel_power or len(chosen) >= cfg.max_sources:
                 break
             if all(_ang_dist(az_vals[k], az_vals[c]) >= cfg.min_separation_deg for c in chosen):
                 chosen.append(k)
         out = []
         for k in chosen:
-            g = int(np.argmax(np.where(idx == k, power, -np.inf)))
-            az, el = self._refine(score, float(self.grid_az[g]), float(self.grid_el[g]))
+            g0 = int(self._az_start[k])
+            g = g0 + int(np.argmax(power[g0 : self._az_stop[k]]))
+            if cc is not None:
+                az, el = self._srp_refine(
+                    cc, self._diff_t, self._lag_scale, self._lvl_daz, self._lvl_del, self._lvl_sizes,
+                    float(self.grid_az[g]), float(self.grid_el[g]), -90.0 if self.geometry == "3d" else 0.0,
+                )  # fmt: skip
+            else:
+                assert score is not None
+                az, el = self._refine(score, float(self.grid_az[g]), float(self.grid_el[g]))
             spread = _half_width(norm, k, float(az_vals[1] - az_vals[0]), circular)
-            azimuth = round(float(wrap_deg(az)), 2)
+            azimuth = round(_wrap1(az), 2)
             out.append(
                 Bearing(
                     azimuth=azimuth,
                     elevation=round(el, 2) if self.geometry == "3d" else None,
                     spread=round(spread, 2),
-                    power=round(float(norm[k]), 3),
+                    power=round(nl[k], 3),
                     ambiguous=self.geometry == "linear",
                     mirror=self.mirror(azimuth),
                 )
             )
         return tuple(out)
 
+    def block_votes(
+        self, blocks: npt.NDArray[np.complexfloating]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """The cells' votes of `bearings_blocks`: blocks [K, P, B] -> (vote, weight) [B, K] each
+        (`edge.dsp.srp_phat.nb_vote`; column k depends on block k only)."""
+        vote, weight = self._vote(blocks, self._nb_re, self._nb_im)
+        return vote, weight
+
     def bearings_blocks(
-        self, blocks: npt.NDArray[np.complexfloating], n_frames: float | None = None
+        self,
+        blocks: npt.NDArray[np.complexfloating],
+        n_frames: float | None = None,
+        votes: Callable[[], tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]] | None = None,
     ) -> tuple[Bearing, ...]:
         """Cross-spectra summed per block of frames [K, P, B] -> up to max_sources bearings.
 
@@ -312,7 +407,8 @@ class Localiser:
         `min_separation_deg` from the others and at least `hist_min_rel` of the highest is a source,
         re-estimated by the method from the cells that voted for it (the highest, where it agrees with
         the summed map's maximum, keeps that estimate from all cells); `power` is its histogram peak
-        relative to the highest.
+        relative to the highest. `votes`, when given, returns what `block_votes(blocks)` would (only
+        called when the votes are needed).
         """
         cfg = self.config
         total = blocks.sum(axis=0)
@@ -320,11 +416,9 @@ class Localiser:
         if cfg.max_sources == 1 or len(blocks) < 2 or not first:
             return first
         dominant = first[0]
-        az_vals = np.unique(self.grid_az)
-        unit = blocks / (np.abs(blocks) + 1e-12)  # [K, P, B]
-        resp = np.matmul(unit.transpose(2, 0, 1), self._nb).real  # [B, K, G]
-        weight = (resp.max(axis=2) - resp.mean(axis=2)) / len(self.pairs)  # [B, K]
-        vote = np.argmax(resp, axis=2)  # [B, K]
+        az_vals = self._az_vals
+        # [B, K] each; `votes`: the caller's (it may remember the columns of blocks it has seen)
+        vote, weight = votes() if votes is not None else self.block_votes(blocks)
         hist = np.bincount(vote.ravel(), weights=weight.ravel(), minlength=len(az_vals)).astype(np.float64)
         step = float(az_vals[1] - az_vals[0])
         circular = self._axis is None
@@ -334,8 +428,9 @@ class Localiser:
         top = float(hist.max())
         chosen: list[float] = []
         out: list[Bearing] = []
-        for k in sorted(_local_maxima(hist, circular), key=lambda k: -hist[k]):
-            if len(out) >= cfg.max_sources or hist[k] < cfg.hist_min_rel * top:
+        hl = hist.tolist()
+        for k in sorted(_local_maxima(hist, circular), key=lambda k: -hl[k]):
+            if len(out) >= cfg.max_sources or hl[k] < cfg.hist_min_rel * top:
                 break
             cand = float(az_vals[k])
             if any(_ang_dist(cand, c) < cfg.min_separation_deg for c in chosen):
@@ -350,7 +445,7 @@ class Localiser:
             out.append(
                 dataclasses.replace(
                     b,
-                    power=round(float(hist[k]) / top, 3),
+                    power=round(hl[k] / top, 3),
                     spread=round(_half_width(hist / hist[k], k, step, circular), 2),
                 )
             )
@@ -368,7 +463,7 @@ class Localiser:
             idx = idx[(idx >= 0) & (idx < n)]
         w = hist[idx]
         offs = wrap_deg(az_vals[idx] - az_vals[k])
-        azimuth = round(float(wrap_deg(az_vals[k] + np.sum(w * offs) / max(float(np.sum(w)), 1e-12))), 2)
+        azimuth = round(_wrap1(az_vals[k] + np.sum(w * offs) / max(float(np.sum(w)), 1e-12)), 2)
         return Bearing(
             azimuth=azimuth,
             elevation=None,
@@ -386,6 +481,23 @@ class Localiser:
         phase = 2.0 * np.pi * self.freqs_hz[:, None, None] * tdoa.T[None]
         return np.exp(1j * phase).astype(np.complex64)
 
+    def _refine_levels(self, cfg: LocaliserConfig) -> list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]:
+        """The (azimuth, elevation) offsets of each level of `_refine`, coarse to fine."""
+        r = cfg.refine_step_deg
+        r_el = max(r, cfg.el_step_deg / 10.0)
+        span_az, span_el = cfg.az_step_deg, (0.0 if self.geometry == "linear" else cfg.el_step_deg)
+        levels = []
+        while True:
+            step_az, step_el = max(r, span_az / 2.0), max(r_el, span_el / 2.0)
+            daz = np.arange(-span_az, span_az + 1e-9, step_az)
+            del_ = np.arange(-span_el, span_el + 1e-9, step_el) if span_el > 0 else np.array([0.0])
+            a2, e2 = np.meshgrid(daz, del_, indexing="ij")
+            levels.append((a2.ravel(), e2.ravel()))
+            if step_az <= r and (span_el == 0.0 or step_el <= r_el):
+                return levels
+            span_az = step_az
+            span_el = step_el if span_el > 0.0 else 0.0
+
     def _refine(
         self,
         score: Callable[[npt.NDArray[np.float64], npt.NDArray[np.float64]], npt.NDArray],
@@ -394,32 +506,23 @@ class Localiser:
     ) -> tuple[float, float]:
         """Local search around a grid peak, coarse to fine: +/- one grid step in steps of half of it,
         then +/- that step, ..., down to `refine_step_deg` in azimuth and a tenth of the elevation grid
-        step (25 directions a level instead of one fine local grid)."""
-        cfg = self.config
-        r = cfg.refine_step_deg
-        r_el = max(r, cfg.el_step_deg / 10.0)
-        span_az, span_el = cfg.az_step_deg, (0.0 if self.geometry == "linear" else cfg.el_step_deg)
+        step (25 directions a level instead of one fine local grid; the levels' offsets are built
+        once, `_refine_levels`)."""
         lim_lo = -90.0 if self.geometry == "3d" else 0.0
-        while True:
-            step_az, step_el = max(r, span_az / 2.0), max(r_el, span_el / 2.0)
-            daz = np.arange(-span_az, span_az + 1e-9, step_az)
-            del_ = np.arange(-span_el, span_el + 1e-9, step_el) if span_el > 0 else np.array([0.0])
-            a2, e2 = np.meshgrid(az + daz, el + del_, indexing="ij")
-            a, e = a2.ravel(), np.clip(e2.ravel(), lim_lo, 90.0)
+        for daz, del_ in self._levels:
+            a = az + daz
+            e = np.minimum(np.maximum(el + del_, lim_lo), 90.0)
             if self._axis is not None:
                 keep = self._in_half_plane(a)
                 if keep.any():
                     a, e = a[keep], e[keep]
             best = int(np.argmax(score(a, e)))
             az, el = float(a[best]), float(e[best])
-            if step_az <= r and (span_el == 0.0 or step_el <= r_el):
-                return az, el
-            span_az = step_az
-            span_el = step_el if span_el > 0.0 else 0.0
+        return az, el
 
 
 def _ang_dist(a: float, b: float) -> float:
-    return float(abs(wrap_deg(a - b)))
+    return abs(_wrap1(float(a) - float(b)))
 
 
 def _local_maxima(v: npt.NDArray[np.float64], circular: bool) -> list[int]:
@@ -427,28 +530,38 @@ def _local_maxima(v: npt.NDArray[np.float64], circular: bool) -> list[int]:
     if n < 3:
         return [int(np.argmax(v))]
     if circular:
-        left, right = np.roll(v, 1), np.roll(v, -1)
+        left, right = np.concatenate([v[-1:], v[:-1]]), np.concatenate([v[1:], v[:1]])
     else:
         left = np.concatenate([[-np.inf], v[:-1]])
         right = np.concatenate([v[1:], [-np.inf]])
-    return [int(k) for k in np.flatnonzero((v >= left) & (v > right))]
+    peaks: list[int] = np.flatnonzero((v >= left) & (v > right)).tolist()
+    return peaks
 
 
 def _smooth(v: npt.NDArray[np.float64], sigma: float, circular: bool) -> npt.NDArray[np.float64]:
     """Gaussian smoothing (sigma in samples), wrapping around for a circular profile."""
-    half = max(1, int(np.ceil(3 * sigma)))
-    k = np.exp(-0.5 * (np.arange(-half, half + 1) / sigma) ** 2)
-    k /= k.sum()
+    half, k = _gauss_kernel(sigma)
     if circular:
         padded = np.concatenate([v[-half:], v, v[:half]])
         return np.convolve(padded, k, mode="valid")
     return np.convolve(v, k, mode="same")
 
 
+@functools.lru_cache(maxsize=16)
+def _gauss_kernel(sigma: float) -> tuple[int, npt.NDArray[np.float64]]:
+    """(half width, normalised Gaussian kernel of 2 half + 1 taps) for `_smooth`."""
+    half = max(1, int(np.ceil(3 * sigma)))
+    k = np.exp(-0.5 * (np.arange(-half, half + 1) / sigma) ** 2)
+    k /= k.sum()
+    k.flags.writeable = False
+    return half, k
+
+
 def _half_width(norm: npt.NDArray[np.float64], k: int, step: float, circular: bool) -> float:
     """Half the width (degrees) of the peak at k where it stays above half its height."""
-    n = len(norm)
-    half = norm[k] / 2.0
+    v = norm.tolist()  # Python floats: the same comparisons without numpy's per-element cost
+    n = len(v)
+    half = v[k] / 2.0
     width = 0
     for direction in (-1, 1):
         j = k
@@ -457,7 +570,7 @@ def _half_width(norm: npt.NDArray[np.float64], k: int, step: float, circular: bo
             if not circular and not 0 <= nj < n:
                 break
             nj %= n
-            if norm[nj] < half:
+            if v[nj] < half:
                 break
             j = nj
             width += 1
@@ -532,7 +645,7 @@ def locate_recording(
         mean = float(np.degrees(np.arctan2(np.sum(w * np.sin(rad)), np.sum(w * np.cos(rad)))))
         near = localiser.bearings_blocks(_blocks(cross[frames]), n_frames=len(frames))
         template = min(near, key=lambda x: _ang_dist(x.azimuth, mean)) if near else None
-        azimuth = round(float(wrap_deg(mean)), 2)
+        azimuth = round(_wrap1(mean), 2)
         out.append(
             Bearing(
                 azimuth=azimuth,

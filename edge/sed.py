@@ -137,6 +137,7 @@ class SedStage:
         self.off_thr = (self.on_thr * self.config.off_ratio).astype(np.float32)
         self._eligible = np.array([lb.name not in self.config.ignore for lb in self.labels])
         self._states = [_ClassState() for _ in self.labels]
+        self._live: set[int] = set()  # classes with a pending run or an active event
         self._next_id = 0
         self._seq = 0
         self._hop_s = 0.0
@@ -169,20 +170,35 @@ class SedStage:
         cfg = self.config
         out: list[Event] = []
         probs = self._median(scores.probs)
-        for r in range(probs.shape[0]):
+        n_rows = probs.shape[0]
+        if n_rows == 0:
+            return out
+        # the per-frame tests of every class at once, all frames of the call together ([R, K])
+        rel = np.where(self._eligible, probs / self.on_thr, -np.inf)  # ignored classes take no top-k slot
+        if cfg.top_k < probs.shape[1]:
+            kth = np.partition(rel, -cfg.top_k, axis=1)[:, -cfg.top_k]
+            in_top = rel >= kth[:, None]
+        else:
+            in_top = np.ones(probs.shape, bool)
+        above_on_all = (probs >= self.on_thr) & in_top & self._eligible
+        above_off_all = probs >= self.off_thr
+        rows, cols = np.nonzero(above_on_all | above_off_all)
+        cand_rows = np.searchsorted(rows, np.arange(n_rows + 1)).tolist()
+        cand_cols = cols.tolist()
+        live = self._live
+        for r in range(n_rows):
             j = scores.index + r
+            c0, c1 = cand_rows[r], cand_rows[r + 1]
+            if c0 == c1 and not live:
+                self._frame_end = j + 1
+                continue
             now = max((j + 1) * scores.hop_s, scores.ready)
             p = probs[r]
-            rel = np.where(self._eligible, p / self.on_thr, -np.inf)  # ignored classes take no top-k slot
-            if cfg.top_k < len(p):
-                kth = np.partition(rel, -cfg.top_k)[-cfg.top_k]
-                in_top = rel >= kth
-            else:
-                in_top = np.ones(len(p), bool)
-            above_on = (p >= self.on_thr) & in_top & self._eligible
-            above_off = p >= self.off_thr
-            candidates = np.flatnonzero(above_on | above_off)
-            for k in {int(c) for c in candidates} | {i for i, s in enumerate(self._states) if s.run_len or s.active}:
+            above_on, above_off = above_on_all[r], above_off_all[r]
+            # the classes to visit: this frame's candidates and the pending or active classes, as the
+            # same set (so in the same iteration order) as one built from ascending class indices
+            visit = set(cand_cols[c0:c1]) | set(sorted(live))
+            for k in visit:
                 st = self._states[k]
                 if st.active:
                     if above_off[k]:
@@ -210,6 +226,12 @@ class SedStage:
                         out.append(self._event(k, "on", st, now, None))
                 else:
                     st.run_len = 0
+            for k in visit:  # pending or active after this frame
+                st = self._states[k]
+                if st.run_len or st.active:
+                    live.add(k)
+                else:
+                    live.discard(k)
             self._frame_end = j + 1
         return out
 
@@ -235,4 +257,5 @@ class SedStage:
             if st.active:
                 out.append(self._event(k, "off", st, now, (st.last_above + 1) * self._hop_s))
             self._states[k] = _ClassState()
+        self._live.clear()
         return out

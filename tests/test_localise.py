@@ -239,3 +239,12 @@ def test_locate_cli_reports_the_mirror_of_a_linear_array(tmp_path: Path, capsys:
     row = json.loads(capsys.readouterr().out)
     src = row["sources"][0]
     assert row["ambiguous"] and sorted([round(src["azimuth_deg"]), round(src["mirror_azimuth_deg"])]) == [-70, 70]
+
+
+def test_scalar_wrap_is_wrap_deg() -> None:
+    from edge.localise import _wrap1, wrap_deg
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.uniform(-1000.0, 1000.0, 5000), np.arange(-1080.0, 1081.0, 0.5), [-0.0, 1e-300, -1e-300]])
+    got = np.array([_wrap1(float(a)) for a in x])
+    assert np.array_equal(got, wrap_deg(x)) and np.array_equal(np.signbit(got), np.signbit(wrap_deg(x)))

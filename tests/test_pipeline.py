@@ -115,3 +115,15 @@ def test_level_of_a_sine_is_its_dbfs(model: Model) -> None:
         pipe.process(b)
     assert pipe.stream_time == pytest.approx(2.0, abs=0.03)
     assert pipe.level_dbfs(1.0) == pytest.approx(-20.0, abs=0.2)
+
+
+def test_noise_floor_percentile_is_numpys_bit_for_bit() -> None:
+    from edge.pipeline import _percentile10
+
+    rng = np.random.default_rng(0)
+    for n in [*range(1, 40), 100, 749, 750]:
+        for _ in range(20):
+            v = 10.0 * np.log10(rng.uniform(0.0, 1.0, n) ** rng.uniform(0.1, 5.0) + 1e-20)
+            if rng.random() < 0.3:
+                v = np.round(v, 1)  # ties
+            assert _percentile10(v) == float(np.percentile(v, 10))

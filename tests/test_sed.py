@@ -226,3 +226,72 @@ def test_sudden_level_changes_give_no_events(pipe_model: Model) -> None:
     x = _dog()
     x[:, int(3.2 * 16000) :] *= 0.1  # the gain drops by 20 dB after the dog
     _only_the_dog(_pipeline_events(pipe_model, x))
+
+
+def _direct_events(labels: tuple[Label, ...], thr: np.ndarray, cfg: SedConfig, probs: np.ndarray) -> list[tuple]:
+    """The state machine written frame by frame and class by class (no median filter): the oracle for the
+    stage, which tests all frames of a call at once. Classes of a frame are visited in the iteration order
+    of the set of the frame's candidates and pending or active classes, as the stage visits them."""
+    on = np.clip(thr * cfg.threshold_scale, 1e-3, 0.999).astype(np.float32)
+    off = (on * cfg.off_ratio).astype(np.float32)
+    ok = np.array([lb.name not in cfg.ignore for lb in labels])
+    st = [dict(run=0, start=-1, active=False, id=-1, last=-1, gap=0, pmax=0.0, upd=0.0, onset=-1) for _ in labels]
+    out: list[tuple] = []
+    next_id = 0
+    for j, p in enumerate(probs):
+        now = (j + 1) * HOP
+        rel = np.where(ok, p / on, -np.inf)
+        in_top = rel >= np.sort(rel)[-cfg.top_k] if cfg.top_k < len(p) else np.ones(len(p), bool)
+        above_on, above_off = (p >= on) & in_top & ok, p >= off
+        live = [i for i, s in enumerate(st) if s["run"] or s["active"]]
+        for k in {int(c) for c in np.flatnonzero(above_on | above_off)} | set(live):
+            s = st[k]
+            if s["active"]:
+                if above_off[k]:
+                    s["last"], s["gap"], s["pmax"] = j, 0, max(s["pmax"], float(p[k]))
+                    if now - s["upd"] >= cfg.update_interval_s:
+                        s["upd"] = now
+                        out.append((s["id"], "upd", k, s["onset"], round(now, 3)))
+                else:
+                    s["gap"] += 1
+                    if s["gap"] > cfg.max_gap_frames:
+                        out.append((s["id"], "off", k, s["onset"], round(now, 3)))
+                        st[k] = dict(run=0, start=-1, active=False, id=-1, last=-1, gap=0, pmax=0.0, upd=0.0, onset=-1)
+            elif above_on[k]:
+                if s["run"] == 0:
+                    s["start"], s["pmax"] = j, 0.0
+                s["run"] += 1
+                s["pmax"] = max(s["pmax"], float(p[k]))
+                if s["run"] >= cfg.min_on_frames:
+                    s.update(active=True, onset=s["start"], last=j, gap=0, id=next_id, upd=now)
+                    next_id += 1
+                    out.append((s["id"], "on", k, s["onset"], round(now, 3)))
+            else:
+                s["run"] = 0
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_many_classes_match_the_frame_by_frame_oracle(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n_cls, n = 130, 300
+    labels = tuple(Label(i, f"/m/{i}", "Silence" if i == 7 else f"c{i}") for i in range(n_cls))
+    thr = rng.uniform(0.1, 0.6, n_cls).astype(np.float32)
+    cfg = SedConfig(top_k=int(rng.integers(1, 5)), min_on_frames=int(rng.integers(1, 4)), update_interval_s=0.4)
+    probs = rng.uniform(0.0, 0.3, (n, n_cls)).astype(np.float32)
+    for _ in range(60):  # bursts: overlapping events of many classes
+        k, t0 = int(rng.integers(n_cls)), int(rng.integers(n))
+        probs[t0 : t0 + int(rng.integers(1, 40)), k] += rng.uniform(0.2, 0.8)
+    probs = np.clip(probs, 0.0, 1.0)
+    sed = SedStage(labels, thr, cfg)
+    got: list[Event] = []
+    i = 0
+    while i < n:  # calls of 0 to 4 frames
+        m = int(rng.integers(0, 5))
+        got += sed.process(Scores(probs[i : i + m], i * HOP, i, i, HOP, tuple(lb.name for lb in labels)))
+        i += m
+    want = _direct_events(labels, thr, cfg, probs)
+    assert len(want) > 50
+    assert [(e.id, e.phase, e.code, round(e.onset / HOP), e.emitted) for e in got] == [
+        (i, ph, k, onset, t) for i, ph, k, onset, t in want
+    ]

@@ -42,7 +42,10 @@ KERNELS = (
     "phat_cross_spectra",
     "gcc",
     "srp_map",
+    "srp_refine",
+    "nb_vote",
     "frame_power",
+    "ring_accumulate",
     "leq_dbfs",
 )
 
@@ -65,7 +68,7 @@ def register(backend: str, kernel: str) -> Callable[[F], F]:
 
 def _load_reference() -> None:
     # Importing the reference modules registers their kernels.
-    from edge.dsp import gcc_phat, level, pcm, reference, srp_phat  # noqa: F401
+    from edge.dsp import gcc_phat, level, pcm, reference, rings, srp_phat  # noqa: F401
 
 
 def _load_native() -> None:

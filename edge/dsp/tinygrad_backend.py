@@ -180,9 +180,7 @@ def srp_map(cc: npt.NDArray[np.floating], lag_index: npt.NDArray[np.floating]) -
     return out
 
 
-def frame_power(
-    spectra: npt.NDArray[np.complexfloating], weights: npt.NDArray[np.floating]
-) -> npt.NDArray[np.float64]:
+def frame_power(spectra: npt.NDArray[np.complexfloating], weights: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
     """As `edge.dsp.level.frame_power`: [C, F, T], weights [F] -> [T] (float32 on the device)."""
     re, im = _split(spectra)
     w = _t(np.asarray(weights, dtype=np.float32))

@@ -24,8 +24,8 @@ void tp_frame_i16(const int16_t *, int64_t, int64_t, int64_t, const float *, int
 void tp_transpose_c64(const float *, int64_t, int64_t, int64_t, float *);
 void tp_logmel(const float *, int64_t, int64_t, int64_t, int64_t, const int32_t *, const int32_t *, const int32_t *,
                const float *, float, float *, float *);
-void tp_phat_cross(const float *, int64_t, int64_t, int64_t, const int64_t *, int64_t, int64_t, int64_t, float, float *,
-                   float *);
+int tp_phat_cross(const float *, int64_t, int64_t, int64_t, const int64_t *, int64_t, int64_t, int64_t, float, float *,
+                  float *);
 void tp_srp_map(const float *, int64_t, int64_t, const double *, int64_t, float *);
 void tp_frame_power(const float *, int64_t, int64_t, int64_t, const double *, double *);
 double tp_leq_dbfs(const float *, int64_t);

@@ -20,6 +20,7 @@ import ctypes
 import hashlib
 import importlib.machinery
 import logging
+import math
 import os
 import platform
 import shutil
@@ -37,13 +38,14 @@ import numpy.typing as npt
 
 from edge.dsp.frontend import DEFAULT_FRONTEND, FrontendSpec, mel_matrix, n_frames, periodic_hann
 from edge.dsp.gcc_phat import EPS
+from edge.dsp.srp_phat import NB_EPS
 from edge.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "tympan_dsp.c"
-ABI_VERSION = 5  # TP_ABI_VERSION in tympan_dsp.c
+ABI_VERSION = 7  # TP_ABI_VERSION in tympan_dsp.c
 VARIANTS = ("avx2", "sse2", "neon", "portable")
 # Compiler flags per variant (the package build in setup.py uses the same).
 VARIANT_FLAGS: dict[str, tuple[str, ...]] = {
@@ -66,12 +68,16 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "tp_frame_i16": (None, [_P, _I, _I, _I, _P, _I, _I, _P]),
     "tp_transpose_c64": (None, [_P, _I, _I, _I, _P]),
     "tp_logmel": (None, [_P, _I, _I, _I, _I, _P, _P, _P, _P, ctypes.c_float, _P, _P]),
-    "tp_phat_cross": (None, [_P, _I, _I, _I, _P, _I, _I, _I, ctypes.c_float, _P, _P]),
+    "tp_phat_cross": (ctypes.c_int, [_P, _I, _I, _I, _P, _I, _I, _I, ctypes.c_float, _P, _P]),
     "tp_srp_map": (None, [_P, _I, _I, _P, _I, _P]),
+    "tp_srp_refine": (None, [_P, _I, _I, _P, *[ctypes.c_double] * 4, _P, _P, _P, _I, ctypes.c_double, _P, _P]),
+    "tp_nb_vote": (None, [_P, _I, _I, _I, _P, _P, _I, ctypes.c_float, _P, _P, _P]),
     "tp_frame_power": (None, [_P, _I, _I, _I, _P, _P]),
+    "tp_ring_accumulate": (None, [_I, _I, _I, _I, _P, _P, _I, _P, _P, _P, _P]),
     "tp_leq_dbfs": (ctypes.c_double, [_P, _I]),
 }
 TCHUNK = 32  # frames per chunk in the C kernels (scratch sizes)
+LM_TCHUNK = 32  # frames per chunk of tp_logmel (LM_TCHUNK in tympan_dsp.c)
 
 
 class NativeUnavailable(RuntimeError):
@@ -314,7 +320,7 @@ class Kernels:
     def _scratch(self, shape: tuple[int, ...]) -> tuple[npt.NDArray[np.float32], int]:
         """A float32 work array of `shape` and its address, reused between calls of this thread (a fresh
         multi-MB array per call costs page faults)."""
-        n = int(np.prod(shape))
+        n = math.prod(shape)
         buf: npt.NDArray[np.float32] | None = getattr(self._local, "buf", None)
         if buf is None or buf.size < n:
             buf = np.empty(max(n, 4096), np.float32)
@@ -381,7 +387,7 @@ class Kernels:
         out = np.empty((t, sp.n_mels), np.float32)
         if t == 0:
             return out
-        _, pscratch = self._scratch((f * TCHUNK,))
+        _, pscratch = self._scratch((f * LM_TCHUNK,))
         self.lib.tp_logmel(
             _ptr(s), c, f, t, sp.n_mels, pstart, plen, pofs, pw, sp.log_offset, pscratch, _ptr(out)
         )  # fmt: skip
@@ -397,13 +403,15 @@ class Kernels:
         if step != 1:
             raise ConfigError(f"native phat_cross_spectra needs a contiguous bin range, got {bins!r}")
         pr = np.ascontiguousarray(pairs, dtype=np.int64)
-        if pr.size and (pr.min() < 0 or pr.max() >= c):
-            raise InputError(f"microphone pairs {pr.tolist()} do not fit {c} channels")
         out = np.empty((t, len(pr), max(0, b1 - b0)), np.complex64)
         if out.size == 0:
+            if pr.size and (pr.min() < 0 or pr.max() >= c):
+                raise InputError(f"microphone pairs {pr.tolist()} do not fit {c} channels")
             return out
         _, pscratch = self._scratch((2 * TCHUNK,))
-        self.lib.tp_phat_cross(_ptr(s), c, f, t, _ptr(pr), len(pr), b0, b1, EPS, pscratch, _ptr(out))
+        # the kernel checks the pairs against the channel count (-1: nothing written)
+        if self.lib.tp_phat_cross(_ptr(s), c, f, t, _ptr(pr), len(pr), b0, b1, EPS, pscratch, _ptr(out)):
+            raise InputError(f"microphone pairs {pr.tolist()} do not fit {c} channels")
         return out
 
     def gcc(
@@ -437,6 +445,61 @@ class Kernels:
         self.lib.tp_srp_map(_ptr(c), p, length, _ptr(lag), lag.shape[0], _ptr(out))
         return out
 
+    def srp_refine(
+        self,
+        cc: npt.NDArray[np.floating],
+        diff_t: npt.NDArray[np.float64],
+        scale: tuple[float, float, float, float],
+        daz: npt.NDArray[np.float64],
+        del_: npt.NDArray[np.float64],
+        sizes: npt.NDArray[np.int64],
+        az: float,
+        el: float,
+        el_min: float,
+    ) -> tuple[float, float]:
+        """As `edge.dsp.srp_phat.srp_refine`: the whole coarse-to-fine search in one C call."""
+        c = np.ascontiguousarray(cc, dtype=np.float32)
+        d = np.ascontiguousarray(diff_t, dtype=np.float64)
+        da = np.ascontiguousarray(daz, dtype=np.float64)
+        de = np.ascontiguousarray(del_, dtype=np.float64)
+        sz = np.ascontiguousarray(sizes, dtype=np.int64)
+        p, length = c.shape
+        if d.shape != (3, p) or da.shape != de.shape or da.ndim != 1 or sz.ndim != 1:
+            raise InputError(f"srp_refine: diff {d.shape}, offsets {da.shape}/{de.shape} do not match {p} pairs")
+        if length < 2:
+            raise InputError(f"cross-correlation length {length}: need at least 2 lags")
+        if sz.size and (sz.min() < 1 or int(sz.sum()) != da.size):
+            raise InputError(f"srp_refine: level sizes {sz.tolist()} do not add up to {da.size} offsets")
+        io = np.array([az, el], np.float64)
+        lag = np.empty(p, np.float64)
+        self.lib.tp_srp_refine(
+            _ptr(c), p, length, _ptr(d), *map(float, scale), _ptr(da), _ptr(de), _ptr(sz), sz.size,
+            float(el_min), _ptr(io), _ptr(lag),
+        )  # fmt: skip
+        return float(io[0]), float(io[1])
+
+    def nb_vote(
+        self,
+        blocks: npt.NDArray[np.complexfloating],
+        steer_re: npt.NDArray[np.floating],
+        steer_im: npt.NDArray[np.floating],
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """As `edge.dsp.srp_phat.nb_vote`: blocks [K, P, B], steering [B, P, G] -> vote, weight [B, K]."""
+        x = _c64(blocks)
+        sr = np.ascontiguousarray(steer_re, dtype=np.float32)
+        si = np.ascontiguousarray(steer_im, dtype=np.float32)
+        k, p, b = x.shape
+        if sr.ndim != 3 or sr.shape[:2] != (b, p) or sr.shape[2] < 1 or si.shape != sr.shape:
+            raise InputError(f"steering of shapes {sr.shape}, {si.shape} does not match blocks of shape {x.shape}")
+        g = sr.shape[2]
+        vote = np.empty((b, k), np.int64)
+        weight = np.empty((b, k), np.float32)
+        if vote.size == 0:
+            return vote, weight
+        _, pscratch = self._scratch((2 * k * p + 16,))
+        self.lib.tp_nb_vote(_ptr(x), k, p, b, _ptr(sr), _ptr(si), g, NB_EPS, pscratch, _ptr(vote), _ptr(weight))
+        return vote, weight
+
     def frame_power(
         self, spectra: npt.NDArray[np.complexfloating], weights: npt.NDArray[np.floating]
     ) -> npt.NDArray[np.float64]:
@@ -450,13 +513,50 @@ class Kernels:
         self.lib.tp_frame_power(_ptr(s), c, f, t, _ptr(w), _ptr(out))
         return out
 
+    def ring_accumulate(
+        self,
+        first: int,
+        sub: int,
+        power: npt.NDArray[np.float64],
+        cross: npt.NDArray[np.complex64] | None,
+        psum: npt.NDArray[np.float64],
+        pcount: npt.NDArray[np.int64],
+        pframe: npt.NDArray[np.int64],
+        ring: npt.NDArray[np.complex64] | None,
+    ) -> None:
+        """As `edge.dsp.rings.ring_accumulate` (in place; the rings must be C-contiguous of their dtypes)."""
+        pw = np.ascontiguousarray(power, dtype=np.float64)
+        t, n_slots = len(pw), len(psum)
+        if t > (n_slots - 1) * sub or sub < 1 or first < 0:
+            raise InputError(f"ring_accumulate: {t} frames overrun a ring of {n_slots} slots of {sub} frames")
+        for name, a, dt in (("psum", psum, np.float64), ("pcount", pcount, np.int64), ("pframe", pframe, np.int64)):
+            if a.dtype != dt or a.shape != (n_slots,) or not a.flags.c_contiguous or not a.flags.writeable:
+                raise InputError(f"ring_accumulate: {name} must be a writeable contiguous {dt.__name__} [{n_slots}]")
+        if (cross is None) != (ring is None):
+            raise InputError("ring_accumulate: cross-spectra and their ring must come together, one row per frame")
+        n, pc, pr = 0, 0, 0
+        if cross is not None and ring is not None:
+            c = _c64(cross)
+            n = math.prod(ring.shape[1:])
+            fits = ring.dtype == np.complex64 and len(ring) == n_slots
+            if not (fits and ring.flags.c_contiguous and ring.flags.writeable):
+                raise InputError(f"ring_accumulate: ring must be a writeable contiguous complex64 [{n_slots}, ...]")
+            if len(c) != t or c.shape[1:] != ring.shape[1:]:
+                raise InputError(f"ring_accumulate: cross-spectra {c.shape} do not fit the ring {ring.shape}")
+            pc, pr = (_ptr(c) if c.size else 0), _ptr(ring)
+            cross = c  # keep alive
+        if t == 0:
+            return
+        self.lib.tp_ring_accumulate(
+            int(first), t, int(sub), n_slots, _ptr(pw), pc, n, _ptr(psum), _ptr(pcount), _ptr(pframe), pr
+        )  # fmt: skip
+
     def leq_dbfs(self, x: npt.NDArray[np.floating]) -> float:
         """As `edge.dsp.level.leq_dbfs`: equivalent level of samples (all channels), dBFS."""
         a = np.ascontiguousarray(x, dtype=np.float32)
         if a.size == 0:
             raise InputError("Leq of no samples")
         return float(self.lib.tp_leq_dbfs(_ptr(a), a.size))
-
 
 
 @lru_cache(maxsize=1)

@@ -20,8 +20,11 @@
 #include <stdint.h>
 #include <string.h>
 
-#define TP_ABI_VERSION 5
+#define TP_ABI_VERSION 7
 #define SQRT_HALF_BITS 0x3f3504f3 /* the bits of sqrt(1/2) as a float */
+#ifndef M_PI
+#define M_PI 3.14159265358979323846
+#endif
 
 #if defined(TP_PORTABLE)
 /* forced portable build (tests compile it to check the scalar path on any machine) */
@@ -35,12 +38,14 @@ typedef __m256 vf;
 #define VSET1(x) _mm256_set1_ps(x)
 #define VZERO() _mm256_setzero_ps()
 #define VADD(a, b) _mm256_add_ps((a), (b))
+#define VMAX(a, b) _mm256_max_ps((a), (b))
 #define VMUL(a, b) _mm256_mul_ps((a), (b))
 #define VSUB(a, b) _mm256_sub_ps((a), (b))
 #define VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
 #define SFMA(a, b, c) fmaf((a), (b), (c))
 #define VSQRT(a) _mm256_sqrt_ps(a)
 #define VDIV(a, b) _mm256_div_ps((a), (b))
+#define VSELGT(a, b, x, y) _mm256_blendv_ps((y), (x), _mm256_cmp_ps((a), (b), _CMP_GT_OQ)) /* a > b ? x : y */
 /* 8 complex at p -> re, im in element order */
 static inline void vload_c(const float *p, vf *re, vf *im) {
     __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
@@ -95,12 +100,14 @@ typedef __m128 vf;
 #define VSET1(x) _mm_set1_ps(x)
 #define VZERO() _mm_setzero_ps()
 #define VADD(a, b) _mm_add_ps((a), (b))
+#define VMAX(a, b) _mm_max_ps((a), (b))
 #define VMUL(a, b) _mm_mul_ps((a), (b))
 #define VSUB(a, b) _mm_sub_ps((a), (b))
 #define VFMA(a, b, c) _mm_add_ps(_mm_mul_ps((a), (b)), (c))
 #define SFMA(a, b, c) ((a) * (b) + (c))
 #define VSQRT(a) _mm_sqrt_ps(a)
 #define VDIV(a, b) _mm_div_ps((a), (b))
+#define VSELGT(a, b, x, y) _mm_or_ps(_mm_and_ps(_mm_cmpgt_ps((a), (b)), (x)), _mm_andnot_ps(_mm_cmpgt_ps((a), (b)), (y)))
 static inline void vload_c(const float *p, vf *re, vf *im) {
     __m128 a = _mm_loadu_ps(p), b = _mm_loadu_ps(p + 4);
     *re = _mm_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
@@ -126,12 +133,14 @@ typedef float32x4_t vf;
 #define VSET1(x) vdupq_n_f32(x)
 #define VZERO() vdupq_n_f32(0.0f)
 #define VADD(a, b) vaddq_f32((a), (b))
+#define VMAX(a, b) vmaxq_f32((a), (b))
 #define VMUL(a, b) vmulq_f32((a), (b))
 #define VSUB(a, b) vsubq_f32((a), (b))
 #define VFMA(a, b, c) vfmaq_f32((c), (a), (b))
 #define SFMA(a, b, c) fmaf((a), (b), (c))
 #define VSQRT(a) vsqrtq_f32(a)
 #define VDIV(a, b) vdivq_f32((a), (b))
+#define VSELGT(a, b, x, y) vbslq_f32(vcgtq_f32((a), (b)), (x), (y))
 static inline void vload_c(const float *p, vf *re, vf *im) {
     float32x4x2_t v = vld2q_f32(p);
     *re = v.val[0];
@@ -166,12 +175,14 @@ typedef float vf;
 #define VSET1(x) (x)
 #define VZERO() 0.0f
 #define VADD(a, b) ((a) + (b))
+#define VMAX(a, b) ((a) > (b) ? (a) : (b))
 #define VMUL(a, b) ((a) * (b))
 #define VSUB(a, b) ((a) - (b))
 #define VFMA(a, b, c) ((a) * (b) + (c))
 #define SFMA(a, b, c) ((a) * (b) + (c))
 #define VSQRT(a) sqrtf(a)
 #define VDIV(a, b) ((a) / (b))
+#define VSELGT(a, b, x, y) ((a) > (b) ? (x) : (y))
 static inline void vload_c(const float *p, vf *re, vf *im) {
     *re = p[0];
     *im = p[1];
@@ -238,8 +249,13 @@ static inline float slog(float x) {
 #define TP_API __attribute__((visibility("default")))
 #endif
 
+static const float LANE_IOTA[8] = {0.0f, 1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f};
+
 /* Frames processed together by the spectral kernels (a multiple of every W). */
 #define TCHUNK 32
+#ifndef LM_TCHUNK
+#define LM_TCHUNK 32 /* frames per chunk of tp_logmel */
+#endif
 
 TP_API int tp_abi_version(void) { return TP_ABI_VERSION; }
 
@@ -312,23 +328,26 @@ TP_API void tp_stft_f32(const float *x, int64_t C, int64_t xs, int64_t T, int64_
         for (int64_t t0 = 0; t0 < T; t0 += W) {
             const int64_t nt = T - t0 < W ? T - t0 : W;
             /* load: sample n of lane l -> (n even ? zr : zi)[rev[n / 2]][l] */
+            /* lanes past the last frame (nt < W) hold zeros; lanes never mix, so a frame's values do
+             * not depend on which lane it fell in */
             int64_t n0 = 0;
-            if (nt == W) {
-                for (; n0 + W <= wlen; n0 += W) {
-                    const vf wv = VLOAD(win + n0);
-                    vf r[W];
-                    for (int k = 0; k < W; k++) r[k] = VMUL(VLOAD(xc + (t0 + k) * hop + n0), wv);
-                    vtranspose(r);
-                    for (int k = 0; k < W; k++) {
-                        const int64_t n = n0 + k;
-                        VSTORE(((n & 1) ? zi : zr) + rev[n >> 1] * W, r[k]);
-                    }
+            for (; n0 + W <= wlen; n0 += W) {
+                const vf wv = VLOAD(win + n0);
+                vf r[W];
+                for (int k = 0; k < W; k++) r[k] = k < nt ? VMUL(VLOAD(xc + (t0 + k) * hop + n0), wv) : VZERO();
+                vtranspose(r);
+                for (int k = 0; k < W; k++) {
+                    const int64_t n = n0 + k;
+                    VSTORE(((n & 1) ? zi : zr) + rev[n >> 1] * W, r[k]);
                 }
             }
             for (int64_t n = n0; n < 2 * M; n++) {
                 float *dst = ((n & 1) ? zi : zr) + rev[n >> 1] * W;
-                for (int64_t l = 0; l < W; l++)
-                    dst[l] = (n < wlen && l < nt) ? xc[(t0 + l) * hop + n] * win[n] : 0.0f;
+                if (n >= wlen) {
+                    VSTORE(dst, VZERO());
+                    continue;
+                }
+                for (int64_t l = 0; l < W; l++) dst[l] = l < nt ? xc[(t0 + l) * hop + n] * win[n] : 0.0f;
             }
             /* complex FFT of M points, in place, natural-order output; the first two stages have the
              * twiddles 1 and -i, so they are done without multiplications (the same values as with) */
@@ -348,7 +367,43 @@ TP_API void tp_stft_f32(const float *x, int64_t C, int64_t xs, int64_t T, int64_
                 VSTORE(r0 + 3 * W, VSUB(s1r, s3i));
                 VSTORE(i0 + 3 * W, VADD(s1i, s3r));
             }
-            for (int64_t len = 8; len <= M; len <<= 1) {
+            /* the next stages two at a time (len and 2 len): each group of four points a, a + len / 2,
+             * a + len, a + 3 len / 2 is closed under both, so it stays in registers between them; every
+             * butterfly is the same operations as one stage at a time would do */
+            int64_t len = 8;
+            for (; 2 * len <= M; len <<= 2) {
+                const int64_t q = len >> 1, s1 = M / len, s2 = M / (2 * len);
+                for (int64_t j = 0; j < q; j++) {
+                    const vf w1r = VSET1(tw[2 * j * s1]), w1i = VSET1(tw[2 * j * s1 + 1]);
+                    const vf w2r = VSET1(tw[2 * j * s2]), w2i = VSET1(tw[2 * j * s2 + 1]);
+                    const vf w3r = VSET1(tw[2 * (j + q) * s2]), w3i = VSET1(tw[2 * (j + q) * s2 + 1]);
+                    for (int64_t i = 0; i < M; i += 2 * len) {
+                        float *ar_ = zr + (i + j) * W, *ai_ = zi + (i + j) * W;
+                        float *br_ = ar_ + q * W, *bi_ = ai_ + q * W;
+                        float *cr_ = ar_ + len * W, *ci_ = ai_ + len * W;
+                        float *dr_ = cr_ + q * W, *di_ = ci_ + q * W;
+                        const vf ar = VLOAD(ar_), ai = VLOAD(ai_), br = VLOAD(br_), bi = VLOAD(bi_);
+                        const vf cr = VLOAD(cr_), ci = VLOAD(ci_), dr = VLOAD(dr_), di = VLOAD(di_);
+                        /* stage len: (a, b) and (c, d), twiddle w1 */
+                        const vf v1r = VSUB(VMUL(br, w1r), VMUL(bi, w1i)), v1i = VADD(VMUL(br, w1i), VMUL(bi, w1r));
+                        const vf v2r = VSUB(VMUL(dr, w1r), VMUL(di, w1i)), v2i = VADD(VMUL(dr, w1i), VMUL(di, w1r));
+                        const vf a1r = VADD(ar, v1r), a1i = VADD(ai, v1i), b1r = VSUB(ar, v1r), b1i = VSUB(ai, v1i);
+                        const vf c1r = VADD(cr, v2r), c1i = VADD(ci, v2i), d1r = VSUB(cr, v2r), d1i = VSUB(ci, v2i);
+                        /* stage 2 len: (a, c) with twiddle w2, (b, d) with w3 */
+                        const vf v3r = VSUB(VMUL(c1r, w2r), VMUL(c1i, w2i)), v3i = VADD(VMUL(c1r, w2i), VMUL(c1i, w2r));
+                        const vf v4r = VSUB(VMUL(d1r, w3r), VMUL(d1i, w3i)), v4i = VADD(VMUL(d1r, w3i), VMUL(d1i, w3r));
+                        VSTORE(ar_, VADD(a1r, v3r));
+                        VSTORE(ai_, VADD(a1i, v3i));
+                        VSTORE(cr_, VSUB(a1r, v3r));
+                        VSTORE(ci_, VSUB(a1i, v3i));
+                        VSTORE(br_, VADD(b1r, v4r));
+                        VSTORE(bi_, VADD(b1i, v4i));
+                        VSTORE(dr_, VSUB(b1r, v4r));
+                        VSTORE(di_, VSUB(b1i, v4i));
+                    }
+                }
+            }
+            for (; len <= M; len <<= 1) { /* a last single stage */
                 const int64_t half = len >> 1, step = M / len;
                 for (int64_t j = 0; j < half; j++) { /* one twiddle, all the butterflies that use it */
                     const vf wr = VSET1(tw[2 * j * step]), wi = VSET1(tw[2 * j * step + 1]);
@@ -432,7 +487,8 @@ TP_API void tp_transpose_c64(const float *in, int64_t C, int64_t T, int64_t F, f
  * Spectra -> log-mel of the channel mean, fused: complex mean over channels, magnitude, sparse mel
  * filterbank, log(mel + log_offset).
  * spec: [C, F, T] complex64. Mel band m has weights wts[wofs[m] .. wofs[m] + blen[m]) for the bins
- * bstart[m] .. bstart[m] + blen[m]. mag: scratch of F * TCHUNK floats. out: [T, M] float32.
+ * bstart[m] .. bstart[m] + blen[m]. mag: scratch of F * LM_TCHUNK floats. out: [T, M] float32.
+ * LM_TCHUNK frames at a time: longer runs of each bin's row (the spectra are [C, F, T]) stream better.
  */
 TP_API void tp_logmel(const float *spec, int64_t C, int64_t F, int64_t T, int64_t M, const int32_t *bstart,
                       const int32_t *blen, const int32_t *wofs, const float *wts, float log_offset, float *mag,
@@ -444,12 +500,20 @@ TP_API void tp_logmel(const float *spec, int64_t C, int64_t F, int64_t T, int64_
         if (bstart[m] + blen[m] > fhi) fhi = bstart[m] + blen[m];
     }
     const float inv_c = 1.0f / (float)C;
-    float acc[TCHUNK];
-    for (int64_t t0 = 0; t0 < T; t0 += TCHUNK) {
-        const int64_t nt = T - t0 < TCHUNK ? T - t0 : TCHUNK;
+    float acc[LM_TCHUNK];
+    for (int64_t t0 = 0; t0 < T; t0 += LM_TCHUNK) {
+        const int64_t nt = T - t0 < LM_TCHUNK ? T - t0 : LM_TCHUNK;
         /* |mean_c X[c, f, t]| for the used bins of this chunk -> mag[f][0..nt) */
         for (int64_t f = flo; f < fhi; f++) {
-            float *mf = mag + f * TCHUNK;
+            float *mf = mag + f * LM_TCHUNK;
+#if defined(__GNUC__) || defined(__clang__)
+            if (t0 + LM_TCHUNK < T) { /* fetch the next chunk of this bin's row (every channel) early */
+                for (int64_t c = 0; c < C; c++) {
+                    const char *nx = (const char *)(spec + 2 * ((c * F + f) * T + t0 + LM_TCHUNK));
+                    for (int64_t o = 0; o < (int64_t)(2 * LM_TCHUNK * sizeof(float)); o += 64) __builtin_prefetch(nx + o);
+                }
+            }
+#endif
             int64_t t = 0;
             for (; t + W <= nt; t += W) {
                 vf re, im, r2, i2;
@@ -481,12 +545,12 @@ TP_API void tp_logmel(const float *spec, int64_t C, int64_t F, int64_t T, int64_
             for (; t + W <= nt; t += W) {
                 vf a = VZERO();
                 for (int32_t k = 0; k < blen[m]; k++)
-                    a = VFMA(VSET1(wts[wofs[m] + k]), VLOAD(mag + (bstart[m] + k) * TCHUNK + t), a);
+                    a = VFMA(VSET1(wts[wofs[m] + k]), VLOAD(mag + (bstart[m] + k) * LM_TCHUNK + t), a);
                 VSTORE(acc + t, a);
             }
             for (; t < nt; t++) {
                 float a = 0.0f;
-                for (int32_t k = 0; k < blen[m]; k++) a = SFMA(wts[wofs[m] + k], mag[(bstart[m] + k) * TCHUNK + t], a);
+                for (int32_t k = 0; k < blen[m]; k++) a = SFMA(wts[wofs[m] + k], mag[(bstart[m] + k) * LM_TCHUNK + t], a);
                 acc[t] = a;
             }
             for (t = 0; t + W <= nt; t += W) VSTORE(acc + t, vlog(VADD(VLOAD(acc + t), VSET1(log_offset))));
@@ -500,10 +564,13 @@ TP_API void tp_logmel(const float *spec, int64_t C, int64_t F, int64_t T, int64_
  * Spectra -> PHAT-normalised cross-spectra, per frame, for microphone pairs in bins [b0, b1).
  * spec: [C, F, T] complex64; pairs: [P, 2] (i, j): cross = X_i conj(X_j) / (|X_i conj(X_j)| + eps).
  * out: [T, P, B] complex64 (B = b1 - b0). tmp: scratch of 2 * TCHUNK floats.
+ * Returns 0, or -1 (nothing written) when a pair names a channel outside [0, C).
  */
-TP_API void tp_phat_cross(const float *spec, int64_t C, int64_t F, int64_t T, const int64_t *pairs, int64_t P,
-                          int64_t b0, int64_t b1, float eps, float *tmp, float *out) {
-    (void)C;
+TP_API int tp_phat_cross(const float *spec, int64_t C, int64_t F, int64_t T, const int64_t *pairs, int64_t P,
+                         int64_t b0, int64_t b1, float eps, float *tmp, float *out) {
+    for (int64_t p = 0; p < 2 * P; p++) {
+        if (pairs[p] < 0 || pairs[p] >= C) return -1;
+    }
     const int64_t B = b1 - b0;
     for (int64_t t0 = 0; t0 < T; t0 += TCHUNK) {
         const int64_t nt = T - t0 < TCHUNK ? T - t0 : TCHUNK;
@@ -536,6 +603,23 @@ TP_API void tp_phat_cross(const float *spec, int64_t C, int64_t F, int64_t T, co
             }
         }
     }
+    return 0;
+}
+
+/* One direction's steered response: sum over pairs of the linearly interpolated cc at the pair's
+ * fractional lag (clipped to [0, L - 1.000001]); shared by tp_srp_map and tp_srp_refine. */
+static inline float srp_at(const float *cc, int64_t P, int64_t L, const double *lg) {
+    const double hi = (double)L - 1.000001;
+    float s = 0.0f;
+    for (int64_t p = 0; p < P; p++) {
+        double k = lg[p];
+        k = k < 0.0 ? 0.0 : (k > hi ? hi : k);
+        const int64_t k0 = (int64_t)k;
+        const float frac = (float)(k - (double)k0);
+        const float *row = cc + p * L;
+        s += row[k0] * (1.0f - frac) + row[k0 + 1] * frac;
+    }
+    return s;
 }
 
 /*
@@ -544,19 +628,137 @@ TP_API void tp_phat_cross(const float *spec, int64_t C, int64_t F, int64_t T, co
  * cc: [P, L] float32; lag: [G, P] float64; out: [G] float32.
  */
 TP_API void tp_srp_map(const float *cc, int64_t P, int64_t L, const double *lag, int64_t G, float *out) {
-    const double hi = (double)L - 1.000001;
-    for (int64_t g = 0; g < G; g++) {
-        const double *lg = lag + g * P;
-        float s = 0.0f;
-        for (int64_t p = 0; p < P; p++) {
-            double k = lg[p];
-            k = k < 0.0 ? 0.0 : (k > hi ? hi : k);
-            const int64_t k0 = (int64_t)k;
-            const float frac = (float)(k - (double)k0);
-            const float *row = cc + p * L;
-            s += row[k0] * (1.0f - frac) + row[k0 + 1] * frac;
+    for (int64_t g = 0; g < G; g++) out[g] = srp_at(cc, P, L, lag + g * P);
+}
+
+/*
+ * Coarse-to-fine SRP-PHAT peak search (the localiser's refinement, edge.dsp.srp_phat.srp_refine): at
+ * each level n the candidates are (az + daz[i], clip(el + del[i], el_min, 90)) for the level's run of
+ * offsets; each candidate's pair lags are ((-(u . d_p)) / c * rate) * up + lag0 with u the unit vector
+ * (cos el cos az, cos el sin az, sin el) of the angles in radians and u . d_p = fma(u2, d2p,
+ * fma(u1, d1p, u0 d0p)) (what the numpy reference's BLAS product gives on FMA hardware); the first
+ * candidate of the largest response (tp_srp_map's) becomes the next centre.
+ * cc: [P, L] float32; diff: [3, P] float64; daz, del: [N] float64 (all levels' offsets in order);
+ * sizes: [n_levels] int64; azel: [2] float64 in (the grid peak) and out; lag: [P] float64 scratch.
+ */
+TP_API void tp_srp_refine(const float *cc, int64_t P, int64_t L, const double *diff, double c, double rate, double up,
+                          double lag0, const double *daz, const double *del, const int64_t *sizes, int64_t n_levels,
+                          double el_min, double *azel, double *lag) {
+    const double rad = M_PI / 180.0;
+    double az = azel[0], el = azel[1];
+    int64_t off = 0;
+    for (int64_t n = 0; n < n_levels; n++) {
+        float best = -INFINITY;
+        double baz = az, bel = el;
+        int found = 0;
+        for (int64_t i = off; i < off + sizes[n]; i++) {
+            const double a = az + daz[i];
+            double e = el + del[i];
+            e = e > el_min ? e : el_min;
+            e = e < 90.0 ? e : 90.0;
+            const double ar = a * rad, er = e * rad;
+            const double ce = cos(er);
+            const double u0 = ce * cos(ar), u1 = ce * sin(ar), u2 = sin(er);
+            for (int64_t p = 0; p < P; p++) {
+                const double dot = fma(u2, diff[2 * P + p], fma(u1, diff[P + p], u0 * diff[p]));
+                lag[p] = -dot / c * rate * up + lag0;
+            }
+            const float s = srp_at(cc, P, L, lag);
+            if (!found || s > best) {
+                best = s, baz = a, bel = e, found = 1;
+            }
         }
-        out[g] = s;
+        off += sizes[n];
+        az = baz, el = bel;
+    }
+    azel[0] = az, azel[1] = el;
+}
+
+/* The votes of nk (1 or 2) cells of one bin: the bin's steering is loaded once for both. ur, ui: [nk, P]
+ * unit cross-spectra; vote, weight: the cells' outputs (consecutive). Each cell's sums are the same
+ * operations in the same order whatever nk. */
+static inline __attribute__((always_inline)) void nb_cells(const int nk, const float *ur, const float *ui,
+                                                          const float *br, const float *bi, int64_t P, int64_t G,
+                                                          int64_t *vote, float *weight) {
+    /* per lane: the largest response and the first direction that reached it */
+    vf vmax[2], vsum[2], vidx[2];
+    for (int c = 0; c < nk; c++) vmax[c] = VSET1(-INFINITY), vsum[c] = VZERO(), vidx[c] = VZERO();
+    vf vg = VLOAD(LANE_IOTA);
+    const vf vstep = VSET1((float)W);
+    int64_t g = 0;
+    for (; g + W <= G; g += W) {
+        vf a1[2], a2[2];
+        for (int c = 0; c < nk; c++) a1[c] = VZERO(), a2[c] = VZERO();
+        for (int64_t p = 0; p < P; p++) {
+            const vf sr = VLOAD(br + p * G + g), si = VLOAD(bi + p * G + g);
+            for (int c = 0; c < nk; c++) {
+                a1[c] = VFMA(VSET1(ur[c * P + p]), sr, a1[c]);
+                a2[c] = VFMA(VSET1(ui[c * P + p]), si, a2[c]);
+            }
+        }
+        for (int c = 0; c < nk; c++) {
+            const vf r = VSUB(a1[c], a2[c]);
+            vidx[c] = VSELGT(r, vmax[c], vg, vidx[c]);
+            vmax[c] = VMAX(vmax[c], r);
+            vsum[c] = VADD(vsum[c], r);
+        }
+        vg = VADD(vg, vstep);
+    }
+    for (int c = 0; c < nk; c++) {
+        float lanes[3 * W];
+        VSTORE(lanes, vmax[c]);
+        VSTORE(lanes + W, vsum[c]);
+        VSTORE(lanes + 2 * W, vidx[c]);
+        float best = lanes[0], sum = 0.0f;
+        for (int j = 0; j < W; j++) {
+            best = lanes[j] > best ? lanes[j] : best;
+            sum += lanes[W + j];
+        }
+        int64_t arg = G; /* the first direction of the largest response: the smallest lane index */
+        for (int j = 0; j < W; j++) {
+            if (lanes[j] == best && (int64_t)lanes[2 * W + j] < arg) arg = (int64_t)lanes[2 * W + j];
+        }
+        if (arg == G) arg = 0;
+        const float *u_r = ur + c * P, *u_i = ui + c * P;
+        for (int64_t h = g; h < G; h++) {
+            float a1 = 0.0f, a2 = 0.0f;
+            for (int64_t p = 0; p < P; p++) {
+                a1 = SFMA(u_r[p], br[p * G + h], a1);
+                a2 = SFMA(u_i[p], bi[p * G + h], a2);
+            }
+            const float r = a1 - a2;
+            if (r > best) best = r, arg = h;
+            sum += r;
+        }
+        vote[c] = arg;
+        weight[c] = (best - sum / (float)G) / (float)P;
+    }
+}
+
+/*
+ * Narrowband votes of time-frequency cells (the localiser's multi-source histogram): for each bin b and
+ * block k the unit cross-spectra u_p = x / (|x| + eps) steered over G directions,
+ * resp[g] = sum_p Re(u_p) sr[b, p, g] - Im(u_p) si[b, p, g]; vote[b, k] = the first g of the largest
+ * resp, weight[b, k] = (max - mean over g) / P.
+ * x: [K, P, B] complex64; sr, si: [B, P, G] float32 (the steering's real and imaginary parts);
+ * vote: [B, K] int64; weight: [B, K] float32; scratch: 2 K P floats.
+ */
+TP_API void tp_nb_vote(const float *x, int64_t K, int64_t P, int64_t B, const float *sr, const float *si, int64_t G,
+                       float eps, float *scratch, int64_t *vote, float *weight) {
+    float *ur = scratch, *ui = scratch + K * P; /* [K, P] each */
+    for (int64_t b = 0; b < B; b++) {
+        const float *br = sr + b * P * G, *bi = si + b * P * G;
+        for (int64_t k = 0; k < K; k++) {
+            for (int64_t p = 0; p < P; p++) {
+                const float re = x[2 * ((k * P + p) * B + b)], im = x[2 * ((k * P + p) * B + b) + 1];
+                const float den = sqrtf(SFMA(re, re, im * im)) + eps;
+                ur[k * P + p] = re / den;
+                ui[k * P + p] = im / den;
+            }
+        }
+        int64_t k = 0;
+        for (; k + 2 <= K; k += 2) nb_cells(2, ur + k * P, ui + k * P, br, bi, P, G, vote + b * K + k, weight + b * K + k);
+        if (k < K) nb_cells(1, ur + k * P, ui + k * P, br, bi, P, G, vote + b * K + k, weight + b * K + k);
     }
 }
 
@@ -587,6 +789,34 @@ TP_API void tp_frame_power(const float *spec, int64_t C, int64_t F, int64_t T, c
     }
     const double inv_c = 1.0 / (double)C;
     for (int64_t t = 0; t < T; t++) out[t] *= inv_c;
+}
+
+/*
+ * Per-frame values -> per-output-frame rings (edge.dsp.rings.ring_accumulate): frame f = first + t
+ * belongs to output frame f / sub in slot (f / sub) mod R; the slot is cleared (pframe set) at the
+ * output frame's first STFT frame, then power[t] is added to psum and 1 to pcount, and cross row t
+ * (n complex) to the slot's ring row when ring is not NULL. Frames are added in order.
+ * power: [T] float64; cross: [T, n] complex64; psum: [R] float64; pcount, pframe: [R] int64;
+ * ring: [R, n] complex64.
+ */
+TP_API void tp_ring_accumulate(int64_t first, int64_t T, int64_t sub, int64_t R, const double *power, const float *cross,
+                               int64_t n, double *psum, int64_t *pcount, int64_t *pframe, float *ring) {
+    for (int64_t t = 0; t < T; t++) {
+        const int64_t f = first + t, out = f / sub, slot = out % R;
+        float *row = ring ? ring + 2 * n * slot : NULL;
+        if (f % sub == 0) {
+            pframe[slot] = out;
+            psum[slot] = 0.0;
+            pcount[slot] = 0;
+            if (row) memset(row, 0, (size_t)(2 * n) * sizeof(float));
+        }
+        psum[slot] += power[t];
+        pcount[slot] += 1;
+        if (row) {
+            const float *src = cross + 2 * n * t;
+            for (int64_t i = 0; i < 2 * n; i++) row[i] += src[i];
+        }
+    }
 }
 
 /* Equivalent level of samples (any channels, flattened): mean square in double, as dBFS with a

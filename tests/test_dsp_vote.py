@@ -1,0 +1,64 @@
+"""The narrowband vote kernel (`nb_vote`, the localiser's multi-source histogram): every native SIMD
+build against the numpy reference, and the reference against a direct computation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from boards.profiles import load_array
+from edge.dsp import backends, native
+from edge.localise import Localiser
+
+
+def _inputs(k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    loc = Localiser(load_array("respeaker-4mic-hat"))
+    rng = np.random.default_rng(seed)
+    p, b = len(loc.pairs), loc.bins.stop - loc.bins.start
+    blocks = (rng.standard_normal((k, p, b)) + 1j * rng.standard_normal((k, p, b))).astype(np.complex64)
+    blocks[0, :, :3] = 0.0  # silent cells: unit cross-spectra of zero
+    return blocks, loc._nb_re, loc._nb_im
+
+
+def test_reference_is_the_steered_response_argmax() -> None:
+    blocks, sr, si = _inputs(3)
+    vote, weight = backends.get("nb_vote")(blocks, sr, si)
+    unit = blocks / (np.abs(blocks) + 1e-12)
+    resp = np.einsum("kpb,bpg->bkg", unit.astype(np.complex128), sr + 1j * si.astype(np.float64)).real
+    assert vote.shape == weight.shape == (blocks.shape[2], blocks.shape[0])
+    assert vote.dtype == np.int64 and weight.dtype == np.float32
+    top2 = np.sort(resp, axis=2)[:, :, -2:]
+    clear = top2[:, :, 1] - top2[:, :, 0] > 1e-4
+    assert np.array_equal(vote[clear], np.argmax(resp, axis=2)[clear])
+    np.testing.assert_allclose(weight, (resp.max(axis=2) - resp.mean(axis=2)) / blocks.shape[1], atol=1e-5)
+    assert np.all(vote[:3, 0] == 0) and np.all(weight[:3, 0] == 0.0)  # all-zero cells: first direction
+
+
+@pytest.mark.parametrize("variant", native.machine_variants())
+@pytest.mark.parametrize("k", [1, 5, 34])
+def test_native_nb_vote_equals_reference(variant: str, k: int) -> None:
+    try:
+        kern = native.Kernels(native.load_variant(variant))
+    except native.NativeUnavailable as e:
+        pytest.skip(f"native build unavailable: {e}")
+    blocks, sr, si = _inputs(k, seed=k)
+    vote_ref, weight_ref = backends.get("nb_vote")(blocks, sr, si)
+    vote, weight = kern.nb_vote(blocks, sr, si)
+    assert vote.dtype == np.int64 and weight.dtype == np.float32 and vote.shape == vote_ref.shape
+    np.testing.assert_allclose(weight, weight_ref, atol=1e-5)
+    # a cell may flip only between near-equal directions (rounding of the sums)
+    unit = blocks / (np.abs(blocks) + 1e-12)
+    resp = np.einsum("kpb,bpg->bkg", unit.astype(np.complex128), sr + 1j * si.astype(np.float64)).real
+    b, kk = np.nonzero(vote != vote_ref)
+    assert len(b) <= max(1, vote.size // 200)
+    assert np.all(np.abs(resp[b, kk, vote[b, kk]] - resp[b, kk, vote_ref[b, kk]]) < 1e-4)
+
+
+def test_native_nb_vote_rejects_mismatched_steering() -> None:
+    if "native" not in backends.backends():
+        pytest.skip("native backend unavailable")
+    blocks, sr, si = _inputs(2)
+    with pytest.raises(Exception, match="does not match"):
+        backends.get("nb_vote", "native")(blocks, sr[:, :-1], si[:, :-1])
+    vote, _ = backends.get("nb_vote", "native")(blocks[:0], sr, si)
+    assert vote.shape == (blocks.shape[2], 0)
