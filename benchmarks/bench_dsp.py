@@ -406,12 +406,7 @@ def main() -> None:
         "targets": targets,
     }
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "dsp.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    md = render(result)
-    with open(os.path.join(HERE, "results", "dsp.md"), "w") as f:
-        f.write(md)
-    print(md)
+    _write(os.path.join(HERE, "results", "dsp.json"), result)
 
 
 def update_tasks(tasks: list[str], repeats: int, callgrind: bool) -> None:
@@ -436,6 +431,11 @@ def update_tasks(tasks: list[str], repeats: int, callgrind: bool) -> None:
     res["targets"] = kernel_targets(res["rows"]) + [t for t in res["targets"] if t["target"] not in kernel_names]
     again = f"the {', '.join(tasks)} rows measured again (--only-task)"
     res["note"] = f"{res['note']}; then {again}" if res.get("note") else f"{again}; the other rows from an earlier run"
+    _write(path, res)
+
+
+def _write(path: str, res: dict[str, Any]) -> None:
+    """dsp.json and dsp.md from the results, and the markdown to stdout."""
     with open(path, "w") as f:
         json.dump(res, f, indent=1)
     md = render(res)
@@ -476,12 +476,7 @@ def update_pipeline(repeats: int) -> None:
     res["targets"] = [t for t in res["targets"] if t["target"] in kernel_targets]
     res["targets"] += pipeline_targets(res["pipeline"], res["dsp_stages"])
     res["note"] = "DSP stages and whole pipeline measured again (--only-pipeline); kernel rows from the last full run"
-    with open(path, "w") as f:
-        json.dump(res, f, indent=1)
-    md = render(res)
-    with open(os.path.join(HERE, "results", "dsp.md"), "w") as f:
-        f.write(md)
-    print(md)
+    _write(path, res)
 
 
 def render(res: dict[str, Any]) -> str:
