@@ -11,9 +11,11 @@ mel pooling), trained with the trunk frozen so the event outputs stay exactly as
 per head class, binary cross-entropy on the frames of the training clips of that class's group (a
 "petrol" column learns nothing from a bus), L2-regularised, on standardised features (the
 standardisation is folded into the weights). Training windows cover each clip at a 0.24 s hop, clean and
-mixed into random backgrounds (`augment` copies at `snr_db`). The event head's 1x1 conv then gains the
-head rows, the int8 files are exported again with the run's calibration windows (their event columns
-must agree with the files without heads: checked), and `heads.json` in the run directory records the
+mixed into random backgrounds (`augment` copies at `snr_db`). The heads become a second 1x1 conv
+beside the event head (`Student.aux_head`), its sigmoid joined after the event columns, so their int8
+ranges stay apart from the event logits'; the int8 files are exported again with the run's calibration
+windows (their event columns are compared with the files without heads: recorded), and `heads.json`
+in the run directory records the
 heads and their evaluation: per group, clip accuracy and confusion on the validation clips (the
 vehicles test split), fp32 and int8 TFLite, next to the majority-class rate. A clip's head score is the
 mean over its frames, as the device pools an event's frames (`edge.annotate`).
@@ -149,7 +151,7 @@ def clip_targets(spec: HeadSpec, clip: Clip) -> tuple[F32, F32] | None:
 
 
 def trunk_features(model: Any, windows: F32, batch: int = 128) -> F32:
-    """Log-mel windows [N, F, M] -> the frame features the 1x1 head sees [N, F / hop, C]."""
+    """Log-mel windows [N, F, M] -> the frame features the 1x1 heads see [N, F / hop, C]."""
     import torch
 
     model.eval()
@@ -157,9 +159,7 @@ def trunk_features(model: Any, windows: F32, batch: int = 128) -> F32:
     with torch.no_grad():
         for s in range(0, len(windows), batch):
             x = torch.from_numpy(np.ascontiguousarray(windows[s : s + batch]))
-            h = ((x - model.mean) * model.inv_std).unsqueeze(1)
-            h = model.freq_pool(model.blocks(h))  # [B, C, T, 1]
-            out.append(h.squeeze(3).transpose(1, 2).numpy())
+            out.append(model.features(x).squeeze(3).transpose(1, 2).numpy())
     return np.concatenate(out).astype(np.float32)
 
 
@@ -251,38 +251,15 @@ def fit_heads(x: F32, y: F32, m: F32, l2: float, steps: int, seed: int) -> tuple
     return w.astype(np.float32), b.astype(np.float32)
 
 
-def fit_to_event_range(model: Any, calib: F32, w: F32, b: F32) -> tuple[F32, F32, float]:
-    """Scale the head logits (w, b together: every decision unchanged, probabilities softer) so that on the
-    calibration windows they stay within half the event logits' range. The int8 logit tensor has one scale
-    for every column, so wider head logits would coarsen the event columns' quantisation."""
-    import torch
-
-    with torch.no_grad():
-        ev = model.logits(torch.from_numpy(np.ascontiguousarray(calib))).numpy()
-    hz = trunk_features(model, calib) @ w.T + b
-    lo, hi = 0.5 * float(ev.min()), 0.5 * float(ev.max())  # with a margin: observers average batch ranges
-    f = 1.0
-    if hi > 0 and float(hz.max()) > hi:
-        f = max(f, float(hz.max()) / hi)
-    if lo < 0 and float(hz.min()) < lo:
-        f = max(f, float(hz.min()) / lo)
-    return (w / f).astype(np.float32), (b / f).astype(np.float32), f
-
-
 def attach_heads(model: Any, w: F32, b: F32) -> None:
-    """Append head rows to the student's 1x1 output conv (event rows unchanged)."""
+    """Give the student its learned heads: a separate 1x1 conv of the head rows on the event head's
+    features (`Student.aux_head`), its sigmoid joined after the event columns."""
     import torch
 
-    old = model.head
-    new = torch.nn.Conv2d(old.in_channels, old.out_channels + w.shape[0], 1)
-    assert new.bias is not None and old.bias is not None
+    conv = model.add_aux_head(w.shape[0])
     with torch.no_grad():
-        new.weight[: old.out_channels] = old.weight
-        new.bias[: old.out_channels] = old.bias
-        new.weight[old.out_channels :] = torch.from_numpy(w)[:, :, None, None]
-        new.bias[old.out_channels :] = torch.from_numpy(b)
-    model.head = new
-    model.n_classes = new.out_channels
+        conv.weight.copy_(torch.from_numpy(w)[:, :, None, None])
+        conv.bias.copy_(torch.from_numpy(b))
 
 
 def evaluate_heads(
@@ -380,7 +357,6 @@ def train_heads(
     calib = train_set.x[
         rng.choice(len(train_set), size=min(cfg.quant.calibration_windows, len(train_set)), replace=False)
     ]
-    w, b, shrink = fit_to_event_range(model, calib, w, b)
     x0 = read_audio(val_clips[0].path)
     probe_windows = windows_logmel(x0, clip_windows(x0, 48, cfg.window_frames), cfg.window_frames)
     before = predict_frames(model, probe_windows)
@@ -416,7 +392,6 @@ def train_heads(
         "training_clips": sorted({c.path.name for c in train_clips if clip_targets(spec, c) is not None}),
         "features": int(x.shape[1]),
         "l2": hc.l2,
-        "logit_shrink": round(shrink, 3),
         "augment": hc.augment,
         "event_columns_vs_without_heads": {
             "calibration_windows": len(check),

@@ -317,8 +317,9 @@ def load_student(cfg: PipelineConfig, out: Path, n_classes: int, heads: bool = T
 
     n_heads = head_count(out) if heads else 0
     if n_heads:
-        model = Student(cfg.student, n_classes + n_heads, DEFAULT_FRONTEND.n_mels, cfg.output_hop_frames)
+        model = Student(cfg.student, n_classes, DEFAULT_FRONTEND.n_mels, cfg.output_hop_frames)
         model.fold_batchnorm()
+        model.add_aux_head(n_heads)
         model.load_state_dict(torch.load(out / STUDENT_HEADS_PT))
         model.eval()
         return model

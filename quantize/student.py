@@ -165,6 +165,9 @@ class Student(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Conv2d(cin, n_classes, 1)
         self.n_classes = n_classes
+        # learned state/trait heads (quantize.heads): a separate 1x1 conv on the same features, joined
+        # after the sigmoid, so its int8 ranges never touch the event logits' quantisation
+        self.aux_head: nn.Conv2d | None = None
 
     def set_normalisation(self, mean: F32, std: F32) -> None:
         with torch.no_grad():
@@ -172,13 +175,31 @@ class Student(nn.Module):
             self.inv_std.copy_(torch.from_numpy(1.0 / np.maximum(np.asarray(std, np.float32), 1e-3)))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        h = ((x - self.mean) * self.inv_std).unsqueeze(1)  # [B, 1, T, M]
-        h = self.freq_pool(self.blocks(h))  # [B, C, T/hop, 1]
-        z = self.head(self.drop(h))  # [B, K, T/hop, 1]
+        """Event logits [B, T/hop, K] (the learned heads' are not among them)."""
+        z = self.head(self.features(x))  # [B, K, T/hop, 1]
         return z.squeeze(3).transpose(1, 2)  # [B, T/hop, K]
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The frame features both 1x1 heads see [B, C, T/hop, 1] (after dropout)."""
+        h = ((x - self.mean) * self.inv_std).unsqueeze(1)  # [B, 1, T, M]
+        return self.drop(self.freq_pool(self.blocks(h)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.logits(x))
+        """Probabilities [B, T/hop, K] (with learned heads: [B, T/hop, K + H], the heads' after)."""
+        if self.aux_head is None:
+            return torch.sigmoid(self.logits(x))
+        h = self.features(x)
+        ev = torch.sigmoid(self.head(h).squeeze(3).transpose(1, 2))
+        aux = torch.sigmoid(self.aux_head(h).squeeze(3).transpose(1, 2))
+        return torch.cat([ev, aux], dim=2)
+
+    def add_aux_head(self, n_outputs: int) -> nn.Conv2d:
+        """A (zero) learned-head conv of `n_outputs` columns on the event head's features."""
+        self.aux_head = nn.Conv2d(self.head.in_channels, n_outputs, 1)
+        nn.init.zeros_(self.aux_head.weight)
+        assert self.aux_head.bias is not None
+        nn.init.zeros_(self.aux_head.bias)
+        return self.aux_head
 
     def fold_batchnorm(self) -> None:
         for b in self.blocks:

@@ -378,7 +378,8 @@ def test_pipeline_end_to_end_on_tiny_data(tiny_world: dict[str, Path]) -> None:
     assert heads["heads"] == [{"group": "fuel", "classes": ["petrol", "diesel"], "sources": []}]
     fuel = heads["validation"]["student_int8_tflite"]["fuel"]
     assert fuel["clips"] >= 2 and fuel["accuracy"] == 1.0, fuel
-    assert heads["event_columns_vs_without_heads"]["frame_top1_agreement"] >= 0.9
+    # the heads are a separate branch joined after the sigmoid: the int8 event columns do not move at all
+    assert heads["event_columns_vs_without_heads"]["max_abs_prob_diff"] == 0.0
     assert meta["heads"] == heads["heads"] and "## Learned state/trait heads" in report
     from edge.inference import Model
 
