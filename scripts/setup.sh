@@ -52,6 +52,10 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
+# a .venv left half-made by an interrupted run (no pip in it) is made again
+if [ -x .venv/bin/python ] && ! .venv/bin/python -m pip --version > /dev/null 2>&1; then
+  say "recreating .venv (an earlier run left it without pip)"; rm -rf .venv
+fi
 [ -x .venv/bin/python ] || { say "creating .venv"; "$PY" -m venv .venv; }
 VPY=.venv/bin/python
 "$VPY" -m pip install -q --upgrade pip >/dev/null
