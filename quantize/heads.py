@@ -333,6 +333,8 @@ def train_heads(
     model = load_student(cfg, run_dir, k, heads=False)
     train_clips = [c for c in s.clips if c.split == "train"]
     val_clips = [c for c in s.clips if c.split == "val"]
+    if not val_clips:
+        raise ConfigError("no validation clips to evaluate the heads on: check the datasets and splits in the config")
     have = {(c.dataset, c.label) for c in train_clips}
     missing = sorted(set(spec.examples) - have)
     if missing and strict:
