@@ -67,6 +67,12 @@ def main() -> None:
         per_window = median_time(lambda m=model, w=window: [m.predict(w) for _ in range(50)], args.repeats) / 50
         windows_per_s = 1.0 / (12 * 0.01)
         add("model window (hop 0.12 s)", rt, per_window * windows_per_s * dur)
+        ws = model.stream_window_for(12)
+        if ws is not None:  # what the pipeline runs with this runtime: the streaming model's window
+            short = window[-ws:]
+            calls = lambda m=model, w=short: [m.predict_stream(w) for _ in range(50)]  # noqa: E731
+            per_short = median_time(calls, args.repeats) / 50
+            add(f"model streaming window ({ws} frames, hop 0.12 s)", rt, per_short * windows_per_s * dur)
 
         def whole(m: Model = model) -> None:
             list(run(FileSource(scene, block_size=1600, expected_channels=4), EdgePipeline(m, array)))

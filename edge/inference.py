@@ -201,7 +201,7 @@ class Model:
     """A student model: labels, frontend, window geometry, thresholds, learned state/trait heads and a
     loaded runtime. The model file's output has a column per label, then one per head class."""
 
-    def __init__(self, path: str | None = None, runtime: str = "auto", threads: int = 1) -> None:
+    def __init__(self, path: str | None = None, runtime: str = "auto", threads: int = 1, stream: bool = True) -> None:
         path = path or default_model_dir()
         if not os.path.exists(path):
             raise ModelError(f"{path}: no such model file or directory")
@@ -268,6 +268,55 @@ class Model:
                 f"{model_file}: output shape {probe.shape} does not match "
                 f"(1, {self.out_frames}, {self.n_outputs}) from model.json (heads) and the label file"
             )
+        # the streaming model (quantize.stream): the same int8 model on the shortest window whose newest
+        # `stream_newest_frames` outputs equal the full window's; LiteRT only, used by the pipeline
+        self.stream_window_frames: int | None = None
+        self.stream_newest_frames = 0
+        self._stream_rt: Runtime | None = None
+        st = meta.get("stream")
+        if stream and st is not None and name == "litert" and os.path.isdir(path):
+            self._load_stream(st, files, hashes, model_dir, meta_path, threads)
+
+    def _load_stream(
+        self, st: Any, files: dict[str, str], hashes: dict[str, str], model_dir: str, meta_path: str, threads: int
+    ) -> None:
+        try:
+            frames, newest = int(st["window_frames"]), int(st["newest_frames"])
+            key = str(st.get("file_key", "tflite_stream"))
+            f = os.path.join(model_dir, files[key])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelError(f"{meta_path}: malformed 'stream' entry (missing or bad {e})") from None
+        hop = self.output_hop_frames
+        if not (0 < newest <= frames < self.window_frames and frames % hop == 0 and newest % hop == 0):
+            raise ModelError(
+                f"{meta_path}: stream window_frames={frames}, newest_frames={newest}: need multiples of the "
+                f"output hop ({hop}) with newest <= window < {self.window_frames}"
+            )
+        if not os.path.isfile(f):
+            raise ModelError(f"{f}: the streaming model named in model.json is missing")
+        want = hashes.get(os.path.basename(f))
+        if want and want != sha256_file(f):
+            raise ModelError(f"{f}: sha256 does not match model.json's")
+        rt = RUNTIMES["litert"][1](f, threads)
+        probe = rt.run(np.full((1, frames, self.frontend.n_mels), -6.9, np.float32))
+        if probe.shape != (1, frames // hop, self.n_outputs):
+            raise ModelError(f"{f}: output shape {probe.shape}, expected (1, {frames // hop}, {self.n_outputs})")
+        self.stream_window_frames, self.stream_newest_frames, self._stream_rt = frames, newest, rt
+
+    def stream_window_for(self, hop_frames: int) -> int | None:
+        """The streaming model's window when it serves a pipeline that keeps the newest `hop_frames`
+        of each call, else None (the full window)."""
+        if self._stream_rt is None or self.stream_window_frames is None or hop_frames > self.stream_newest_frames:
+            return None
+        return self.stream_window_frames
+
+    def predict_stream(self, window: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """The newest `stream_window_frames` of a full window [frames, n_mels] -> frame probabilities
+        [frames / output hop, K]; its newest outputs equal `predict`'s on the full window."""
+        if self._stream_rt is None:
+            raise ModelError(f"{self.file}: this model has no streaming model loaded")
+        out = self._stream_rt.run(window[None].astype(np.float32))[0]
+        return out if not self.heads else out[:, : len(self.labels)]
 
     @property
     def label_names(self) -> tuple[str, ...]:

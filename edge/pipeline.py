@@ -6,6 +6,9 @@
 Stages are pure and synchronous; this module keeps the buffers that join them. The model runs on a
 window of `window_frames` log-mel frames every `model_hop_frames` frames and contributes the frame
 outputs of the newest hop, so each output frame has the same left context whatever the block size.
+Where the model directory has a streaming model (model.json `stream`, quantize.stream) whose newest
+outputs cover the hop, the window's newest `stream_window_frames` go to it instead: the same outputs
+for half the work with the shipped model (48 of 96 frames).
 The first window is padded with the log-mel of silence. Levels (dBFS, a full-scale sine = 0 dBFS)
 and cross-spectra are kept per output frame in rings of `ring_s` seconds; an event's direction is the
 SRP-PHAT (or MUSIC) of the loud frames (within `doa_range_db` of its loudest) between its onset and its
@@ -296,6 +299,7 @@ class EdgePipeline:
     # --- the flow -----------------------------------------------------------------------------
     def _run_model(self, final: bool) -> list[Event]:
         w, hop = self.model.window_frames, self.config.model_hop_frames
+        ws = self.model.stream_window_for(hop)  # the streaming model's shorter window: same newest outputs
         events: list[Event] = []
         while len(self._feat) >= w or (final and len(self._feat) > w - hop):
             window = self._feat[:w]
@@ -303,9 +307,13 @@ class EdgePipeline:
             if len(window) < w:
                 pad = np.full((w - len(window), self.spec.n_mels), frontend.silence_floor(self.spec), np.float32)
                 window = np.concatenate([window, pad])
-            probs = self.model.predict(window)
+            if ws is None:
+                probs = self.model.predict(window)
+                first = (w - hop) // self.sub
+            else:
+                probs = self.model.predict_stream(window[w - ws :])
+                first = (ws - hop) // self.sub
             n_out = -(-real // self.sub)
-            first = (w - hop) // self.sub
             scores = Scores(
                 probs=probs[first : first + n_out],
                 t=self._feat_next * self.spec.hop_s,

@@ -31,6 +31,7 @@ FORMAT_VERSION = 1
 TFLITE_NAME = "model_int8.tflite"
 ONNX_NAME = "model_int8.onnx"
 MODEL_FILES = {"tflite": TFLITE_NAME, "onnx": ONNX_NAME}
+STREAM_KEY, STREAM_NAME = "tflite_stream", "model_int8_stream.tflite"  # quantize.stream
 INPUT_NAME = "logmel"
 OUTPUT_NAME = "probs"
 
@@ -100,17 +101,26 @@ def write_model_dir(
     labels: LabelSet,
     meta: dict[str, Any],
     card: str,
+    stream_tflite: Path | None = None,
 ) -> dict[str, Any]:
-    """Copy the two model files, write labels.csv, model.json (with sha256) and MODEL_CARD.md."""
+    """Copy the model files (and the streaming TFLite model, quantize.stream), write labels.csv,
+    model.json (with sha256) and MODEL_CARD.md."""
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(tflite, out / TFLITE_NAME)
     shutil.copyfile(onnx_path, out / ONNX_NAME)
+    files = dict(MODEL_FILES)
+    stale = out / STREAM_NAME
+    if stream_tflite is not None:
+        shutil.copyfile(stream_tflite, out / STREAM_NAME)
+        files[STREAM_KEY] = STREAM_NAME
+    elif stale.exists():
+        stale.unlink()
     labels.write_csv(out / "labels.csv")
     model_json = dict(meta)
     model_json["format_version"] = FORMAT_VERSION
     model_json["num_classes"] = len(labels)
-    model_json["files"] = dict(MODEL_FILES)
-    model_json["sha256"] = {name: file_sha256(out / name) for name in MODEL_FILES.values()}
+    model_json["files"] = files
+    model_json["sha256"] = {name: file_sha256(out / name) for name in files.values()}
     (out / "model.json").write_text(json.dumps(model_json, indent=2) + "\n")
     (out / "MODEL_CARD.md").write_text(card)
     return model_json

@@ -368,7 +368,7 @@ def evaluate_and_package(out: Path, install_default: bool) -> Path:
         score_clips,
         target_rows,
     )
-    from quantize.export import check_model_dir, install_model_dir, pick_thresholds, write_model_dir
+    from quantize.export import STREAM_NAME, check_model_dir, install_model_dir, pick_thresholds, write_model_dir
     from quantize.heads import HEADS_JSON, heads_markdown
     from quantize.infer import OnnxRunner, TfliteRunner
     from quantize.student import count_macs, count_params
@@ -547,13 +547,57 @@ def evaluate_and_package(out: Path, install_default: bool) -> Path:
         }
     card = model_card(model_id, s, meta, card_report, command, coverage)
     model_dir = out / "model"
-    write_model_dir(model_dir, out / "model_int8.tflite", out / "model_int8.onnx", s.labels, meta, card)
+    stream = _stream_model(cfg, s, model, seed, out)
+    if stream is not None:
+        meta["stream"] = stream
+    write_model_dir(
+        model_dir,
+        out / "model_int8.tflite",
+        out / "model_int8.onnx",
+        s.labels,
+        meta,
+        card,
+        out / STREAM_NAME if stream is not None else None,
+    )
     check_model_dir(model_dir)
     if install_default:
         install_model_dir(model_dir, DEFAULT_MODEL_DIR)
         print(f"installed {model_dir} -> {DEFAULT_MODEL_DIR}", flush=True)
     print(f"done in {time.monotonic() - t_start:.0f} s: {model_dir}", flush=True)
     return model_dir
+
+
+def _stream_model(cfg: PipelineConfig, s: Setup, model: Any, seed: int, out: Path) -> dict[str, Any] | None:
+    """The streaming TFLite model (quantize.stream) for the edge pipeline's default model hop, written to
+    out/model_int8_stream.tflite; its model.json entry, or None when no shorter window gives the same
+    outputs or the int8 files disagree."""
+    from edge.pipeline import PipelineConfig as EdgeConfig
+    from quantize.export import STREAM_NAME
+    from quantize.stream import check_stream, export_stream, stream_window
+    from quantize.student import count_macs
+
+    newest = EdgeConfig().model_hop_frames
+    frames = stream_window(model, cfg.window_frames, newest, cfg.output_hop_frames)
+    if frames >= cfg.window_frames:
+        print("stream model: none (the newest outputs need the whole window)", flush=True)
+        return None
+    print(f"stream model: {frames} of {cfg.window_frames} frames", flush=True)
+    train, _ = transfer_sets(s, seed)
+    rng = np.random.default_rng(seed + 2)  # the run's calibration windows (train_and_quantize)
+    calib = train.x[rng.choice(len(train), size=min(cfg.quant.calibration_windows, len(train)), replace=False)]
+    export_stream(model, calib, frames, out / STREAM_NAME, cfg.quant.per_channel)
+    diff = check_stream(out / "model_int8.tflite", out / STREAM_NAME, calib[:64], frames, newest)
+    if diff != 0.0:
+        print(f"stream model: dropped (newest outputs differ from the full model's by up to {diff:.4g})", flush=True)
+        (out / STREAM_NAME).unlink()
+        return None
+    return {
+        "window_frames": frames,
+        "newest_frames": newest,
+        "file_key": "tflite_stream",
+        "macs": count_macs(model, frames, DEFAULT_FRONTEND.n_mels),
+        "checked": f"newest outputs identical to the full model's on {min(64, len(calib))} calibration windows",
+    }
 
 
 def _median_s(fn: Any, repeats: int) -> float:

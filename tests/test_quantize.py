@@ -385,8 +385,25 @@ def test_pipeline_end_to_end_on_tiny_data(tiny_world: dict[str, Path]) -> None:
 
     edge_model = Model(str(model_dir))
     assert [h.columns for h in edge_model.heads] == [(6, 7)] and edge_model.n_outputs == 8
+    # the streaming model: a shorter window whose newest outputs are the full window's, bit for bit
+    ws = meta["stream"]["window_frames"]
+    assert edge_model.stream_window_for(12) == ws < 96 and (model_dir / meta["files"]["tflite_stream"]).is_file()
+    for xi in x:
+        assert np.array_equal(edge_model.predict_stream(xi[-ws:])[-3:], edge_model.predict(xi)[-3:])
+    assert Model(str(model_dir), stream=False).stream_window_for(12) is None
+    assert Model(str(model_dir), runtime="onnxruntime").stream_window_for(12) is None  # LiteRT only
     assert edge_model.predict(x[0]).shape == (24, 6) and edge_model.predict_all(x[0]).shape == (24, 8)
     bad = json.loads((model_dir / "model.json").read_text())
+    good_stream = dict(bad["stream"])
+    for stream_value, msg in (
+        ({"window_frames": 200, "newest_frames": 12}, "need multiples"),
+        ({"window_frames": 48}, "malformed 'stream'"),
+    ):
+        bad["stream"] = stream_value
+        (model_dir / "model.json").write_text(json.dumps(bad))
+        with pytest.raises(ModelError, match=msg):
+            Model(str(model_dir))
+    bad["stream"] = good_stream
     for heads_value, msg in (
         ({"group": "fuel"}, "must be a list"),
         ([{"group": "fuel", "classes": ["petrol"]}], "at least two"),
