@@ -19,8 +19,11 @@ from quantize.export import INPUT_NAME, quiet
 from quantize.student import Student
 
 
-def quantize_tflite(model: Student, calib: F32, out: Path, per_channel: bool) -> None:
-    """PT2E int8 post-training quantisation and TFLite export of `model` (BatchNorm folded)."""
+def quantize_tflite(model: Student, calib: F32, out: Path, per_channel: bool, frames: int | None = None) -> None:
+    """PT2E int8 post-training quantisation and TFLite export of `model` (BatchNorm folded).
+
+    `frames`: convert at that many input frames instead, with the quantisation parameters calibrated on
+    the full windows `calib` (the time axis is exported dynamic; the streaming model, quantize.stream)."""
     import litert_torch
     from litert_torch.quantize import pt2e_quantizer
     from litert_torch.quantize.quant_config import QuantConfig
@@ -28,8 +31,13 @@ def quantize_tflite(model: Student, calib: F32, out: Path, per_channel: bool) ->
 
     model.eval()
     sample = (torch.from_numpy(np.ascontiguousarray(calib[:1])),)
+    dynamic = None
+    if frames is not None:
+        with torch.no_grad():
+            hop = calib.shape[1] // int(model(sample[0]).shape[1])
+        dynamic = ({1: hop * torch.export.Dim("t_hops", min=1, max=max(2, calib.shape[1] // hop))},)
     with quiet():
-        exported = torch.export.export(model, sample).module()
+        exported = torch.export.export(model, sample, dynamic_shapes=dynamic).module()
         quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
             pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=per_channel)
         )
@@ -38,7 +46,8 @@ def quantize_tflite(model: Student, calib: F32, out: Path, per_channel: bool) ->
             for i in range(calib.shape[0]):
                 prepared(torch.from_numpy(np.ascontiguousarray(calib[i : i + 1])))
         converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
-        edge = litert_torch.convert(converted, sample, quant_config=QuantConfig(pt2e_quantizer=quantizer))
+        at = sample if frames is None else (torch.from_numpy(np.ascontiguousarray(calib[:1, -frames:])),)
+        edge = litert_torch.convert(converted, at, quant_config=QuantConfig(pt2e_quantizer=quantizer))
         edge.export(str(out))
 
 

@@ -41,33 +41,11 @@ def stream_window(model: Any, window_frames: int, newest_frames: int, hop: int, 
 
 
 def export_stream(model: Any, calib: F32, frames: int, out: Path, per_channel: bool) -> None:
-    """PT2E int8 export of `model` at `frames` input frames with the quantisation parameters calibrated
-    on the full windows `calib` [N, F, M] (as quantize.ptq.quantize_tflite, time axis dynamic)."""
-    import litert_torch
-    import torch
-    from litert_torch.quantize import pt2e_quantizer
-    from litert_torch.quantize.quant_config import QuantConfig
-    from torchao.quantization.pt2e import quantize_pt2e
+    """The int8 TFLite model of `model` at `frames` input frames with the quantisation parameters
+    calibrated on the full windows `calib` [N, F, M] (quantize.ptq.quantize_tflite, time axis dynamic)."""
+    from quantize.ptq import quantize_tflite
 
-    from quantize.export import quiet
-
-    hop = calib.shape[1] // int(model(torch.from_numpy(np.ascontiguousarray(calib[:1]))).shape[1])
-    model.eval()
-    sample = (torch.from_numpy(np.ascontiguousarray(calib[:1])),)
-    t = torch.export.Dim("t_hops", min=1, max=max(2, calib.shape[1] // hop))
-    with quiet():
-        exported = torch.export.export(model, sample, dynamic_shapes=({1: hop * t},)).module()
-        quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
-            pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=per_channel)
-        )
-        prepared = quantize_pt2e.prepare_pt2e(exported, quantizer)
-        with torch.no_grad():
-            for i in range(calib.shape[0]):
-                prepared(torch.from_numpy(np.ascontiguousarray(calib[i : i + 1])))
-        converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
-        short = (torch.from_numpy(np.ascontiguousarray(calib[:1, -frames:])),)
-        edge = litert_torch.convert(converted, short, quant_config=QuantConfig(pt2e_quantizer=quantizer))
-        edge.export(str(out))
+    quantize_tflite(model, calib, out, per_channel, frames=frames)
 
 
 def check_stream(full_tflite: Path, stream_tflite: Path, windows: F32, frames: int, newest: int) -> float:
