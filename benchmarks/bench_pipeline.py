@@ -3,7 +3,10 @@
 
 Runs the bundled 4-channel sample scene (10 s) through each stage and through the whole pipeline with
 each model runtime installed (LiteRT, ONNX Runtime), side by side in one run, repeating each
-measurement and reporting the median. Writes `benchmarks/results/pipeline.md` and `.json`.
+measurement and reporting the median. The whole pipeline is measured from the FLAC file (decoding
+included, as `tympan listen --input` runs), and from audio blocks already in memory (as a microphone
+delivers them) with and without the tracker (`PipelineConfig.tracking`).
+Writes `benchmarks/results/pipeline.md` and `.json`.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_pipeline.py [--repeats 7]
 """
@@ -23,7 +26,8 @@ from edge.bench import median_cpu as median_time  # a warm-up run, then the medi
 from edge.dsp.frontend import logmel_from_spectra, stft
 from edge.inference import RUNTIMES, Model
 from edge.localise import Localiser, active_frames
-from edge.pipeline import EdgePipeline, run
+from edge.messages import Block
+from edge.pipeline import EdgePipeline, PipelineConfig, run
 from edge.sources import FileSource, read_audio
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -37,6 +41,8 @@ def main() -> None:
     array = load_array("respeaker-4mic-hat")
     x = read_audio(scene, expected_channels=array.n_mics)
     dur = x.shape[1] / 16000
+    blocks = [Block(np.ascontiguousarray(x[:, i : i + 1600]), i / 16000, k, 16000)
+              for k, i in enumerate(range(0, x.shape[1], 1600))]  # fmt: skip
     rows: list[dict[str, object]] = []
 
     def add(stage: str, runtime: str, seconds: float) -> None:
@@ -78,6 +84,16 @@ def main() -> None:
             list(run(FileSource(scene, block_size=1600, expected_channels=4), EdgePipeline(m, array)))
 
         add("whole pipeline (4 ch: SED + DOA)", rt, median_time(whole, max(3, args.repeats // 2)))
+        # as a microphone source delivers it (no file decoding), with and without the tracker (issue 6)
+        def on_blocks(m: Model = model, tracking: bool = True) -> None:
+            list(run(iter(blocks), EdgePipeline(m, array, PipelineConfig(tracking=tracking))))
+
+        add("pipeline on audio blocks (SED + DOA + tracking)", rt, median_time(on_blocks, max(3, args.repeats // 2)))
+        add(
+            "pipeline on audio blocks (SED + DOA, no tracker)",
+            rt,
+            median_time(lambda: on_blocks(tracking=False), max(3, args.repeats // 2)),
+        )
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}",
         "python": platform.python_version(),

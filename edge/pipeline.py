@@ -17,7 +17,8 @@ an event's phases, and events of the same sound, often ask for the same frames a
 backend each ring slot's cell votes (`Localiser.block_votes`) are kept too, so a call votes only on the
 output frames no earlier call has seen.
 
-Tracking: every `track_hop_frames` output frames the localiser reads the bearings of that hop's frames
+Tracking (unless `tracking` is off: then events keep their bearings and have no track): every
+`track_hop_frames` output frames the localiser reads the bearings of that hop's frames
 that stand `track_gate_db` above the noise floor (the 10th percentile of the ring's frame levels) and
 the tracker (`edge.tracking`) updates its tracks; the live tracks of each hop are kept as history.
 An event takes the track (confirmed by the time the event is emitted) that followed its dominant
@@ -63,6 +64,7 @@ class PipelineConfig:
     track_assoc_deg: float = 20.0
     moving_min_deg: float = 10.0
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    tracking: bool = True  # False: events keep their bearings but no tracks (no per-hop localisation)
 
     def __post_init__(self) -> None:
         if not 1.0 <= self.ring_s <= 600.0:
@@ -125,7 +127,7 @@ class EdgePipeline:
             self._vote_ring = np.zeros((ring, n_bins), np.int64)
             self._weight_ring = np.zeros((ring, n_bins), np.float32)
         self._frames_seen = 0  # STFT frames seen (stream-wide)
-        self.tracker = Tracker(cfg.tracker) if self.localiser is not None else None
+        self.tracker = Tracker(cfg.tracker) if self.localiser is not None and cfg.tracking else None
         self._track_next = cfg.track_hop_frames  # output frame index that ends the next tracker hop
         # bearings of recent localiser calls by their output frames and frame counts (`_bearings`)
         self._doa_memo: dict[bytes, tuple[Bearing, ...]] = {}

@@ -144,3 +144,23 @@ def test_streaming_model_gives_the_same_events_as_the_full_window() -> None:
     rng = np.random.default_rng(0)
     w = (rng.standard_normal((96, 64)) * 2.0 - 5.0).astype(np.float32)
     assert np.array_equal(stream.predict_stream(w[-48:])[-3:], stream.predict(w)[-3:])
+
+
+def test_tracking_off_keeps_the_events_and_their_bearings() -> None:
+    """`PipelineConfig(tracking=False)`: no tracker and no tracks, the same events with the same bearings
+    (the tracker only adds `track` and a moving source's end azimuth)."""
+    from edge.pipeline import PipelineConfig
+    from edge.sources import FileSource
+
+    array = load_array("respeaker-4mic-hat")
+    model = Model()
+    on, off = EdgePipeline(model, array), EdgePipeline(model, array, PipelineConfig(tracking=False))
+    a = list(run(FileSource(SCENE, block_size=1600, expected_channels=4), on))
+    b = list(run(FileSource(SCENE, block_size=1600, expected_channels=4), off))
+    assert off.tracker is None and off.tracks == () and all(e.track is None for e in b)
+    assert any(e.track is not None for e in a)
+    strip = [(e.id, e.phase, e.label, e.onset, e.offset, e.p) for e in a]
+    assert strip == [(e.id, e.phase, e.label, e.onset, e.offset, e.p) for e in b]
+    for ea, eb in zip(a, b, strict=True):
+        if ea.azimuth_end is None:  # a source that did not move: the same dominant bearing
+            assert [x.azimuth for x in ea.bearings] == [x.azimuth for x in eb.bearings]
