@@ -25,7 +25,7 @@ from edge.main import main
 from edge.mqtt_url import parse_mqtt_url
 from edge.ota import OtaAgent, OtaStore
 from edge.selftest import run_selftest
-from tests.broker import Mosquitto, mosquitto_binary
+from tests.broker import Mosquitto
 from tests.bundles import CREATED, build, copy_model, members_of, resign
 
 KEY = Ed25519PrivateKey.generate()
@@ -216,15 +216,6 @@ def test_cli_bundle_install_reports_a_rollback(tmp_path: Path, bundles: dict[str
 
 
 # --- over MQTT --------------------------------------------------------------------------------------
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    mosquitto_binary()
-    b = Mosquitto(tmp_path)
-    b.start()
-    yield b
-    b.stop()
-
-
 class Operator:
     """A paho client that sends bundles and collects the device's OTA status messages."""
 

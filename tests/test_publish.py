@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,15 +45,6 @@ def birth(model: Any) -> dict[str, Any]:
     from edge.tokens import build_birth
 
     return build_birth("t1", SITE, model, None, "0.1.0")
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    mosquitto_binary()
-    b = Mosquitto(tmp_path)
-    b.start()
-    yield b
-    b.stop()
 
 
 def make_token(model: Any, seq: int, dev: str = "t1") -> dict[str, Any]:

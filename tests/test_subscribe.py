@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -211,12 +210,6 @@ class Cli:
             return self.proc.wait(timeout)
         finally:
             self.kill()
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    with Mosquitto(tmp_path) as b:
-        yield b
 
 
 def test_json_tokens_through_mosquitto(broker: Mosquitto) -> None:
