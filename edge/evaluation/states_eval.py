@@ -15,7 +15,7 @@ Truth is made, not guessed, wherever it can be:
   or continuous (engines, vacuum cleaners, washing machines, rain).
 - real clips annotated by hand (`benchmarks/states_annotations.json`: file, state, how it was judged).
 - learned traits (fuel: petrol / diesel, weight: heavy / light): the vehicles test split (clips the
-  heads were not trained on; truth from the clip's class), scored by the device's own code
+  heads were not trained on; truth: what the head file, quantize/data/heads.csv, says the clip's class is), scored by the device's own code
   (`edge.annotate.head_states` with the shipped model, as for an event labelled "Vehicle" spanning the
   whole clip).
 
@@ -50,18 +50,6 @@ GROUP_STATES = {
     "temporal": ("impulsive", "continuous"),
 }
 NONE = "(none)"
-# the vehicles data's classes -> the traits they are (the truth of the learned heads' evaluation)
-VEHICLE_TRAITS = {
-    "petrol_car": {"fuel": "petrol", "weight": "light"},
-    "diesel_car": {"fuel": "diesel", "weight": "light"},
-    "moped": {"weight": "light"},
-    "motorcycle": {"weight": "light"},
-    "bus": {"weight": "heavy"},
-    "truck": {"weight": "heavy"},
-    "tram": {"weight": "heavy"},
-    "train": {"weight": "heavy"},
-}
-TRAIT_GROUPS = {"fuel": ("petrol", "diesel"), "weight": ("heavy", "light")}
 
 F64 = npt.NDArray[np.float64]
 
@@ -230,6 +218,25 @@ def evaluate(root: Path, annotations: Path | None, max_clips: int) -> dict[str, 
     return report
 
 
+def _head_truth(dataset: str) -> dict[str, dict[str, str]]:
+    """Per label of `dataset`, the (group -> class) it is an example of in the distillation pipeline's
+    head file (quantize/data/heads.csv, found beside the `quantize` package, not imported)."""
+    import csv
+    import importlib.util
+
+    spec = importlib.util.find_spec("quantize")
+    for loc in list(spec.submodule_search_locations or []) if spec is not None else []:
+        path = Path(loc) / "data" / "heads.csv"
+        if path.is_file():
+            out: dict[str, dict[str, str]] = {}
+            with open(path, newline="", encoding="utf-8") as f:
+                for row in csv.DictReader(f):
+                    if row["dataset"] == dataset:
+                        out.setdefault(row["label"], {})[row["group"]] = row["class"]
+            return out
+    raise InputError("no head file (quantize/data/heads.csv) to take the learned traits' truth from")
+
+
 def _learned_traits(root: Path) -> dict[str, Any]:
     import csv
 
@@ -240,16 +247,19 @@ def _learned_traits(root: Path) -> dict[str, Any]:
     model, onto, min_p = Model(), load_ontology(), AnnotateConfig().min_p
     if not model.heads:
         return {"model": model.id, "skipped": "the model has no learned heads"}
+    truth_of = _head_truth("vehicles")
     with open(root / "meta.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))[1:]  # path, split, class (hr), class (en), ...
-    tallies = {g: Tally(c) for g, c in TRAIT_GROUPS.items()}
+    tallies = {h.group: Tally(h.classes) for h in model.heads}
     clips = []
     for r in rows:
-        if r[1] != "test" or r[3] not in VEHICLE_TRAITS:
+        if r[1] != "test" or r[3] not in truth_of:
             continue
         x = _read(root / "audio" / r[0]).astype(np.float32)
         got = {e.group: e for e in head_states(model, onto, x, "Vehicle")}
-        for g, truth in VEHICLE_TRAITS[r[3]].items():
+        for g, truth in truth_of[r[3]].items():
+            if g not in tallies:
+                continue
             e = got.get(g)
             pred = e.name if e is not None and e.p >= min_p else None
             tallies[g].add(truth, pred)
