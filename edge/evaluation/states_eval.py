@@ -15,9 +15,9 @@ Truth is made, not guessed, wherever it can be:
   or continuous (engines, vacuum cleaners, washing machines, rain).
 - real clips annotated by hand (`benchmarks/states_annotations.json`: file, state, how it was judged).
 - learned traits (fuel: petrol / diesel, weight: heavy / light): the vehicles test split (clips the
-  heads were not trained on; truth: what the head file, quantize/data/heads.csv, says the clip's class is), scored by the device's own code
-  (`edge.annotate.head_states` with the shipped model, as for an event labelled "Vehicle" spanning the
-  whole clip).
+  heads were not trained on; truth: what the head file, quantize/data/heads.csv, says the clip's class
+  is), scored by the device's own code (`edge.annotate.head_states` with the shipped model, as for an
+  event labelled "Vehicle" spanning the whole clip).
 
 The report goes to `--out` (default benchmarks/results/states.md and .json).
 """
