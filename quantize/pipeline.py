@@ -573,7 +573,8 @@ def _stream_model(cfg: PipelineConfig, s: Setup, model: Any, seed: int, out: Pat
     outputs or the int8 files disagree."""
     from edge.pipeline import PipelineConfig as EdgeConfig
     from quantize.export import STREAM_NAME
-    from quantize.stream import check_stream, export_stream, stream_window
+    from quantize.ptq import quantize_tflite
+    from quantize.stream import check_stream, stream_window
     from quantize.student import count_macs
 
     newest = EdgeConfig().model_hop_frames
@@ -585,7 +586,7 @@ def _stream_model(cfg: PipelineConfig, s: Setup, model: Any, seed: int, out: Pat
     train, _ = transfer_sets(s, seed)
     rng = np.random.default_rng(seed + 2)  # the run's calibration windows (train_and_quantize)
     calib = train.x[rng.choice(len(train), size=min(cfg.quant.calibration_windows, len(train)), replace=False)]
-    export_stream(model, calib, frames, out / STREAM_NAME, cfg.quant.per_channel)
+    quantize_tflite(model, calib, out / STREAM_NAME, cfg.quant.per_channel, frames=frames)
     diff = check_stream(out / "model_int8.tflite", out / STREAM_NAME, calib[:64], frames, newest)
     if diff != 0.0:
         print(f"stream model: dropped (newest outputs differ from the full model's by up to {diff:.4g})", flush=True)

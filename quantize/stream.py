@@ -4,9 +4,10 @@ The edge pipeline runs the model on its full window (96 frames) every `model_hop
 only the newest hop's output frames. Those depend on no more input than the student's left receptive
 field, so a shorter window ending at the same frame gives the same newest outputs (zero padding at the
 far left edge never reaches them). `stream_window` finds the shortest such window in fp32 (random
-inputs, a multiple of the output hop); `export_stream` writes the int8 TFLite model for it from the
-same PT2E calibration as the full model (exported with a dynamic time axis, calibrated on the full
-windows, converted at the short length), so its quantisation parameters are the full model's and its
+inputs, a multiple of the output hop); `quantize.ptq.quantize_tflite(..., frames=)` writes the int8
+TFLite model for it from the same PT2E calibration as the full model (exported with a dynamic time
+axis, calibrated on the full windows, converted at the short length), so its quantisation parameters
+are the full model's and its
 newest outputs are bit-identical to the full model's: checked against the run's `model_int8.tflite`
 before it is shipped (model.json `stream`; `edge.inference.Model.predict_stream`). With the shipped
 student, 48 of 96 frames: half the MACs per model call.
@@ -38,14 +39,6 @@ def stream_window(model: Any, window_frames: int, newest_frames: int, hop: int, 
             if float((model(x[:, -w:])[:, -n:] - full).abs().max()) == 0.0:
                 return w
     return window_frames
-
-
-def export_stream(model: Any, calib: F32, frames: int, out: Path, per_channel: bool) -> None:
-    """The int8 TFLite model of `model` at `frames` input frames with the quantisation parameters
-    calibrated on the full windows `calib` [N, F, M] (quantize.ptq.quantize_tflite, time axis dynamic)."""
-    from quantize.ptq import quantize_tflite
-
-    quantize_tflite(model, calib, out, per_channel, frames=frames)
 
 
 def check_stream(full_tflite: Path, stream_tflite: Path, windows: F32, frames: int, newest: int) -> float:
