@@ -114,6 +114,23 @@ def _check_all(kern: dict[str, Kernel], x: np.ndarray, tol: dict[str, float]) ->
     np.testing.assert_allclose(fp, fp_ref, rtol=tol["power"], atol=1e-12 * fp_ref.max())
     if "leq_dbfs" in kern:
         assert abs(kern["leq_dbfs"](x) - ref["leq_dbfs"](x)) <= 1e-4
+    xb = np.stack([x, 0.5 * x[::-1], np.zeros_like(x)])  # a batch: three recordings, one silent
+    lb_ref, lb = ref["logmel_batch"](xb, SPEC), kern["logmel_batch"](xb, SPEC)
+    assert lb.shape == lb_ref.shape == (3, *lm_ref.shape) and lb.dtype == np.float32
+    assert np.max(np.abs(lb - lb_ref)) <= tol["logmel"] and np.array_equal(lb_ref[0], lm_ref)
+    for odd in (xb[:, :, : SPEC.win - 1], xb[:, :, : SPEC.win + 7]):  # no frame; one frame and a ragged tail
+        assert kern["logmel_batch"](odd, SPEC).shape == ref["logmel_batch"](odd, SPEC).shape
+    assert (
+        np.max(
+            np.abs(
+                kern["logmel_batch"](xb[:, :, : SPEC.win + 7], SPEC)
+                - ref["logmel_batch"](xb[:, :, : SPEC.win + 7], SPEC)
+            )
+        )
+        <= tol["logmel"]
+    )
+    with pytest.raises(InputError, match="recordings, channels, samples"):
+        kern["logmel_batch"](x, SPEC)
     pcm = np.clip(np.round(x.T * 32767 / 4), -32768, 32767).astype(np.int16)
     si_ref = ref["stft_int16"](pcm, SPEC)
     si = kern["stft_int16"](pcm, SPEC)
@@ -151,9 +168,7 @@ def test_native_frames_do_not_depend_on_the_block_size(variant: str) -> None:
     for cut in (1, 5, 13, 33):
         parts = [whole[:, :, i : i + cut] for i in range(0, whole.shape[2], cut)]
         assert np.array_equal(np.concatenate([kern["logmel_from_spectra"](p, SPEC) for p in parts]), lm_whole)
-        assert np.array_equal(
-            np.concatenate([kern["frame_power"](p, parseval_weights(SPEC)) for p in parts]), pw_whole
-        )
+        assert np.array_equal(np.concatenate([kern["frame_power"](p, parseval_weights(SPEC)) for p in parts]), pw_whole)
         cross = np.concatenate([kern["phat_cross_spectra"](p, mic_pairs(4), BINS) for p in parts])
         assert np.array_equal(cross, kern["phat_cross_spectra"](whole, mic_pairs(4), BINS))
 

@@ -39,6 +39,7 @@ KERNELS = (
     "stft",
     "stft_int16",
     "logmel_from_spectra",
+    "logmel_batch",
     "phat_cross_spectra",
     "gcc",
     "srp_map",

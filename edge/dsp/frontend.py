@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edge.errors import ModelError
+from edge.errors import InputError, ModelError
 
 SAMPLE_RATE = 16000
 
@@ -122,6 +122,19 @@ def logmel(x: npt.NDArray[np.floating], spec: FrontendSpec = DEFAULT_FRONTEND) -
     if x.ndim == 1:
         x = x[None]
     return logmel_from_spectra(stft(x, spec), spec)
+
+
+def logmel_batch(x: npt.NDArray[np.floating], spec: FrontendSpec = DEFAULT_FRONTEND) -> npt.NDArray[np.float32]:
+    """Batch front end: B recordings [B, C, N] -> log-mel [B, T, n_mels], each the log-mel of its
+    channel mean (as `logmel`). One call for many arrays or files; the GPU backend fuses it."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 3:
+        raise InputError(f"logmel_batch needs audio shaped [recordings, channels, samples], got {x.shape}")
+    t = n_frames(x.shape[2], spec)
+    out = np.empty((x.shape[0], t, spec.n_mels), np.float32)
+    for b in range(x.shape[0]):
+        out[b] = logmel_from_spectra(stft(x[b], spec), spec)
+    return out
 
 
 def silence_floor(spec: FrontendSpec = DEFAULT_FRONTEND) -> float:

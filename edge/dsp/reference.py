@@ -7,3 +7,4 @@ from edge.dsp.backends import REFERENCE, register
 
 register(REFERENCE, "stft")(frontend.stft)
 register(REFERENCE, "logmel_from_spectra")(frontend.logmel_from_spectra)
+register(REFERENCE, "logmel_batch")(frontend.logmel_batch)

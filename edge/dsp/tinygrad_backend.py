@@ -10,7 +10,9 @@ numpy arrays with the same shapes, dtypes and meaning as the numpy reference ker
 
 Device: `$TYMPAN_TINYGRAD_DEVICE` (e.g. `CPU`, `CUDA`), else tinygrad's default (its `DEV`
 environment variable or the first device it finds). The CUDA path is checked by
-`benchmarks/gpu_check.py` on a machine with a GPU; none was available where this was written.
+`benchmarks/gpu_check.py` on a machine with a GPU (results in `benchmarks/results/gpu_check.md`):
+`logmel_batch`, fused on the device, is the kernel that beats a CPU core; the per-kernel path, whose
+outputs cross back to the host after each kernel, does not.
 
 The numpy side does what tinygrad has no primitive for (framing, the fftshift index arithmetic);
 tinygrad is imported on first use only.
@@ -132,6 +134,41 @@ def logmel_from_spectra(
     return out
 
 
+@lru_cache(maxsize=8)
+def _chunk_dft_basis(spec: FrontendSpec) -> tuple[Tensor, Tensor, int]:
+    """The windowed DFT bases of `_dft_basis` padded with zero rows to k whole hops (k = ceil(win / hop)),
+    so a frame can be k consecutive hop-sized chunks; returns (cos, sin, k)."""
+    k = -(-spec.win // spec.hop)
+    n = np.arange(k * spec.hop, dtype=np.float64)[:, None]
+    ang = 2.0 * np.pi * n * np.arange(spec.n_bins, dtype=np.float64)[None, :] / spec.n_fft
+    w = np.zeros((k * spec.hop, 1))
+    w[: spec.win, 0] = periodic_hann(spec.win)
+    return _t((w * np.cos(ang)).astype(np.float32)).realize(), _t((-w * np.sin(ang)).astype(np.float32)).realize(), k
+
+
+def logmel_batch(x: npt.NDArray[np.floating], spec: FrontendSpec = DEFAULT_FRONTEND) -> npt.NDArray[np.float32]:
+    """As `edge.dsp.frontend.logmel_batch`: [B, C, N] -> [B, T, n_mels], fused on the device: the audio goes
+    up once, only the log-mel comes back. The STFT is linear, so the channel mean is taken of the audio
+    first; frames are built on the device from hop-sized chunks."""
+    from tinygrad import Tensor
+
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 3:
+        raise InputError(f"logmel_batch needs audio shaped [recordings, channels, samples], got {x.shape}")
+    b, _, n = x.shape
+    t = n_frames(n, spec)
+    if t == 0 or b == 0:
+        return np.zeros((b, t, spec.n_mels), np.float32)
+    cos, sin, k = _chunk_dft_basis(spec)
+    need = (t - 1 + k) * spec.hop  # samples the chunks cover; past the last frame only zero basis rows
+    a = x[:, :, :need] if n >= need else np.pad(x, ((0, 0), (0, 0), (0, need - n)))
+    chunks = _t(a).mean(axis=1).reshape(b, t - 1 + k, spec.hop)
+    frames = Tensor.cat(*[chunks[:, j : j + t] for j in range(k)], dim=2)  # [B, T, k * hop]
+    re, im = frames @ cos, frames @ sin
+    out = ((re * re + im * im).sqrt() @ _mel(spec) + spec.log_offset).log()
+    return np.asarray(out.numpy(), dtype=np.float32)
+
+
 def phat_cross_spectra(
     spectra: npt.NDArray[np.complexfloating], pairs: npt.NDArray[np.intp], bins: slice
 ) -> npt.NDArray[np.complex64]:
@@ -192,6 +229,7 @@ KERNELS: dict[str, Callable[..., Any]] = {
     "stft": stft,
     "stft_int16": stft_int16,
     "logmel_from_spectra": logmel_from_spectra,
+    "logmel_batch": logmel_batch,
     "phat_cross_spectra": phat_cross_spectra,
     "gcc": gcc,
     "srp_map": srp_map,

@@ -393,6 +393,19 @@ class Kernels:
         )  # fmt: skip
         return out
 
+    def logmel_batch(
+        self, x: npt.NDArray[np.floating], spec: FrontendSpec = DEFAULT_FRONTEND
+    ) -> npt.NDArray[np.float32]:
+        """As `edge.dsp.frontend.logmel_batch`: [B, C, N] -> [B, T, n_mels] (this build's STFT and log-mel
+        per recording)."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 3:
+            raise InputError(f"logmel_batch needs audio shaped [recordings, channels, samples], got {x.shape}")
+        out = np.empty((x.shape[0], n_frames(x.shape[2], spec), spec.n_mels), np.float32)
+        for b in range(x.shape[0]):
+            out[b] = self.logmel_from_spectra(self.stft(x[b], spec), spec)
+        return out
+
     def phat_cross_spectra(
         self, spectra: npt.NDArray[np.complexfloating], pairs: npt.NDArray[np.intp], bins: slice
     ) -> npt.NDArray[np.complex64]:
