@@ -48,6 +48,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cv(args: argparse.Namespace) -> int:
+    from quantize.cv import run_cv, write_cv_report
+
+    if args.report_only:
+        write_cv_report(args.out)
+    else:
+        run_cv(args.config, args.out, args.folds, args.seed, args.jobs)
+    return 0
+
+
 def _heads(args: argparse.Namespace) -> int:
     from quantize.heads import train_heads
     from quantize.pipeline import evaluate_and_package
@@ -68,7 +78,7 @@ def _install(args: argparse.Namespace) -> int:
 
 
 def add_quantize(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `quantize` (run | teacher-cache | heads | evaluate | install) to the `tympan` command."""
+    """Add `quantize` (run | teacher-cache | heads | evaluate | cv | install) to the `tympan` command."""
     p = subparsers.add_parser("quantize", help="distil, quantise and export the on-device model")
     sub = p.add_subparsers(dest="quantize_command", required=True)
 
@@ -96,6 +106,18 @@ def add_quantize(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     e.add_argument("run_dir", type=Path)
     e.add_argument("--install-default", action="store_true", help="install the model into edge/models/default")
     e.set_defaults(func=_evaluate)
+
+    c = sub.add_parser(
+        "cv",
+        help="cross-validate a config over UrbanSound8K recording folds (K runs) and pool their held-out clips",
+    )
+    c.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="JSON config (default: %(default)s)")
+    c.add_argument("--out", type=Path, required=True, help="directory for the fold runs and cv.md")
+    c.add_argument("--folds", type=int, default=3)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--jobs", type=int, default=1, help="folds trained side by side (one thread each)")
+    c.add_argument("--report-only", action="store_true", help="only (re)write cv.md from the finished folds")
+    c.set_defaults(func=_cv)
 
     i = sub.add_parser("install", help="verify a model directory and install it as edge/models/default")
     i.add_argument("model_dir", type=Path)

@@ -39,7 +39,11 @@ class PathsConfig:
 class TransferConfig:
     datasets: tuple[str, ...] = _f(("esc50", "urbansound8k", "vehicles", "dcase2016"))
     esc50_val_folds: tuple[int, ...] = _f((5,))
-    us8k_val_fraction: float = _f(0.3, 0.0, 1.0, "fraction of US8K recordings (fsID) held out")
+    us8k_val_fraction: float = _f(0.3, 0.0, 1.0, "fraction of US8K recordings (fsID) held out (us8k_folds 0)")
+    us8k_folds: int = _f(
+        0, 0, 20, "0: hold out us8k_val_fraction of the recordings by hash; K >= 2: K class-stratified recording folds"
+    )
+    us8k_val_fold: int = _f(0, 0, 19, "with us8k_folds K: the fold (0..K-1) held out for validation")
     windows_per_second: float = _f(2.0, 0.05, 20.0, "training windows drawn per second of event clip")
     background_only_fraction: float = _f(0.05, 0.0, 1.0)
     snr_db: tuple[float, float] = _f((0.0, 30.0), -20.0, 60.0)
@@ -77,7 +81,7 @@ class DistillConfig:
     alpha: float = _f(0.3, 0.0, 1.0, "weight of the teacher (KD) terms vs the ground-truth terms")
     frame_weight: float = _f(0.5, 0.0, 1.0, "weight of frame-level vs clip-level terms")
     threads: int = _f(1, 1, 64)
-    max_minutes: float = _f(60.0, 0.1, 1000.0, "stop training after this long")
+    max_minutes: float = _f(60.0, 0.1, 1000.0, "stop training after this many CPU minutes of the process")
     spec_augment: bool = _f(True, doc="random time / mel masks on training windows")
     time_mask_frames: int = _f(12, 0, 96, "SpecAugment: mask up to this many frames per window (0: none)")
     mixup: float = _f(0.5, 0.0, 1.0, "share of each batch mixed with another window (in the mel power domain)")

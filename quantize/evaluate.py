@@ -91,22 +91,24 @@ def mean_ap(scores: F32, targets: np.ndarray) -> float:
     return float(np.mean(aps)) if aps else float("nan")
 
 
-def mapped_accuracy(
+def per_label_correct(
     scores: F32, clips: list[Clip], mapping: dict[tuple[str, str], tuple[int, ...]]
-) -> tuple[float, int]:
-    """Top-1 accuracy among a dataset's mapped labels; returns (accuracy, clips counted)."""
+) -> dict[str, list[int]]:
+    """{dataset label: [clips whose top mapped label is theirs, clips]} over the clips with a mapped
+    label (a label scores the max of its AudioSet classes)."""
+    out: dict[str, list[int]] = {}
     if not clips:
-        return float("nan"), 0
+        return out
     ds = clips[0].dataset
     labels = sorted(lab for (d, lab) in mapping if d == ds)
-    correct, n = 0, 0
     for s, c in zip(scores, clips, strict=True):
         if (ds, c.label) not in mapping:
             continue
         per_label = [float(s[list(mapping[(ds, lab)])].max()) for lab in labels]
-        correct += int(labels[int(np.argmax(per_label))] == c.label)
-        n += 1
-    return (correct / n if n else float("nan")), n
+        hit = out.setdefault(c.label, [0, 0])
+        hit[0] += int(labels[int(np.argmax(per_label))] == c.label)
+        hit[1] += 1
+    return dict(sorted(out.items()))
 
 
 def compute_metrics(
@@ -119,9 +121,12 @@ def compute_metrics(
         clips = [c for c in cs.clips if c.dataset == ds]
         res: dict[str, Any] = {"clips": len(clips)}
         for name, sc in cs.scores.items():
-            acc, n = mapped_accuracy(sc[sel], clips, mapping)
+            per_label = per_label_correct(sc[sel], clips, mapping)
+            n = sum(v[1] for v in per_label.values())
+            acc = sum(v[0] for v in per_label.values()) / n if n else float("nan")
             res[name] = {
                 "accuracy_mapped": round(acc, 4),
+                "correct_per_label": per_label,
                 "map_dataset_labels": round(mean_ap(sc[sel], cs.gt[sel] > 0.5), 4),
                 "map_teacher_positives": (None if name == TEACHER else round(mean_ap(sc[sel], teacher_pos[sel]), 4)),
             }

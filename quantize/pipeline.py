@@ -124,6 +124,8 @@ def transfer_file(s: Setup, seed: int, split: str) -> Path:
     transfer = s.cfg.to_dict()["transfer"]
     if not transfer["dataset_window_scale"]:
         del transfer["dataset_window_scale"]  # added later: runs without it keep their cache files
+    if not transfer["us8k_folds"]:
+        del transfer["us8k_folds"], transfer["us8k_val_fold"]  # likewise
     key_src = json.dumps(
         {
             "transfer": transfer,
@@ -660,6 +662,13 @@ def model_card(
     ev = s.cfg.eval
     tr_default = meta["thresholds"]["default"]
     data_lines = "\n".join(f"- {v}" for v in tr["data"].values())
+    t = s.cfg.transfer
+    us8k_split = (
+        f"UrbanSound8K fold-3 recordings of fold {t.us8k_val_fold} of {t.us8k_folds} class-stratified "
+        "recording folds (slices of one recording stay together)"
+        if t.us8k_folds
+        else f"a held-out {t.us8k_val_fraction:.0%} of the UrbanSound8K fold-3 recordings (split by fsID)"
+    )
     d = s.cfg.distill
     qat = tr.get("qat") or {}
     how_quantised = (
@@ -725,9 +734,8 @@ Tympan's on-device sound event detector: a {meta["metrics"]["models"]["student_f
 {data_lines}
 
 Because ESC-50 and UrbanSound8K are CC BY-NC 3.0, **this model inherits non-commercial terms**: do not
-use it commercially without retraining on suitably licensed data. Validation: ESC-50 fold 5 and a
-held-out 30% of the UrbanSound8K fold-3 recordings (split by fsID); these are development
-validation numbers, not a held-out benchmark.
+use it commercially without retraining on suitably licensed data. Validation: ESC-50 fold 5 and
+{us8k_split}; these are development validation numbers, not a held-out benchmark.
 
 ## Measured metrics
 {_demote_headings(report.split(chr(10), 3)[3] if report.count(chr(10)) >= 3 else report)}

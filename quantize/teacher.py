@@ -15,6 +15,8 @@ from the waveform itself. A teacher whose input does not match 96 frames x 64 me
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import zipfile
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -223,13 +225,18 @@ def _unzip_onnx(zip_path: Path, cache_dir: Path) -> Path:
     """Extract an ONNX zip (model.onnx + external data) once into cache_dir; return model.onnx."""
     dest = cache_dir / f"{zip_path.stem}-{file_sha256(zip_path)[:12]}"
     if not dest.exists():
-        tmp = dest.with_suffix(".tmp")
+        tmp = dest.with_suffix(f".{os.getpid()}.tmp")
         try:
             with zipfile.ZipFile(zip_path) as z:
                 z.extractall(tmp)
         except (zipfile.BadZipFile, OSError) as e:
             raise ModelError(f"{zip_path}: cannot extract teacher zip ({e})") from None
-        tmp.rename(dest)
+        try:
+            tmp.rename(dest)
+        except OSError:  # another run extracted it first
+            if not dest.exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
     found = sorted(dest.rglob("*.onnx"))
     if len(found) != 1:
         raise ModelError(f"{zip_path}: expected one .onnx inside, found {[p.name for p in found]}")
@@ -281,7 +288,7 @@ class TeacherCache:
             new = self.teacher.logits(np.stack([segment(x, s, n) for s in missing]))
             known.update({s: row for s, row in zip(missing, new, strict=True)})
             keys = sorted(known)
-            tmp = f.with_suffix(".tmp.npz")
+            tmp = f.with_suffix(f".{os.getpid()}.tmp.npz")  # runs may share a cache dir
             np.savez(tmp, starts=np.array(keys, np.int64), logits=np.stack([known[k] for k in keys]))
             tmp.replace(f)
         return np.stack([known[int(s)] for s in starts])

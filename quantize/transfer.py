@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,34 @@ def _hash_fraction(key: str) -> float:
     return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 2**32
 
 
+def recording_folds(rows: list[dict[str, str]], k: int, meta: Path) -> dict[str, int]:
+    """UrbanSound8K rows -> {fsID: fold in 0..k-1}: recordings (all their slices) dealt into k folds,
+    stratified by class: each recording (by its majority class; rarest classes first, larger
+    recordings first) goes to the fold holding the fewest clips of that class so far, ties to the
+    fold with the fewest clips overall, then the lowest index. Deterministic (ties between
+    recordings broken by a hash of the fsID)."""
+    if k < 2:
+        raise ConfigError(f"us8k_folds must be 0 or at least 2, got {k}")
+    by_rec: dict[str, list[str]] = {}
+    for r in rows:
+        by_rec.setdefault(_need(r, "fsID", meta), []).append(_need(r, "class", meta))
+    if len(by_rec) < k:
+        raise ConfigError(f"{meta}: {len(by_rec)} recordings cannot be dealt into {k} folds")
+    major = {f: max(sorted(set(c)), key=c.count) for f, c in by_rec.items()}
+    n_recs = {c: sum(1 for m in major.values() if m == c) for c in set(major.values())}
+    order = sorted(by_rec, key=lambda f: (n_recs[major[f]], major[f], -len(by_rec[f]), _hash_fraction("fsid:" + f)))
+    per_class = {c: [0] * k for c in n_recs}
+    total = [0] * k
+    out: dict[str, int] = {}
+    for f in order:
+        cls = major[f]
+        i = min(range(k), key=lambda j: (per_class[cls][j], total[j], j))
+        out[f] = i
+        per_class[cls][i] += len(by_rec[f])
+        total[i] += len(by_rec[f])
+    return out
+
+
 def list_clips(root: Path, cfg: TransferConfig) -> list[Clip]:
     """All clips of the datasets named in cfg.datasets, with their split."""
     clips: list[Clip] = []
@@ -74,9 +103,17 @@ def list_clips(root: Path, cfg: TransferConfig) -> list[Clip]:
                 clips.append(Clip(root / "esc50" / "audio" / r["filename"], ds, r["category"], split))
         elif ds == "urbansound8k":
             meta = root / "urbansound8k_fold3" / "meta.csv"
-            for r in _rows(meta):
-                split = "val" if _hash_fraction("fsid:" + _need(r, "fsID", meta)) < cfg.us8k_val_fraction else "train"
-                clips.append(Clip(root / "urbansound8k_fold3" / "audio" / r["path"], ds, r["class"], split))
+            rows = _rows(meta)
+            folds = recording_folds(rows, cfg.us8k_folds, meta) if cfg.us8k_folds else {}
+            for r in rows:
+                fsid = _need(r, "fsID", meta)
+                if cfg.us8k_folds:
+                    held = folds[fsid] == cfg.us8k_val_fold
+                else:
+                    held = _hash_fraction("fsid:" + fsid) < cfg.us8k_val_fraction
+                clips.append(
+                    Clip(root / "urbansound8k_fold3" / "audio" / r["path"], ds, r["class"], "val" if held else "train")
+                )
         elif ds == "vehicles":
             meta = root / "vehicles" / "meta.csv"
             for r in _rows(meta):
@@ -123,7 +160,7 @@ class TransferSet:
         return int(self.x.shape[0])
 
     def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp.npz")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # runs may share a cache dir
         np.savez(tmp, **{k: getattr(self, k) for k in self.__dataclass_fields__})
         tmp.replace(path)
 

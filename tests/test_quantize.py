@@ -1000,3 +1000,115 @@ def test_dsconv_student_exports_to_int8_tflite_and_onnx(tmp_path: Path) -> None:
         assert got.shape == (8, 24, 6), name
         assert np.max(np.abs(got - ref)) < 0.1, name
         assert np.mean(got.argmax(2) == ref.argmax(2)) >= 0.9, name
+
+
+# --- cross-validation over UrbanSound8K recordings -------------------------------------------
+
+
+def _us8k_rows(recordings: list[tuple[str, str, int]]) -> list[dict[str, str]]:
+    return [{"fsID": fsid, "class": cls, "path": f"{fsid}-{j}.flac"} for fsid, cls, n in recordings for j in range(n)]
+
+
+def test_recording_folds_keep_recordings_together_and_stratify_classes() -> None:
+    from quantize.transfer import recording_folds
+
+    rng = np.random.default_rng(0)
+    recs = [
+        (f"{c}{i}", c, int(rng.integers(1, 9))) for c, n in (("dog", 7), ("siren", 3), ("drill", 4)) for i in range(n)
+    ]
+    recs.append(("jack0", "jackhammer", 29))  # one recording: all its slices in one fold
+    rows = _us8k_rows(recs)
+    folds = recording_folds(rows, 3, Path("meta.csv"))
+    assert set(folds) == {r[0] for r in recs} and set(folds.values()) == {0, 1, 2}
+    for cls, n_recs in (("dog", 7), ("siren", 3), ("drill", 4)):
+        held = [folds[f] for f, c, _ in recs if c == cls]
+        assert set(held) == {0, 1, 2}, cls  # a class with >= K recordings is in every fold
+        assert max(held.count(i) for i in range(3)) - min(held.count(i) for i in range(3)) <= n_recs  # sanity
+    # deterministic and independent of the row order
+    shuffled = [rows[i] for i in rng.permutation(len(rows))]
+    assert recording_folds(shuffled, 3, Path("meta.csv")) == folds
+    with pytest.raises(ConfigError, match="at least 2"):
+        recording_folds(rows, 1, Path("meta.csv"))
+    with pytest.raises(ConfigError, match="2 recordings cannot be dealt into 3 folds"):
+        recording_folds(_us8k_rows([("a", "dog", 2), ("b", "dog", 1)]), 3, Path("meta.csv"))
+
+
+def test_us8k_folds_hold_out_every_clip_exactly_once(tiny_world: dict[str, Path]) -> None:
+    from quantize.transfer import list_clips
+
+    cfg = tiny_config(tiny_world)
+    held: list[set[Path]] = []
+    for fold in range(3):
+        t = dataclasses.replace(cfg.transfer, us8k_folds=3, us8k_val_fold=fold)
+        clips = list_clips(tiny_world["root"], t)
+        held.append({c.path for c in clips if c.dataset == "urbansound8k" and c.split == "val"})
+        esc = [(c.path, c.split) for c in clips if c.dataset == "esc50"]
+        assert esc == [(c.path, c.split) for c in list_clips(tiny_world["root"], cfg.transfer) if c.dataset == "esc50"]
+    us8k = {c.path for c in list_clips(tiny_world["root"], cfg.transfer) if c.dataset == "urbansound8k"}
+    assert all(h for h in held) and set.union(*held) == us8k and sum(len(h) for h in held) == len(us8k)
+
+
+def _tiny_cv_config(w: dict[str, Path]) -> Path:
+    d = tiny_config(w).to_dict()
+    d["heads"]["enabled"] = False
+    f = w["tmp"] / "cv.json"
+    f.write_text(json.dumps(d))
+    return f
+
+
+def test_cross_validation_end_to_end_on_tiny_data(tiny_world: dict[str, Path], capsys: Any) -> None:
+    """Two folds trained side by side; the report pools all six UrbanSound8K clips, each held out
+    once; a second call resumes (trains nothing); a finished fold of another config is refused."""
+    pytest.importorskip("torch")
+    pytest.importorskip("litert_torch")
+    from quantize.cv import run_cv, write_cv_report
+
+    config, out = _tiny_cv_config(tiny_world), tiny_world["tmp"] / "cv"
+    md = run_cv(config, out, folds=2, seed=0, jobs=2)
+    summary = json.loads((out / "cv.json").read_text())
+    us = summary["datasets"]["urbansound8k"]
+    assert sum(us["clips_per_fold"]) == 6 and all(n > 0 for n in us["clips_per_fold"])
+    for m in ("teacher", "student_fp32", "student_int8_tflite", "student_int8_onnx"):
+        per_label = us["models"][m]["correct_per_label"]
+        assert sum(n for _, n in per_label.values()) == 6 and set(per_label) == {"low", "high"}
+        assert sum(us["models"][m]["correct_per_fold"]) == sum(c for c, _ in per_label.values())
+    assert summary["datasets"]["esc50"]["clips_per_fold"][0] > 0  # same clips in both folds: spread only
+    text = md.read_text()
+    assert "all 2 folds pooled" in text and "(6 clips)" in text and "| low |" in text
+    for i in (0, 1):
+        card = (out / f"fold-{i}" / "model" / "MODEL_CARD.md").read_text()
+        assert f"fold {i} of 2 class-stratified recording folds" in card
+    stamp = (out / "fold-0" / "metrics.json").stat().st_mtime_ns
+    capsys.readouterr()
+    run_cv(config, out, folds=2, seed=0, jobs=1)
+    assert "fold 0: finished earlier" in capsys.readouterr().out
+    assert (out / "fold-0" / "metrics.json").stat().st_mtime_ns == stamp
+    again = write_cv_report(out).read_text()  # --report-only: same figures (no command line)
+    assert again.split("## Targets")[1] == text.split("## Targets")[1] and "Command:" not in again
+    other = json.loads(config.read_text())
+    other["distill"]["epochs"] = 3
+    config.write_text(json.dumps(other))
+    with pytest.raises(ConfigError, match="different config"):
+        run_cv(config, out, folds=2, seed=0, jobs=1)
+    (out / "fold-1" / "metrics.json").unlink()
+    with pytest.raises(ConfigError, match=r"hold out folds \[0\] of us8k_folds=2"):
+        write_cv_report(out)
+
+
+def test_cross_validation_rejects_bad_requests(tiny_world: dict[str, Path]) -> None:
+    from quantize.cv import run_cv, write_cv_report
+
+    config, out = _tiny_cv_config(tiny_world), tiny_world["tmp"] / "cv"
+    with pytest.raises(ConfigError, match="--folds must be at least 2"):
+        run_cv(config, out, folds=1, seed=0, jobs=1)
+    with pytest.raises(ConfigError, match="--jobs must be at least 1"):
+        run_cv(config, out, folds=2, seed=0, jobs=0)
+    with pytest.raises(ConfigError, match="cannot read config"):
+        run_cv(tiny_world["tmp"] / "missing.json", out, folds=2, seed=0, jobs=1)
+    no_us = json.loads(config.read_text())
+    no_us["transfer"]["datasets"] = ["esc50"]
+    config.write_text(json.dumps(no_us))
+    with pytest.raises(ConfigError, match="splits UrbanSound8K"):
+        run_cv(config, out, folds=2, seed=0, jobs=1)
+    with pytest.raises(ConfigError, match="no finished fold runs"):
+        write_cv_report(out)
