@@ -186,10 +186,13 @@ class Localiser:
 
     def _grid(self, cfg: LocaliserConfig) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         az1 = np.arange(-180.0 + cfg.az_step_deg, 180.0 + 1e-9, cfg.az_step_deg)
+        # no grid point at a pole: there every azimuth is the same direction, whose power would set a
+        # floor under every azimuth's profile (and flatten it when sources around the array sum to a
+        # peak overhead); the refinement still reaches the pole
         if self.geometry == "3d":
-            el1 = np.arange(-90.0, 90.0 + 1e-9, cfg.el_step_deg)
+            el1 = np.arange(-90.0, 90.0 - 1e-9, cfg.el_step_deg)[1:]
         elif self.geometry == "planar":
-            el1 = np.arange(0.0, 90.0 + 1e-9, cfg.el_step_deg)
+            el1 = np.arange(0.0, 90.0 - 1e-9, cfg.el_step_deg)
         else:
             el1 = np.array([0.0])
         az, el = np.meshgrid(az1, el1, indexing="ij")

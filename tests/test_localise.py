@@ -248,3 +248,19 @@ def test_scalar_wrap_is_wrap_deg() -> None:
     x = np.concatenate([rng.uniform(-1000.0, 1000.0, 5000), np.arange(-1080.0, 1081.0, 0.5), [-0.0, 1e-300, -1e-300]])
     got = np.array([_wrap1(float(a)) for a in x])
     assert np.array_equal(got, wrap_deg(x)) and np.array_equal(np.signbit(got), np.signbit(wrap_deg(x)))
+
+
+@pytest.mark.parametrize(("el", "azs"), [(60.0, (0.0, 180.0)), (45.0, (10.0, 130.0, 250.0))])
+def test_sources_around_a_planar_array_still_give_a_bearing(el: float, azs: tuple[float, ...]) -> None:
+    """Equal sources around a planar array, above its plane, sum to a map whose maximum is overhead,
+    where every azimuth meets. A grid point at the pole then set every azimuth's profile to the same
+    value: a flat profile and no bearing at all (a reverberant two-source scene did this). Now the
+    dominant bearing points at one of the sources."""
+    array = load_array("respeaker-4mic-hat")
+    x = sum(plane_wave(noise_burst(FS, 20 + i), array.mics, az, el) for i, az in enumerate(azs))
+    loc = Localiser(array, config=LocaliserConfig(max_sources=1))
+    assert not np.any(np.isclose(np.abs(loc.grid_el), 90.0))  # no pole on the grid
+    s = stft(x)
+    found = loc.bearings(loc.frame_cross(s).sum(axis=0), float(s.shape[2]))
+    assert len(found) == 1
+    assert min(ang_err(found[0].azimuth, az) for az in azs) <= 10.0, found

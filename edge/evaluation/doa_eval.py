@@ -15,11 +15,12 @@ degrees apart in azimuth.
 Methods, on the same STFT frames (the edge's 25 ms / 10 ms STFT, its loud frames, the array's DOA
 band): Tympan `srp-phat`, `music`, `normmusic` (`edge.localise`, on the DSP backend the device would
 pick, `backends.resolve`: the native kernels where built) and pyroomacoustics `SRP`, `MUSIC`,
-`NormMUSIC` (`pra.doa`, azimuth grid of 1 degree, 2-D: the plane of the array; Tympan searches
-azimuth x elevation, 1800 directions on a planar array). CPU time per audio second is process time,
-medians over scenes, of the DOA stage given the STFT (both get the same frames: Tympan's PHAT
-cross-spectra, map and refinement; pyroomacoustics' `locate_sources`); the STFT's own time, which on
-the device is shared with the sound event detector, is reported apart (`stft_per_audio_s`).
+`NormMUSIC` (`pra.doa`, azimuth grid of 1 degree, 2-D: the plane of the array; Tympan searches azimuth
+x elevation, 1620 directions on a planar array: 180 azimuths x 9 elevations, none at the pole). CPU
+time per audio second is process time, medians over scenes, of the DOA stage given the STFT (both get
+the same frames: Tympan's PHAT cross-spectra, map and refinement; pyroomacoustics' `locate_sources`);
+the STFT's own time, which on the device is shared with the sound event detector, is reported apart
+(`stft_per_audio_s`).
 
 Scores: absolute azimuth error (for a linear array the smaller of the errors of the estimate and its
 mirror image: it cannot tell them apart); median, 90th percentile, share within 10 degrees; two-source
