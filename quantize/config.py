@@ -204,7 +204,8 @@ def from_dict(cls: type[T], d: dict[str, Any], where: str = "config") -> T:
     return cls(**kwargs)
 
 
-def load_config(path: Path) -> PipelineConfig:
+def read_config_dict(path: Path) -> dict[str, Any]:
+    """The JSON object of a config file, unchecked (ConfigError naming the file if it is none)."""
     try:
         raw = json.loads(path.read_text())
     except OSError as e:
@@ -213,6 +214,11 @@ def load_config(path: Path) -> PipelineConfig:
         raise ConfigError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be an object")
+    return raw
+
+
+def load_config(path: Path) -> PipelineConfig:
+    raw = read_config_dict(path)
     cfg = from_dict(PipelineConfig, raw, str(path))
     if cfg.student.arch not in STUDENT_ARCHS:
         raise ConfigError(f"{path}: student.arch {cfg.student.arch!r} is not one of {list(STUDENT_ARCHS)}")

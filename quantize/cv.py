@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import ConfigError, ModelError
-from quantize.config import PipelineConfig, from_dict
+from quantize.config import PipelineConfig, from_dict, read_config_dict
 from quantize.evaluate import DATASET_NAMES, TEACHER
 
 CV_JSON, CV_MD = "cv.json", "cv.md"
@@ -47,14 +47,7 @@ def fold_config(base: dict[str, Any], folds: int, fold: int) -> dict[str, Any]:
 def _load_base(config: Path, folds: int) -> dict[str, Any]:
     if folds < 2:
         raise ConfigError(f"--folds must be at least 2, got {folds}")
-    try:
-        base = json.loads(config.read_text())
-    except OSError as e:
-        raise ConfigError(f"{config}: cannot read config: {e.strerror}") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{config}: not valid JSON ({e})") from None
-    if not isinstance(base, dict):
-        raise ConfigError(f"{config}: a config is a JSON object")
+    base = read_config_dict(config)
     from_dict(PipelineConfig, fold_config(base, folds, 0), str(config))  # every check of `run`, up front
     datasets = base.get("transfer", {}).get("datasets", PipelineConfig().transfer.datasets)
     if POOLED not in datasets:
