@@ -104,6 +104,11 @@ def list_clips(root: Path, cfg: TransferConfig) -> list[Clip]:
         elif ds == "urbansound8k":
             meta = root / "urbansound8k_fold3" / "meta.csv"
             rows = _rows(meta)
+            if cfg.us8k_folds and not cfg.us8k_val_fold < cfg.us8k_folds:
+                raise ConfigError(
+                    f"transfer.us8k_val_fold={cfg.us8k_val_fold} names no fold of us8k_folds={cfg.us8k_folds} "
+                    f"(0..{cfg.us8k_folds - 1})"
+                )
             folds = recording_folds(rows, cfg.us8k_folds, meta) if cfg.us8k_folds else {}
             for r in rows:
                 fsid = _need(r, "fsID", meta)

@@ -1044,6 +1044,8 @@ def test_us8k_folds_hold_out_every_clip_exactly_once(tiny_world: dict[str, Path]
         held.append({c.path for c in clips if c.dataset == "urbansound8k" and c.split == "val"})
         esc = [(c.path, c.split) for c in clips if c.dataset == "esc50"]
         assert esc == [(c.path, c.split) for c in list_clips(tiny_world["root"], cfg.transfer) if c.dataset == "esc50"]
+    with pytest.raises(ConfigError, match="names no fold of us8k_folds=3"):
+        list_clips(tiny_world["root"], dataclasses.replace(cfg.transfer, us8k_folds=3, us8k_val_fold=3))
     us8k = {c.path for c in list_clips(tiny_world["root"], cfg.transfer) if c.dataset == "urbansound8k"}
     assert all(h for h in held) and set.union(*held) == us8k and sum(len(h) for h in held) == len(us8k)
 
