@@ -26,10 +26,9 @@ from typing import Any
 from edge.errors import ConfigError, ModelError
 from quantize.config import PipelineConfig, from_dict, read_config_dict
 from quantize.evaluate import DATASET_NAMES, TEACHER
+from quantize.pipeline import FP32, INT8
 
 CV_JSON, CV_MD = "cv.json", "cv.md"
-FP32 = "student_fp32"
-INT8 = ("student_int8_tflite", "student_int8_onnx")
 MODELS = (TEACHER, FP32, *INT8)
 POOLED = "urbansound8k"  # the dataset whose validation clips differ between folds
 
@@ -119,15 +118,13 @@ def cv_summary(out: Path) -> dict[str, Any]:
     runs = sorted(out.glob("fold-*/metrics.json"), key=lambda p: int(p.parent.name.split("-")[1]))
     if not runs:
         raise ConfigError(f"{out}: no finished fold runs (fold-<i>/metrics.json)")
-    cfgs = [from_dict(PipelineConfig, json.loads((p.parent / "config.json").read_text()), str(p.parent)) for p in runs]
+    raw = [json.loads((p.parent / "config.json").read_text()) for p in runs]
+    cfgs = [from_dict(PipelineConfig, r, str(p.parent)) for r, p in zip(raw, runs, strict=True)]
     k = cfgs[0].transfer.us8k_folds
     got = sorted(c.transfer.us8k_val_fold for c in cfgs)
     if k < 2 or got != list(range(k)):
         raise ConfigError(f"{out}: fold runs hold out folds {got} of us8k_folds={k}; all of 0..{k - 1} are needed")
-    same = [
-        from_dict(PipelineConfig, fold_config(json.loads((p.parent / "config.json").read_text()), k, 0), "")
-        for p in runs
-    ]
+    same = [from_dict(PipelineConfig, fold_config(r, k, 0), "") for r in raw]
     if any(c != same[0] for c in same):
         raise ConfigError(f"{out}: the fold runs differ in more than the held-out fold")
     metrics = [json.loads(p.read_text()) for p in runs]
@@ -139,23 +136,18 @@ def cv_summary(out: Path) -> dict[str, Any]:
             continue
         entry: dict[str, Any] = {"clips_per_fold": [v["clips_mapped"] for v in per_fold], "models": {}}
         for name in MODELS:
+            if any("correct_per_label" not in v[name] for v in per_fold):
+                raise ConfigError(
+                    f"{out}: a fold's metrics.json predates per-label counts; re-run `tympan quantize evaluate` on it"
+                )
             labels: dict[str, list[int]] = {}
-            accs = []
             for v in per_fold:
-                r = v[name]
-                accs.append(r["accuracy_mapped"])
-                for lab, (c, n) in r.get("correct_per_label", {}).items():
+                for lab, (c, n) in v[name]["correct_per_label"].items():
                     t = labels.setdefault(lab, [0, 0])
                     t[0], t[1] = t[0] + c, t[1] + n
-            correct = [  # exact from the per-label counts; metrics without them: accuracy x clips
-                sum(c for c, _ in v[name]["correct_per_label"].values())
-                if "correct_per_label" in v[name]
-                else round(a * n)
-                for v, a, n in zip(per_fold, accs, entry["clips_per_fold"], strict=True)
-            ]
             entry["models"][name] = {
-                "accuracy_per_fold": accs,
-                "correct_per_fold": correct,
+                "accuracy_per_fold": [v[name]["accuracy_mapped"] for v in per_fold],
+                "correct_per_fold": [sum(c for c, _ in v[name]["correct_per_label"].values()) for v in per_fold],
                 "correct_per_label": dict(sorted(labels.items())),
             }
         summary["datasets"][ds] = entry

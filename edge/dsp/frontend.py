@@ -127,13 +127,19 @@ def logmel(x: npt.NDArray[np.floating], spec: FrontendSpec = DEFAULT_FRONTEND) -
 def logmel_batch(x: npt.NDArray[np.floating], spec: FrontendSpec = DEFAULT_FRONTEND) -> npt.NDArray[np.float32]:
     """Batch front end: B recordings [B, C, N] -> log-mel [B, T, n_mels], each the log-mel of its
     channel mean (as `logmel`). One call for many arrays or files; the GPU backend fuses it."""
+    return logmel_batch_with(x, spec, stft, logmel_from_spectra)
+
+
+def logmel_batch_with(
+    x: npt.NDArray[np.floating], spec: FrontendSpec, stft_fn: Any, logmel_fn: Any
+) -> npt.NDArray[np.float32]:
+    """`logmel_batch` through a backend's own `stft` and `logmel_from_spectra`, one recording at a time."""
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 3:
         raise InputError(f"logmel_batch needs audio shaped [recordings, channels, samples], got {x.shape}")
-    t = n_frames(x.shape[2], spec)
-    out = np.empty((x.shape[0], t, spec.n_mels), np.float32)
+    out = np.empty((x.shape[0], n_frames(x.shape[2], spec), spec.n_mels), np.float32)
     for b in range(x.shape[0]):
-        out[b] = logmel_from_spectra(stft(x[b], spec), spec)
+        out[b] = logmel_fn(stft_fn(x[b], spec), spec)
     return out
 
 

@@ -36,7 +36,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edge.dsp.frontend import DEFAULT_FRONTEND, FrontendSpec, mel_matrix, n_frames, periodic_hann
+from edge.dsp.frontend import (
+    DEFAULT_FRONTEND,
+    FrontendSpec,
+    logmel_batch_with,
+    mel_matrix,
+    n_frames,
+    periodic_hann,
+)
 from edge.dsp.gcc_phat import EPS
 from edge.dsp.srp_phat import NB_EPS
 from edge.errors import ConfigError, InputError
@@ -398,13 +405,7 @@ class Kernels:
     ) -> npt.NDArray[np.float32]:
         """As `edge.dsp.frontend.logmel_batch`: [B, C, N] -> [B, T, n_mels] (this build's STFT and log-mel
         per recording)."""
-        x = np.asarray(x, dtype=np.float32)
-        if x.ndim != 3:
-            raise InputError(f"logmel_batch needs audio shaped [recordings, channels, samples], got {x.shape}")
-        out = np.empty((x.shape[0], n_frames(x.shape[2], spec), spec.n_mels), np.float32)
-        for b in range(x.shape[0]):
-            out[b] = self.logmel_from_spectra(self.stft(x[b], spec), spec)
-        return out
+        return logmel_batch_with(x, spec, self.stft, self.logmel_from_spectra)
 
     def phat_cross_spectra(
         self, spectra: npt.NDArray[np.complexfloating], pairs: npt.NDArray[np.intp], bins: slice
