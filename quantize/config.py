@@ -86,6 +86,13 @@ class DistillConfig:
     time_mask_frames: int = _f(12, 0, 96, "SpecAugment: mask up to this many frames per window (0: none)")
     mixup: float = _f(0.5, 0.0, 1.0, "share of each batch mixed with another window (in the mel power domain)")
     mixup_gain_db: float = _f(10.0, 0.0, 40.0, "the mixed-in window is attenuated by 0 .. this many dB")
+    ema_decay: float = _f(
+        0.0,
+        0.0,
+        0.99999,
+        "keep an exponential moving average of the weights with this decay per step (0: off); "
+        "validation, epoch selection and export use the averaged weights",
+    )
 
 
 @dataclass(frozen=True)

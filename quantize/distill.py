@@ -112,6 +112,29 @@ def mixup(
     return torch.where(sel3, mixed, x), out
 
 
+class WeightAverage:
+    """Exponential moving average of a model's floating-point parameters and buffers (integer
+    buffers, e.g. BatchNorm's batch counter, are copied). The decay ramps up as (1 + n) / (10 + n)
+    over the first steps so the average does not remember the random initialisation."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.steps = 0
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.steps += 1
+        d = min(self.decay, (1.0 + self.steps) / (10.0 + self.steps))
+        for k, v in model.state_dict().items():
+            avg = self.state[k]
+            if avg.is_floating_point():
+                if not torch.equal(avg, v):  # constants (the input normalisation) stay exact
+                    avg.mul_(d).add_(v.detach(), alpha=1.0 - d)
+            else:
+                avg.copy_(v)
+
+
 def train_student(
     train: TransferSet,
     val: TransferSet,
@@ -121,7 +144,8 @@ def train_student(
     hop: int,
     seed: int,
 ) -> tuple[Student, dict[str, float | int | list[float]]]:
-    """Train with AdamW + one-cycle LR; keep the epoch with the lowest validation loss."""
+    """Train with AdamW + one-cycle LR; keep the epoch with the lowest validation loss (of the
+    averaged weights when `cfg.ema_decay` > 0)."""
     torch.manual_seed(seed)
     torch.set_num_threads(cfg.threads)
     gen = torch.Generator().manual_seed(seed)
@@ -136,6 +160,7 @@ def train_student(
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.15
     )
+    ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     best_loss, best_state, best_epoch = float("inf"), None, -1
     history: list[float] = []
     t0, cpu0 = time.monotonic(), time.process_time()
@@ -157,7 +182,12 @@ def train_student(
             loss.backward()
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update(model)
             total += loss.item()
+        if ema is not None:  # validate (and keep) the averaged weights; train on from the raw ones
+            raw = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            model.load_state_dict(ema.state)
         val_loss = evaluate_loss(model, val, cfg, hop)
         history.append(val_loss)
         elapsed = time.monotonic() - t0
@@ -170,6 +200,8 @@ def train_student(
         if val_loss < best_loss:
             best_loss, best_epoch = val_loss, epoch + 1
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if ema is not None:
+            model.load_state_dict(raw)
         if cpu_min > cfg.max_minutes and epoch + 1 < cfg.epochs:
             print(f"  stopping after {epoch + 1} epochs: budget of {cfg.max_minutes} CPU minutes spent", flush=True)
             stopped_early = True

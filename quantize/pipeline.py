@@ -686,6 +686,8 @@ def model_card(
             f"attenuated 0-{d.mixup_gain_db:g} dB; targets: the maximum of both)"
         )
     augment_line = "; ".join(a for a in augment if a) or "none"
+    if d.ema_decay:
+        augment_line += f". Weights: exponential moving average over steps (decay {d.ema_decay:g})"
     if qat:
         qat_line = f"- Quantisation: PTQ cost {qat['ptq_drop_points']:+.2f} points of validation-window accuracy; " + (
             f"QAT ({qat['epochs']} epochs) gave int8 {qat['qat_int8_tflite_window_accuracy']:.4f} vs PTQ "

@@ -1,0 +1,66 @@
+"""Distillation training mechanics: the weight average and what training keeps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from quantize.config import DistillConfig, StudentConfig  # noqa: E402
+from quantize.distill import WeightAverage, train_student  # noqa: E402
+from quantize.transfer import TransferSet  # noqa: E402
+
+
+def test_weight_average_follows_the_exponential_recursion() -> None:
+    """After n updates the average is the closed-form EMA of the weights it saw (with the warm-up
+    decay), integer buffers are copied, and an unchanging tensor stays bit-exact."""
+    bn = torch.nn.BatchNorm1d(3)
+    bn.register_buffer("const", torch.full((3,), 0.1234567))
+    avg = WeightAverage(bn, decay=0.9)
+    expect = bn.weight.detach().clone()
+    for step in range(1, 6):
+        with torch.no_grad():
+            bn.weight.fill_(float(step))
+        bn.num_batches_tracked.fill_(step)
+        avg.update(bn)
+        d = min(0.9, (1.0 + step) / (10.0 + step))
+        expect = d * expect + (1 - d) * float(step)
+    np.testing.assert_allclose(avg.state["weight"].numpy(), expect.numpy(), rtol=1e-6)
+    assert int(avg.state["num_batches_tracked"]) == 5
+    assert torch.equal(avg.state["const"], torch.full((3,), 0.1234567))
+    # the average lags the raw weights: it is not a copy of them
+    assert float(avg.state["weight"][0]) < 5.0
+
+
+def _tiny_set(rng: np.random.Generator, n: int, k: int = 3) -> TransferSet:
+    x = rng.normal(-4.0, 1.0, (n, 16, 8)).astype(np.float32)
+    cls = rng.integers(0, k, n)
+    x[np.arange(n), :, cls * 2] += 4.0  # a class lights up its own mel band
+    logits = np.full((n, k), -4.0, np.float32)
+    logits[np.arange(n), cls] = 4.0
+    gt = np.zeros((n, k), np.float32)
+    gt[np.arange(n), cls] = 1.0
+    return TransferSet(
+        x=x,
+        ev_logits=logits,
+        ev_mask=np.ones((n, 16), np.float32),
+        bg_logits=np.full((n, k), -6.0, np.float32),
+        bg_weight=np.zeros(n, np.float32),
+        gt=gt,
+    )
+
+
+@pytest.mark.parametrize("ema_decay", [0.0, 0.95])
+def test_training_learns_a_separable_task_with_and_without_averaging(ema_decay: float) -> None:
+    rng = np.random.default_rng(0)
+    train, val = _tiny_set(rng, 256), _tiny_set(rng, 64)
+    cfg = DistillConfig(epochs=15, batch_size=32, lr=2e-2, ema_decay=ema_decay, mixup=0.0, spec_augment=False)
+    model, info = train_student(train, val, 3, StudentConfig(channels=(16, 16, 16), dropout=0.0), cfg, 4, seed=0)
+    hist = info["val_loss_history"]
+    assert isinstance(hist, list)
+    assert info["best_val_loss"] == min(hist)
+    with torch.no_grad():
+        p = model(torch.from_numpy(val.x)).numpy().max(axis=1)  # [N, K] clip maxima
+    acc = float((p.argmax(1) == val.gt.argmax(1)).mean())
+    assert acc > 0.9, acc
