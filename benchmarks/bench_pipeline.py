@@ -4,8 +4,9 @@
 Runs the bundled 4-channel sample scene (10 s) through each stage and through the whole pipeline with
 each model runtime installed (LiteRT, ONNX Runtime), side by side in one run, repeating each
 measurement and reporting the median. The whole pipeline is measured from the FLAC file (decoding
-included, as `tympan listen --input` runs), and from audio blocks already in memory (as a microphone
-delivers them) with and without the tracker (`PipelineConfig.tracking`).
+included) in 1 s blocks (as `tympan listen --input` reads a file) and in 100 ms blocks, and from 100 ms
+audio blocks already in memory (as a microphone delivers them) with and without the tracker
+(`PipelineConfig.tracking`). The events are the same whatever the block size (tests/test_pipeline.py).
 Writes `benchmarks/results/pipeline.md` and `.json`.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_pipeline.py [--repeats 7]
@@ -23,6 +24,7 @@ import numpy as np
 
 from boards.profiles import load_array
 from edge.bench import median_cpu as median_time  # a warm-up run, then the median of process CPU time
+from edge.cli import FILE_BLOCK_MS, LIVE_BLOCK_MS
 from edge.dsp.frontend import logmel_from_spectra, stft
 from edge.inference import RUNTIMES, Model
 from edge.localise import Localiser, active_frames
@@ -41,8 +43,9 @@ def main() -> None:
     array = load_array("respeaker-4mic-hat")
     x = read_audio(scene, expected_channels=array.n_mics)
     dur = x.shape[1] / 16000
-    blocks = [Block(np.ascontiguousarray(x[:, i : i + 1600]), i / 16000, k, 16000)
-              for k, i in enumerate(range(0, x.shape[1], 1600))]  # fmt: skip
+    live, file_block = round(LIVE_BLOCK_MS * 16), round(FILE_BLOCK_MS * 16)  # samples at 16 kHz
+    blocks = [Block(np.ascontiguousarray(x[:, i : i + live]), i / 16000, k, 16000)
+              for k, i in enumerate(range(0, x.shape[1], live))]  # fmt: skip
     rows: list[dict[str, object]] = []
 
     def add(stage: str, runtime: str, seconds: float) -> None:
@@ -80,17 +83,32 @@ def main() -> None:
             per_short = median_time(calls, args.repeats) / 50
             add(f"model streaming window ({ws} frames, hop 0.12 s)", rt, per_short * windows_per_s * dur)
 
-        def whole(m: Model = model) -> None:
-            list(run(FileSource(scene, block_size=1600, expected_channels=4), EdgePipeline(m, array)))
+        def whole(m: Model = model, size: int = file_block) -> None:
+            list(run(FileSource(scene, block_size=size, expected_channels=4), EdgePipeline(m, array)))
 
-        add("whole pipeline (4 ch: SED + DOA)", rt, median_time(whole, max(3, args.repeats // 2)))
+        add(
+            f"whole pipeline (4 ch: SED + DOA + tracking) from the file, {FILE_BLOCK_MS / 1000:g} s blocks "
+            "(`tympan listen --input`)",
+            rt,
+            median_time(whole, max(3, args.repeats // 2)),
+        )
+        add(
+            f"whole pipeline from the file, {LIVE_BLOCK_MS:g} ms blocks",
+            rt,
+            median_time(lambda: whole(size=live), max(3, args.repeats // 2)),
+        )
+
         # as a microphone source delivers it (no file decoding), with and without the tracker (issue 6)
         def on_blocks(m: Model = model, tracking: bool = True) -> None:
             list(run(iter(blocks), EdgePipeline(m, array, PipelineConfig(tracking=tracking))))
 
-        add("pipeline on audio blocks (SED + DOA + tracking)", rt, median_time(on_blocks, max(3, args.repeats // 2)))
         add(
-            "pipeline on audio blocks (SED + DOA, no tracker)",
+            f"pipeline on {LIVE_BLOCK_MS:g} ms audio blocks (SED + DOA + tracking)",
+            rt,
+            median_time(on_blocks, max(3, args.repeats // 2)),
+        )
+        add(
+            f"pipeline on {LIVE_BLOCK_MS:g} ms audio blocks (SED + DOA, no tracker)",
             rt,
             median_time(lambda: on_blocks(tracking=False), max(3, args.repeats // 2)),
         )

@@ -54,15 +54,19 @@ def add_listen(sub: Any) -> None:
     )
     from firmware_bridge.protocol import DEFAULT_BAUD
 
-    p.add_argument(
-        "--serial-baud", type=int, metavar="B", help=f"baud rate for --serial (default {DEFAULT_BAUD})"
-    )
+    p.add_argument("--serial-baud", type=int, metavar="B", help=f"baud rate for --serial (default {DEFAULT_BAUD})")
     _array_flags(p, required=False)
     _model_flags(p)
     p.add_argument("--events", metavar="OUT.jsonl", help="write every event phase as JSON lines here")
     p.add_argument("--json", action="store_true", help="print event tokens as JSON lines on stdout")
     p.add_argument("--device-id", default="tympan-0", metavar="ID", help="device id in tokens")
-    p.add_argument("--block-ms", type=float, default=100.0, help="block size in ms (default 100)")
+    p.add_argument(
+        "--block-ms",
+        type=float,
+        metavar="MS",
+        help="block size in ms (default: 100 from a microphone or serial port; from an --input file 1000, or "
+        "--level-every if shorter: nothing waits on a file's blocks and events do not depend on their size)",
+    )
     p.add_argument("--duration", type=float, metavar="S", help="stop capturing after S seconds")
     p.add_argument(
         "--buffer-s",
@@ -243,6 +247,19 @@ def _dsp_backend(args: argparse.Namespace) -> str:
     return backends.resolve(args.dsp_backend, preference)
 
 
+LIVE_BLOCK_MS = 100.0
+"""Default block of a microphone or serial port: what a block adds to the wall-clock delay of an event."""
+FILE_BLOCK_MS = 1000.0
+"""Default block of an --input file: fewer, larger blocks cost less per audio second (the same events)."""
+
+
+def _default_block_ms(args: argparse.Namespace) -> float:
+    if args.input is None:
+        return LIVE_BLOCK_MS
+    every_ms = 1000.0 * args.level_every if args.level_every > 0 else FILE_BLOCK_MS
+    return max(1.0, min(FILE_BLOCK_MS, every_ms))  # a level reading per --level-every still comes
+
+
 def cmd_listen(args: argparse.Namespace) -> int:
     from edge.localise import LocaliserConfig
     from edge.ota import listen_ota_store, start_listen_agent
@@ -252,6 +269,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
     from edge.tokens import TokenBuilder
 
     ota_store = listen_ota_store(args)  # fills --model/--array/config from the installed bundle
+    if args.block_ms is None:
+        args.block_ms = _default_block_ms(args)
     if not 1.0 <= args.block_ms <= 10000.0:
         raise InputError(f"--block-ms {args.block_ms}: must be between 1 and 10000")
     if args.duration is not None and args.duration <= 0:

@@ -107,6 +107,23 @@ def test_listen_events_do_not_depend_on_block_size(tmp_path: Path, capsys: pytes
     assert runs[0] and runs[0] == runs[1]
 
 
+@pytest.mark.parametrize(
+    ("source", "level_every", "expect_ms"),
+    [(None, 1.0, 100.0), ("scene.flac", 1.0, 1000.0), ("scene.flac", 0.25, 250.0), ("scene.flac", 0.0, 1000.0),
+     ("scene.flac", 5.0, 1000.0)],
+)  # fmt: skip
+def test_listen_default_block_is_short_live_and_long_from_a_file(
+    source: str | None, level_every: float, expect_ms: float
+) -> None:
+    """A live source's block is what an event waits on in wall time (100 ms); a file's blocks wait on
+    nothing (1 s), but never longer than the level interval, so every level reading still comes."""
+    import argparse
+
+    from edge.cli import _default_block_ms
+
+    assert _default_block_ms(argparse.Namespace(input=source, level_every=level_every)) == expect_ms
+
+
 def test_tag_json_scores_every_label(capsys: pytest.CaptureFixture[str]) -> None:
     rc, out, _ = cli(capsys, "tag", "--json", str(SCENE), str(SCENE))
     assert rc == 0
