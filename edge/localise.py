@@ -154,7 +154,8 @@ class Localiser:
             if self._music:
                 tables["steer"] = self._steering(az, el)  # [B, M, G]
             else:
-                lag0, tables["idft"] = self._idft_basis()
+                lag0, basis = self._idft_basis()
+                tables["idft"] = np.ascontiguousarray(basis, dtype=np.float32)  # float32 products: 2x faster
                 tables["lag0"] = np.array(lag0)
                 self._lag0, self._lag_scale = lag0, self._scale(lag0)
                 tables["lags"] = self._lag_index(az, el)
@@ -235,7 +236,7 @@ class Localiser:
     def _gcc_window(self, cross_sum: npt.NDArray[np.complexfloating]) -> npt.NDArray[np.float32]:
         """Summed cross-spectra [P, B] -> GCC-PHAT [P, D] at the lags of `_idft_basis`."""
         x = np.ascontiguousarray(cross_sum, dtype=np.complex64).view(np.float32)  # [P, 2B]: re, im
-        return (x @ self._idft).astype(np.float32)
+        return np.asarray(x @ self._idft)
 
     def _steering(self, az: npt.ArrayLike, el: npt.ArrayLike, precise: bool = False) -> npt.NDArray[np.complexfloating]:
         """[B, M, G] plane-wave steering vectors exp(-j w d_m): d_m the arrival delay at mic m

@@ -186,6 +186,11 @@ class SedStage:
         cand_rows = np.searchsorted(rows, np.arange(n_rows + 1)).tolist()
         cand_cols = cols.tolist()
         live = self._live
+        if not rows.size and not live:  # nothing above a threshold and nothing pending: no state changes
+            self._frame_end = scores.index + n_rows
+            return out
+        # Python lists: the same values (float32 -> float is exact) without numpy's per-element cost
+        probs_l, on_l, off_l = probs.tolist(), above_on_all.tolist(), above_off_all.tolist()
         for r in range(n_rows):
             j = scores.index + r
             c0, c1 = cand_rows[r], cand_rows[r + 1]
@@ -193,8 +198,8 @@ class SedStage:
                 self._frame_end = j + 1
                 continue
             now = max((j + 1) * scores.hop_s, scores.ready)
-            p = probs[r]
-            above_on, above_off = above_on_all[r], above_off_all[r]
+            p = probs_l[r]
+            above_on, above_off = on_l[r], off_l[r]
             # the classes to visit: this frame's candidates and the pending or active classes, as the
             # same set (so in the same iteration order) as one built from ascending class indices
             visit = set(cand_cols[c0:c1]) | set(sorted(live))
@@ -203,7 +208,7 @@ class SedStage:
                 if st.active:
                     if above_off[k]:
                         st.last_above, st.gap = j, 0
-                        st.p_max = max(st.p_max, float(p[k]))
+                        st.p_max = max(st.p_max, p[k])
                         if now - st.last_update >= cfg.update_interval_s:
                             st.last_update = now
                             out.append(self._event(k, "upd", st, now, None))
@@ -217,7 +222,7 @@ class SedStage:
                     if st.run_len == 0:
                         st.run_start, st.p_max = j, 0.0
                     st.run_len += 1
-                    st.p_max = max(st.p_max, float(p[k]))
+                    st.p_max = max(st.p_max, p[k])
                     if st.run_len >= cfg.min_on_frames:
                         st.active, st.onset_frame, st.last_above, st.gap = True, st.run_start, j, 0
                         st.event_id = self._next_id
