@@ -35,6 +35,7 @@ import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -43,7 +44,11 @@ from boards.profiles import SPEED_OF_SOUND_M_S, ArrayProfile
 from edge.dsp import backends
 from edge.dsp.frontend import DEFAULT_FRONTEND, FrontendSpec
 from edge.dsp.gcc_phat import mic_pairs
-from edge.dsp.srp_phat import srp_lags
+from edge.dsp.srp_phat import SrpGrid, srp_lags
+from edge.dsp.srp_phat import ang_dist as _ang_dist
+from edge.dsp.srp_phat import half_width as _half_width
+from edge.dsp.srp_phat import local_maxima as _local_maxima
+from edge.dsp.srp_phat import wrap1 as _wrap1
 from edge.errors import ConfigError
 from edge.messages import Bearing
 
@@ -93,14 +98,8 @@ def wrap_deg(a: npt.ArrayLike) -> npt.NDArray[np.float64]:
     return np.where(w == -180.0, 180.0, w)
 
 
-def _wrap1(a: float) -> float:
-    """`wrap_deg` of one angle, without numpy's per-call cost (Python's float % is np.mod's remainder)."""
-    w = (float(a) + 180.0) % 360.0 - 180.0
-    return 180.0 if w == -180.0 else w
-
-
 # steering tables by (mic positions, geometry, frontend, config): shared by the localisers that match
-_TABLES: dict[tuple, dict[str, npt.NDArray]] = {}
+_TABLES: dict[tuple, dict[str, Any]] = {}
 
 
 class Localiser:
@@ -170,10 +169,17 @@ class Localiser:
             self._lag0, self._idft = int(tables["lag0"]), tables["idft"]
             self._lag_scale = self._scale(self._lag0)
             self._lags = tables["lags"]
+            if "srp_grid" not in tables:  # the constant tables of the one-call search (`srp_peaks`)
+                tables["srp_grid"] = SrpGrid(
+                    self._lags, self._az_start, self._az_vals, az, el, self._axis is None, self._diff_t,
+                    self._lag_scale, self._lvl_daz, self._lvl_del, self._lvl_sizes,
+                    -90.0 if self.geometry == "3d" else 0.0,
+                )  # fmt: skip
+            self._srp_grid: SrpGrid = tables["srp_grid"]
         self._cross = backends.get("phat_cross_spectra", cfg.backend)
         self._srp = backends.get("srp_map", cfg.backend)
+        self._srp_peaks = backends.get("srp_peaks", cfg.backend)
         self._vote = backends.get("nb_vote", cfg.backend)
-        self._srp_refine = backends.get("srp_refine", cfg.backend)
 
     def _scale(self, lag0: int) -> tuple[float, float, float, float]:
         """(c, rate, upsample, lag0): the constants of `srp_lags` for this localiser."""
@@ -335,16 +341,14 @@ class Localiser:
         `n_frames`: how many STFT frames were summed (the MUSIC covariance's diagonal; estimated from
         the cross-spectra when None). SRP-PHAT does not need it.
         """
+        cfg = self.config
+        if not self._music and self._axis is None:  # the whole search in one kernel call (silence: a flat map)
+            cc = self._gcc_window(cross_sum)
+            peaks = self._srp_peaks(cc, self._srp_grid, cfg.min_rel_power, cfg.max_sources, cfg.min_separation_deg)
+            return tuple(self._bearing(az, el, spread, power) for az, el, spread, power in peaks.tolist())
         if not np.any(cross_sum):
             return ()
-        cfg = self.config
-        cc: npt.NDArray[np.float32] | None = None
-        if not self._music and self._axis is None:  # the whole refinement in one kernel call
-            cc = self._gcc_window(cross_sum)
-            power = np.asarray(self._srp(cc, self._lags), np.float64)
-            score = None
-        else:
-            power, score = self._scorer(cross_sum, n_frames)
+        power, score = self._scorer(cross_sum, n_frames)
         az_vals = self._az_vals
         # azimuth profile: best elevation for each azimuth
         profile = np.maximum.reduceat(power, self._az_start)
@@ -354,9 +358,9 @@ class Localiser:
         norm = (profile - lo) / (hi - lo)
         circular = self._axis is None
         nl = norm.tolist()  # Python floats: the same values, without numpy's per-element cost
-        peaks = sorted(_local_maxima(norm, circular), key=lambda k: -nl[k])
+        peaks_k = sorted(_local_maxima(norm, circular), key=lambda k: -nl[k])
         chosen: list[int] = []
-        for k in peaks:
+        for k in peaks_k:
             if nl[k] < cfg.min_rel_power or len(chosen) >= cfg.max_sources:
                 break
             if all(_ang_dist(az_vals[k], az_vals[c]) >= cfg.min_separation_deg for c in chosen):
@@ -365,27 +369,21 @@ class Localiser:
         for k in chosen:
             g0 = int(self._az_start[k])
             g = g0 + int(np.argmax(power[g0 : self._az_stop[k]]))
-            if cc is not None:
-                az, el = self._srp_refine(
-                    cc, self._diff_t, self._lag_scale, self._lvl_daz, self._lvl_del, self._lvl_sizes,
-                    float(self.grid_az[g]), float(self.grid_el[g]), -90.0 if self.geometry == "3d" else 0.0,
-                )  # fmt: skip
-            else:
-                assert score is not None
-                az, el = self._refine(score, float(self.grid_az[g]), float(self.grid_el[g]))
+            az, el = self._refine(score, float(self.grid_az[g]), float(self.grid_el[g]))
             spread = _half_width(norm, k, float(az_vals[1] - az_vals[0]), circular)
-            azimuth = round(_wrap1(az), 2)
-            out.append(
-                Bearing(
-                    azimuth=azimuth,
-                    elevation=round(el, 2) if self.geometry == "3d" else None,
-                    spread=round(spread, 2),
-                    power=round(nl[k], 3),
-                    ambiguous=self.geometry == "linear",
-                    mirror=self.mirror(azimuth),
-                )
-            )
+            out.append(self._bearing(az, el, spread, nl[k]))
         return tuple(out)
+
+    def _bearing(self, az: float, el: float, spread: float, power: float) -> Bearing:
+        azimuth = round(_wrap1(az), 2)
+        return Bearing(
+            azimuth=azimuth,
+            elevation=round(el, 2) if self.geometry == "3d" else None,
+            spread=round(spread, 2),
+            power=round(power, 3),
+            ambiguous=self.geometry == "linear",
+            mirror=self.mirror(azimuth),
+        )
 
     def block_votes(
         self, blocks: npt.NDArray[np.complexfloating]
@@ -525,23 +523,6 @@ class Localiser:
         return az, el
 
 
-def _ang_dist(a: float, b: float) -> float:
-    return abs(_wrap1(float(a) - float(b)))
-
-
-def _local_maxima(v: npt.NDArray[np.float64], circular: bool) -> list[int]:
-    n = len(v)
-    if n < 3:
-        return [int(np.argmax(v))]
-    if circular:
-        left, right = np.concatenate([v[-1:], v[:-1]]), np.concatenate([v[1:], v[:1]])
-    else:
-        left = np.concatenate([[-np.inf], v[:-1]])
-        right = np.concatenate([v[1:], [-np.inf]])
-    peaks: list[int] = np.flatnonzero((v >= left) & (v > right)).tolist()
-    return peaks
-
-
 def _smooth(v: npt.NDArray[np.float64], sigma: float, circular: bool) -> npt.NDArray[np.float64]:
     """Gaussian smoothing (sigma in samples), wrapping around for a circular profile."""
     half, k = _gauss_kernel(sigma)
@@ -559,26 +540,6 @@ def _gauss_kernel(sigma: float) -> tuple[int, npt.NDArray[np.float64]]:
     k /= k.sum()
     k.flags.writeable = False
     return half, k
-
-
-def _half_width(norm: npt.NDArray[np.float64], k: int, step: float, circular: bool) -> float:
-    """Half the width (degrees) of the peak at k where it stays above half its height."""
-    v = norm.tolist()  # Python floats: the same comparisons without numpy's per-element cost
-    n = len(v)
-    half = v[k] / 2.0
-    width = 0
-    for direction in (-1, 1):
-        j = k
-        for _ in range(n // 2):
-            nj = j + direction
-            if not circular and not 0 <= nj < n:
-                break
-            nj %= n
-            if v[nj] < half:
-                break
-            j = nj
-            width += 1
-    return (width + 1) * step / 2.0
 
 
 def active_frames(spectra: npt.NDArray[np.complexfloating], range_db: float = 20.0) -> npt.NDArray[np.bool_]:

@@ -203,6 +203,30 @@ def check_srp_refine(native: Callable[..., Any], ref: Callable[..., Any]) -> Non
         row("srp_refine", name, worst, REFINE_TOL_DEG, note="degrees, 4 searches")
 
 
+def check_srp_peaks(native: Callable[..., Any], ref: Callable[..., Any]) -> None:
+    """tests/test_dsp_refine.py: the whole single-map search, the same sources; refined within 0.05 degree."""
+    from boards.profiles import load_array
+    from edge.localise import Localiser, wrap_deg
+
+    for name in ("respeaker-4mic-hat", "minidsp-uma8"):
+        loc = Localiser(load_array(name))
+        rng = np.random.default_rng(5)
+        p, b = len(loc.pairs), loc.bins.stop - loc.bins.start
+        worst, same, found = 0.0, True, 0
+        for _ in range(6):
+            cross = (rng.standard_normal((p, b)) + 1j * rng.standard_normal((p, b))).astype(np.complex64)
+            cc = loc._gcc_window(cross)
+            want, got = ref(cc, loc._srp_grid, 0.3, 3, 25.0), native(cc, loc._srp_grid, 0.3, 3, 25.0)
+            same = same and got.shape == want.shape
+            if got.shape == want.shape and len(want):
+                found += len(want)
+                worst = max(worst, float(np.max(np.abs(wrap_deg(got[:, 0] - want[:, 0])))))
+                worst = max(worst, float(np.max(np.abs(got[:, 1] - want[:, 1]))))
+                same = same and bool(np.allclose(got[:, 2:], want[:, 2:], rtol=1e-5, atol=1e-6))
+        ok = same and found > 0 and worst <= REFINE_TOL_DEG
+        row("srp_peaks", name, worst, REFINE_TOL_DEG, ok, f"degrees; {found} sources in 6 maps, same choices")
+
+
 def check_nb_vote(native: Callable[..., Any], ref: Callable[..., Any]) -> None:
     """tests/test_dsp_vote.py: weights within 1e-5; a vote may differ only between near-equal directions."""
     from boards.profiles import load_array
@@ -289,6 +313,7 @@ def main() -> int:
     row("leq_dbfs", "full-scale sine", abs(kern["leq_dbfs"](sine)), 0.01, note="dBFS, want 0")
     check_block_cuts(kern)
     check_srp_refine(kern["srp_refine"], ref["srp_refine"])
+    check_srp_peaks(kern["srp_peaks"], ref["srp_peaks"])
     check_nb_vote(kern["nb_vote"], ref["nb_vote"])
     check_ring_accumulate(kern["ring_accumulate"], ref["ring_accumulate"])
 

@@ -44,6 +44,7 @@ KERNELS = (
     "gcc",
     "srp_map",
     "srp_refine",
+    "srp_peaks",
     "nb_vote",
     "frame_power",
     "ring_accumulate",

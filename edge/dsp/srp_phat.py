@@ -1,13 +1,17 @@
 """GCC-PHAT cross-correlations -> SRP-PHAT steered response power over a direction grid; the
-coarse-to-fine search of a peak off the grid; narrowband votes of time-frequency cells (the localiser's
-multi-source histogram)."""
+coarse-to-fine search of a peak off the grid; the map's sources (azimuth profile peaks, refined);
+narrowband votes of time-frequency cells (the localiser's multi-source histogram)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from edge.dsp.backends import REFERENCE, register
+from edge.errors import InputError
 
 
 @register(REFERENCE, "srp_map")
@@ -69,6 +73,152 @@ def srp_refine(
         az, el = float(a[best]), float(e[best])
         off += int(n)
     return az, el
+
+
+def wrap1(a: float) -> float:
+    """An angle in degrees wrapped to (-180, 180] (Python's float %, as np.mod, without numpy's per-call cost)."""
+    w = (float(a) + 180.0) % 360.0 - 180.0
+    return 180.0 if w == -180.0 else w
+
+
+def ang_dist(a: float, b: float) -> float:
+    """Absolute angular distance of two azimuths, degrees."""
+    return abs(wrap1(float(a) - float(b)))
+
+
+def local_maxima(v: npt.NDArray[np.float64], circular: bool) -> list[int]:
+    """Indices k with v[k] >= its left neighbour and v[k] > its right one (a plateau counts once, at its
+    right end); outside a non-circular profile is -inf. Fewer than 3 values: the first maximum."""
+    n = len(v)
+    if n < 3:
+        return [int(np.argmax(v))]
+    if circular:
+        left, right = np.concatenate([v[-1:], v[:-1]]), np.concatenate([v[1:], v[:1]])
+    else:
+        left = np.concatenate([[-np.inf], v[:-1]])
+        right = np.concatenate([v[1:], [-np.inf]])
+    peaks: list[int] = np.flatnonzero((v >= left) & (v > right)).tolist()
+    return peaks
+
+
+def half_width(norm: npt.NDArray[np.float64], k: int, step: float, circular: bool) -> float:
+    """Half the width (degrees) of the peak at k where it stays above half its height."""
+    v = norm.tolist()  # Python floats: the same comparisons without numpy's per-element cost
+    n = len(v)
+    half = v[k] / 2.0
+    width = 0
+    for direction in (-1, 1):
+        j = k
+        for _ in range(n // 2):
+            nj = j + direction
+            if not circular and not 0 <= nj < n:
+                break
+            nj %= n
+            if v[nj] < half:
+                break
+            j = nj
+            width += 1
+    return (width + 1) * step / 2.0
+
+
+@dataclass(frozen=True, eq=False)
+class SrpGrid:
+    """The constant tables of `srp_peaks` for one localiser, checked once and kept as read-only copies:
+    the grid's fractional lags `lag_index` [G, P] (sorted by azimuth: `az_start` [A] is each azimuth's
+    first grid index, `az_vals` [A] its azimuth, ascending), the grid directions `grid_az`, `grid_el` [G],
+    whether the azimuth profile wraps around (`circular`), and the refinement's constants (`srp_refine`'s
+    diff_t [3, P], scale, daz, del_, sizes, el_min)."""
+
+    lag_index: npt.NDArray[np.float64]
+    az_start: npt.NDArray[np.int64]
+    az_vals: npt.NDArray[np.float64]
+    grid_az: npt.NDArray[np.float64]
+    grid_el: npt.NDArray[np.float64]
+    circular: bool
+    diff_t: npt.NDArray[np.float64]
+    scale: tuple[float, float, float, float]
+    daz: npt.NDArray[np.float64]
+    del_: npt.NDArray[np.float64]
+    sizes: npt.NDArray[np.int64]
+    el_min: float
+
+    def __post_init__(self) -> None:
+        def frozen(name: str, dtype: type) -> npt.NDArray[Any]:
+            a: npt.NDArray[Any] = np.array(getattr(self, name), dtype=dtype, order="C", copy=True)
+            a.flags.writeable = False
+            object.__setattr__(self, name, a)
+            return a
+
+        lag = frozen("lag_index", np.float64)
+        starts, vals = frozen("az_start", np.int64), frozen("az_vals", np.float64)
+        gaz, gel = frozen("grid_az", np.float64), frozen("grid_el", np.float64)
+        d, da, de, sz = (
+            frozen("diff_t", np.float64),
+            frozen("daz", np.float64),
+            frozen("del_", np.float64),
+            frozen("sizes", np.int64),
+        )
+        object.__setattr__(self, "scale", tuple(float(v) for v in self.scale))
+        object.__setattr__(self, "el_min", float(self.el_min))
+        object.__setattr__(self, "circular", bool(self.circular))
+        if lag.ndim != 2 or lag.shape[0] < 1:
+            raise InputError(f"SrpGrid: lag_index must be [directions, pairs], got shape {lag.shape}")
+        g, p = lag.shape
+        if gaz.shape != (g,) or gel.shape != (g,):
+            raise InputError(f"SrpGrid: grid {gaz.shape}/{gel.shape} does not match {g} directions")
+        a = len(starts)
+        if starts.ndim != 1 or a == 0 or vals.shape != (a,) or starts[0] != 0 or np.any(np.diff(starts) < 1):
+            raise InputError(f"SrpGrid: azimuth runs {starts.shape} must start at 0 and rise, one azimuth each")
+        if starts[-1] >= g:
+            raise InputError(f"SrpGrid: azimuth runs start beyond the {g} grid directions")
+        if a > 1 and np.any(np.diff(vals) <= 0):
+            raise InputError("SrpGrid: azimuths must be ascending")
+        if d.shape != (3, p) or da.shape != de.shape or da.ndim != 1 or sz.ndim != 1 or len(self.scale) != 4:
+            raise InputError(f"SrpGrid: diff {d.shape}, offsets {da.shape}/{de.shape} do not match {p} pairs")
+        if sz.size and (sz.min() < 1 or int(sz.sum()) != da.size):
+            raise InputError(f"SrpGrid: level sizes {sz.tolist()} do not add up to {da.size} offsets")
+
+
+@register(REFERENCE, "srp_peaks")
+def srp_peaks(
+    cc: npt.NDArray[np.floating], grid: SrpGrid, min_rel_power: float, max_sources: int, min_separation_deg: float
+) -> npt.NDArray[np.float64]:
+    """The sources of an SRP-PHAT map, the localiser's whole single-map search: the map `srp_map(cc,
+    grid.lag_index)`; the azimuth profile (each azimuth's best elevation), scaled to [0, 1] (a flat
+    profile: no source); its local maxima (`local_maxima`), highest first (ties in azimuth order), each at
+    least `min_rel_power` and `min_separation_deg` from the chosen ones, at most `max_sources`; each
+    refined from its (first) best grid direction by `srp_refine`.
+    -> [S, 4]: refined azimuth and elevation, half width of the profile peak (`half_width`, degrees),
+    relative power; dominant first."""
+    n_pairs, length = np.shape(cc)
+    if n_pairs != grid.lag_index.shape[1] or length < 2:
+        raise InputError(f"srp_peaks: cc of shape {np.shape(cc)} does not fit {grid.lag_index.shape[1]} pairs")
+    power = np.asarray(srp_map(cc, grid.lag_index), np.float64)
+    profile = np.maximum.reduceat(power, grid.az_start)
+    lo, hi = float(profile.min()), float(profile.max())
+    if not hi - lo > 1e-12:
+        return np.zeros((0, 4), np.float64)
+    norm = (profile - lo) / (hi - lo)
+    nl = norm.tolist()
+    vals = grid.az_vals
+    chosen: list[int] = []
+    for k in sorted(local_maxima(norm, grid.circular), key=lambda k: -nl[k]):
+        if nl[k] < min_rel_power or len(chosen) >= max_sources:
+            break
+        if all(ang_dist(vals[k], vals[c]) >= min_separation_deg for c in chosen):
+            chosen.append(k)
+    stops = np.append(grid.az_start[1:], len(power))
+    step = float(vals[1] - vals[0]) if len(vals) > 1 else 0.0
+    out = np.zeros((len(chosen), 4), np.float64)
+    for i, k in enumerate(chosen):
+        g0 = int(grid.az_start[k])
+        g = g0 + int(np.argmax(power[g0 : stops[k]]))
+        az, el = srp_refine(
+            cc, grid.diff_t, grid.scale, grid.daz, grid.del_, grid.sizes,
+            float(grid.grid_az[g]), float(grid.grid_el[g]), grid.el_min,
+        )  # fmt: skip
+        out[i] = (az, el, half_width(norm, k, step, grid.circular), nl[k])
+    return out
 
 
 NB_EPS = 1e-12  # |x| floor of the unit cross-spectra in nb_vote

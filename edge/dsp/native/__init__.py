@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -45,14 +46,14 @@ from edge.dsp.frontend import (
     periodic_hann,
 )
 from edge.dsp.gcc_phat import EPS
-from edge.dsp.srp_phat import NB_EPS
+from edge.dsp.srp_phat import NB_EPS, SrpGrid
 from edge.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "tympan_dsp.c"
-ABI_VERSION = 7  # TP_ABI_VERSION in tympan_dsp.c
+ABI_VERSION = 8  # TP_ABI_VERSION in tympan_dsp.c
 VARIANTS = ("avx2", "sse2", "neon", "portable")
 # Compiler flags per variant (the package build in setup.py uses the same).
 VARIANT_FLAGS: dict[str, tuple[str, ...]] = {
@@ -65,6 +66,7 @@ BASE_FLAGS = ("-O3", "-fPIC", "-shared", "-ffp-contract=off", "-fno-math-errno",
 
 _P = ctypes.c_void_p
 _I = ctypes.c_int64
+_D = ctypes.c_double
 _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "tp_abi_version": (ctypes.c_int, []),
     "tp_simd": (ctypes.c_char_p, []),
@@ -78,6 +80,12 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "tp_phat_cross": (ctypes.c_int, [_P, _I, _I, _I, _P, _I, _I, _I, ctypes.c_float, _P, _P]),
     "tp_srp_map": (None, [_P, _I, _I, _P, _I, _P]),
     "tp_srp_refine": (None, [_P, _I, _I, _P, *[ctypes.c_double] * 4, _P, _P, _P, _I, ctypes.c_double, _P, _P]),
+    # cc, P, L, lag, G, az_start, az_vals, A, grid_az, grid_el, circular, min_rel, max_src, min_sep, diff,
+    # c, rate, up, lag0, daz, del, sizes, n_levels, el_min, power, norm, idx, lag scratch, out
+    "tp_srp_peaks": (
+        _I,
+        [_P, _I, _I, _P, _I, _P, _P, _I, _P, _P, _I, _D, _I, _D, _P, *[_D] * 4, _P, _P, _P, _I, _D, *[_P] * 5],
+    ),
     "tp_nb_vote": (None, [_P, _I, _I, _I, _P, _P, _I, ctypes.c_float, _P, _P, _P]),
     "tp_frame_power": (None, [_P, _I, _I, _I, _P, _P]),
     "tp_ring_accumulate": (None, [_I, _I, _I, _I, _P, _P, _I, _P, _P, _P, _P]),
@@ -321,6 +329,9 @@ class Kernels:
         self.variant = lib.variant
         self.lib = lib.lib
         self._local = threading.local()  # per-thread scratch, reused between calls
+        # srp_peaks: per grid, its scratch and the addresses of its tables (dropped with the grid)
+        self._grids: weakref.WeakKeyDictionary[SrpGrid, Any] = weakref.WeakKeyDictionary()
+        self._grid_lock = threading.Lock()
         # The fused STFT (own FFT, SIMD across frames) beats pocketfft only with SIMD lanes to fill.
         self.fused_fft = lib.lib.tp_simd_width() > 1
 
@@ -491,6 +502,42 @@ class Kernels:
             float(el_min), _ptr(io), _ptr(lag),
         )  # fmt: skip
         return float(io[0]), float(io[1])
+
+    def srp_peaks(
+        self,
+        cc: npt.NDArray[np.floating],
+        grid: SrpGrid,
+        min_rel_power: float,
+        max_sources: int,
+        min_separation_deg: float,
+    ) -> npt.NDArray[np.float64]:
+        """As `edge.dsp.srp_phat.srp_peaks`: the map, its profile peaks and their refinement in one C call
+        (the grid's read-only tables were checked when it was made; their addresses are kept per grid)."""
+        c = np.ascontiguousarray(cc, dtype=np.float32)
+        g, p = grid.lag_index.shape
+        if c.ndim != 2 or c.shape[0] != p or c.shape[1] < 2:
+            raise InputError(f"srp_peaks: cc of shape {c.shape} does not fit {p} pairs (and at least 2 lags)")
+        plan = self._grids.get(grid)
+        if plan is None:
+            a = len(grid.az_start)
+            scratch = (np.empty(g, np.float32), np.empty(a, np.float64), np.empty(a, np.int64), np.empty(p))
+            ptrs = tuple(
+                _ptr(x)
+                for x in (grid.lag_index, grid.az_start, grid.az_vals, grid.grid_az, grid.grid_el, grid.diff_t,
+                          grid.daz, grid.del_, grid.sizes, *scratch)
+            )  # fmt: skip
+            plan = (scratch, ptrs, a)
+            self._grids[grid] = plan
+        _, (plag, pst, pvals, pgaz, pgel, pdiff, pdaz, pdel, psz, ppow, pnorm, pidx, plb), a = plan
+        n_max = max(0, int(max_sources))
+        out = np.empty((max(n_max, 1), 4), np.float64)
+        with self._grid_lock:  # the plan's scratch is shared by the threads using this grid
+            n = self.lib.tp_srp_peaks(
+                _ptr(c), p, c.shape[1], plag, g, pst, pvals, a, pgaz, pgel, int(grid.circular),
+                float(min_rel_power), n_max, float(min_separation_deg), pdiff, *grid.scale, pdaz, pdel, psz,
+                grid.sizes.size, grid.el_min, ppow, pnorm, pidx, plb, _ptr(out),
+            )  # fmt: skip
+        return out[:n].copy()
 
     def nb_vote(
         self,

@@ -20,7 +20,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define TP_ABI_VERSION 7
+#define TP_ABI_VERSION 8
 #define SQRT_HALF_BITS 0x3f3504f3 /* the bits of sqrt(1/2) as a float */
 #ifndef M_PI
 #define M_PI 3.14159265358979323846
@@ -641,9 +641,9 @@ TP_API void tp_srp_map(const float *cc, int64_t P, int64_t L, const double *lag,
  * cc: [P, L] float32; diff: [3, P] float64; daz, del: [N] float64 (all levels' offsets in order);
  * sizes: [n_levels] int64; azel: [2] float64 in (the grid peak) and out; lag: [P] float64 scratch.
  */
-TP_API void tp_srp_refine(const float *cc, int64_t P, int64_t L, const double *diff, double c, double rate, double up,
-                          double lag0, const double *daz, const double *del, const int64_t *sizes, int64_t n_levels,
-                          double el_min, double *azel, double *lag) {
+static void srp_refine_core(const float *cc, int64_t P, int64_t L, const double *diff, double c, double rate,
+                            double up, double lag0, const double *daz, const double *del, const int64_t *sizes,
+                            int64_t n_levels, double el_min, double *azel, double *lag) {
     const double rad = M_PI / 180.0;
     double az = azel[0], el = azel[1];
     int64_t off = 0;
@@ -672,6 +672,127 @@ TP_API void tp_srp_refine(const float *cc, int64_t P, int64_t L, const double *d
         az = baz, el = bel;
     }
     azel[0] = az, azel[1] = el;
+}
+
+TP_API void tp_srp_refine(const float *cc, int64_t P, int64_t L, const double *diff, double c, double rate, double up,
+                          double lag0, const double *daz, const double *del, const int64_t *sizes, int64_t n_levels,
+                          double el_min, double *azel, double *lag) {
+    srp_refine_core(cc, P, L, diff, c, rate, up, lag0, daz, del, sizes, n_levels, el_min, azel, lag);
+}
+
+/* Python's (a + 180) % 360 - 180 with -180 -> 180 (edge.dsp.srp_phat.wrap1): float % takes the sign of
+ * the divisor. */
+static double wrap1(double a) {
+    double m = fmod(a + 180.0, 360.0);
+    if (m != 0.0) {
+        if (m < 0.0) m += 360.0;
+    } else {
+        m = 0.0;
+    }
+    const double w = m - 180.0;
+    return w == -180.0 ? 180.0 : w;
+}
+
+/* edge.dsp.srp_phat.half_width: half the width (degrees) of the peak at k above half its height. */
+static double half_width(const double *v, int64_t n, int64_t k, double step, int circular) {
+    const double half = v[k] / 2.0;
+    int64_t width = 0;
+    for (int dir = -1; dir <= 1; dir += 2) {
+        int64_t j = k;
+        for (int64_t s = 0; s < n / 2; s++) {
+            int64_t nj = j + dir;
+            if (!circular && (nj < 0 || nj >= n)) break;
+            nj = ((nj % n) + n) % n;
+            if (v[nj] < half) break;
+            j = nj;
+            width++;
+        }
+    }
+    return (double)(width + 1) * step / 2.0;
+}
+
+/*
+ * The sources of an SRP-PHAT map (edge.dsp.srp_phat.srp_peaks, the localiser's single-map search): the
+ * map over G grid directions sorted by azimuth (az_start: [A] first index of each azimuth, az_vals [A]
+ * its azimuth); the azimuth profile (best elevation per azimuth) scaled to [0, 1] (flat: no source);
+ * its local maxima (>= left, > right; -inf outside a non-circular profile; fewer than 3: the first
+ * maximum), highest first (ties in index order), each at least min_rel and min_sep degrees from the
+ * chosen ones, at most max_src; each refined from its first best grid direction (srp_refine_core).
+ * power: [G] float scratch; norm: [A] double scratch; idx: [A] int64 scratch; lag: [P] double scratch;
+ * out: [max_src, 4] (az, el, half width, relative power). Returns the number of sources.
+ */
+TP_API int64_t tp_srp_peaks(const float *cc, int64_t P, int64_t L, const double *lag_index, int64_t G,
+                            const int64_t *az_start, const double *az_vals, int64_t A, const double *grid_az,
+                            const double *grid_el, int64_t circular, double min_rel, int64_t max_src, double min_sep,
+                            const double *diff, double c, double rate, double up, double lag0, const double *daz,
+                            const double *del, const int64_t *sizes, int64_t n_levels, double el_min, float *power,
+                            double *norm, int64_t *idx, double *lag, double *out) {
+    if (A < 1 || G < 1) return 0;
+    for (int64_t g = 0; g < G; g++) power[g] = srp_at(cc, P, L, lag_index + g * P);
+    double lo = INFINITY, hi = -INFINITY;
+    for (int64_t a = 0; a < A; a++) {
+        const int64_t g1 = a + 1 < A ? az_start[a + 1] : G;
+        double m = (double)power[az_start[a]];
+        for (int64_t g = az_start[a] + 1; g < g1; g++) {
+            const double v = (double)power[g];
+            if (v > m || isnan(v)) m = v;
+        }
+        norm[a] = m;
+        lo = m < lo ? m : lo;
+        hi = m > hi ? m : hi;
+    }
+    if (!(hi - lo > 1e-12)) return 0;
+    for (int64_t a = 0; a < A; a++) norm[a] = (norm[a] - lo) / (hi - lo);
+    int64_t n_peaks = 0;
+    if (A < 3) {
+        int64_t best = 0;
+        for (int64_t a = 1; a < A; a++)
+            if (norm[a] > norm[best]) best = a;
+        idx[n_peaks++] = best;
+    } else {
+        for (int64_t k = 0; k < A; k++) {
+            const double left = k > 0 ? norm[k - 1] : (circular ? norm[A - 1] : -INFINITY);
+            const double right = k + 1 < A ? norm[k + 1] : (circular ? norm[0] : -INFINITY);
+            if (norm[k] >= left && norm[k] > right) idx[n_peaks++] = k;
+        }
+    }
+    for (int64_t i = 1; i < n_peaks; i++) { /* stable insertion sort, highest first */
+        const int64_t k = idx[i];
+        int64_t j = i;
+        while (j > 0 && norm[idx[j - 1]] < norm[k]) {
+            idx[j] = idx[j - 1];
+            j--;
+        }
+        idx[j] = k;
+    }
+    int64_t n_out = 0; /* the chosen azimuth indices go to idx[0 .. n_out) (entries already visited) */
+    for (int64_t i = 0; i < n_peaks; i++) {
+        const int64_t k = idx[i];
+        if (norm[k] < min_rel || n_out >= max_src) break;
+        int ok = 1;
+        for (int64_t j = 0; j < n_out; j++) {
+            if (!(fabs(wrap1(az_vals[k] - az_vals[idx[j]])) >= min_sep)) {
+                ok = 0;
+                break;
+            }
+        }
+        if (ok) idx[n_out++] = k;
+    }
+    const double step = A > 1 ? az_vals[1] - az_vals[0] : 0.0;
+    for (int64_t j = 0; j < n_out; j++) {
+        const int64_t k = idx[j];
+        const int64_t g0 = az_start[k], g1 = k + 1 < A ? az_start[k + 1] : G;
+        int64_t g = g0;
+        for (int64_t h = g0 + 1; h < g1; h++)
+            if (power[h] > power[g]) g = h;
+        double azel[2] = {grid_az[g], grid_el[g]};
+        srp_refine_core(cc, P, L, diff, c, rate, up, lag0, daz, del, sizes, n_levels, el_min, azel, lag);
+        out[4 * j] = azel[0];
+        out[4 * j + 1] = azel[1];
+        out[4 * j + 2] = half_width(norm, A, k, step, (int)circular);
+        out[4 * j + 3] = norm[k];
+    }
+    return n_out;
 }
 
 /* The votes of nk (1 or 2) cells of one bin: the bin's steering is loaded once for both. ur, ui: [nk, P]
