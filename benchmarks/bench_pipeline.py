@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+from collections.abc import Callable
 from importlib import resources
 
 import numpy as np
@@ -86,31 +87,23 @@ def main() -> None:
         def whole(m: Model = model, size: int = file_block) -> None:
             list(run(FileSource(scene, block_size=size, expected_channels=4), EdgePipeline(m, array)))
 
-        add(
+        def whole_run(stage: str, fn: Callable[[], object], rt: str = rt) -> None:
+            add(stage, rt, median_time(fn, max(3, args.repeats // 2)))
+
+        whole_run(
             f"whole pipeline (4 ch: SED + DOA + tracking) from the file, {FILE_BLOCK_MS / 1000:g} s blocks "
             "(`tympan listen --input`)",
-            rt,
-            median_time(whole, max(3, args.repeats // 2)),
+            whole,
         )
-        add(
-            f"whole pipeline from the file, {LIVE_BLOCK_MS:g} ms blocks",
-            rt,
-            median_time(lambda: whole(size=live), max(3, args.repeats // 2)),
-        )
+        whole_run(f"whole pipeline from the file, {LIVE_BLOCK_MS:g} ms blocks", lambda: whole(size=live))
 
         # as a microphone source delivers it (no file decoding), with and without the tracker (issue 6)
         def on_blocks(m: Model = model, tracking: bool = True) -> None:
             list(run(iter(blocks), EdgePipeline(m, array, PipelineConfig(tracking=tracking))))
 
-        add(
-            f"pipeline on {LIVE_BLOCK_MS:g} ms audio blocks (SED + DOA + tracking)",
-            rt,
-            median_time(on_blocks, max(3, args.repeats // 2)),
-        )
-        add(
-            f"pipeline on {LIVE_BLOCK_MS:g} ms audio blocks (SED + DOA, no tracker)",
-            rt,
-            median_time(lambda: on_blocks(tracking=False), max(3, args.repeats // 2)),
+        whole_run(f"pipeline on {LIVE_BLOCK_MS:g} ms audio blocks (SED + DOA + tracking)", on_blocks)
+        whole_run(
+            f"pipeline on {LIVE_BLOCK_MS:g} ms audio blocks (SED + DOA, no tracker)", lambda: on_blocks(tracking=False)
         )
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}",

@@ -17,6 +17,17 @@ def _tetra() -> object:
     return array_from_dict({"name": "tetra", "mics": tetra.tolist()}, "test")
 
 
+def _kernels(variant: str) -> native.Kernels:
+    try:
+        return native.Kernels(native.load_variant(variant))
+    except native.NativeUnavailable as e:
+        pytest.skip(f"native build unavailable: {e}")
+
+
+def _array(name: str) -> object:
+    return _tetra() if name == "tetra" else load_array(name)
+
+
 def _cases(array: object, seed: int) -> tuple[Localiser, list[tuple[np.ndarray, float, float]]]:
     loc = Localiser(array)  # type: ignore[arg-type]
     rng = np.random.default_rng(seed)
@@ -49,11 +60,8 @@ def test_reference_is_the_level_by_level_search(name: str) -> None:
 @pytest.mark.parametrize("variant", native.machine_variants())
 @pytest.mark.parametrize("name", ["respeaker-4mic-hat", "minidsp-uma8", "tetra"])
 def test_native_srp_refine_equals_reference(variant: str, name: str) -> None:
-    try:
-        kern = native.Kernels(native.load_variant(variant))
-    except native.NativeUnavailable as e:
-        pytest.skip(f"native build unavailable: {e}")
-    array = _tetra() if name == "tetra" else load_array(name)
+    kern = _kernels(variant)
+    array = _array(name)
     loc, cases = _cases(array, seed=2)
     ref = backends.get("srp_refine")
     for cc, az, el in cases:
@@ -124,11 +132,8 @@ def _grid(loc: Localiser, circular: bool | None = None) -> object:
 @pytest.mark.parametrize("variant", native.machine_variants())
 @pytest.mark.parametrize("name", ["respeaker-4mic-hat", "minidsp-uma8", "tetra"])
 def test_native_srp_peaks_equals_reference(variant: str, name: str) -> None:
-    try:
-        kern = native.Kernels(native.load_variant(variant))
-    except native.NativeUnavailable as e:
-        pytest.skip(f"native build unavailable: {e}")
-    array = _tetra() if name == "tetra" else load_array(name)
+    kern = _kernels(variant)
+    array = _array(name)
     loc = Localiser(array, config=LocaliserConfig(backend="numpy"))  # type: ignore[arg-type]
     ref = backends.get("srp_peaks")
     found = 0
