@@ -32,7 +32,6 @@ so the answer is not quantised to the coarse grid.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +43,7 @@ from boards.profiles import SPEED_OF_SOUND_M_S, ArrayProfile
 from edge.dsp import backends
 from edge.dsp.frontend import DEFAULT_FRONTEND, FrontendSpec
 from edge.dsp.gcc_phat import mic_pairs
-from edge.dsp.srp_phat import SrpGrid, srp_lags
+from edge.dsp.srp_phat import SrpGrid, gauss_taps, srp_lags
 from edge.dsp.srp_phat import ang_dist as _ang_dist
 from edge.dsp.srp_phat import half_width as _half_width
 from edge.dsp.srp_phat import local_maxima as _local_maxima
@@ -180,6 +179,7 @@ class Localiser:
         self._srp = backends.get("srp_map", cfg.backend)
         self._srp_peaks = backends.get("srp_peaks", cfg.backend)
         self._vote = backends.get("nb_vote", cfg.backend)
+        self._vote_hist = backends.get("vote_hist", cfg.backend)
 
     def _scale(self, lag0: int) -> tuple[float, float, float, float]:
         """(c, rate, upsample, lag0): the constants of `srp_lags` for this localiser."""
@@ -421,17 +421,16 @@ class Localiser:
         az_vals = self._az_vals
         # [B, K] each; `votes`: the caller's (it may remember the columns of blocks it has seen)
         vote, weight = votes() if votes is not None else self.block_votes(blocks)
-        hist = np.bincount(vote.ravel(), weights=weight.ravel(), minlength=len(az_vals)).astype(np.float64)
         step = float(az_vals[1] - az_vals[0])
         circular = self._axis is None
-        hist = _smooth(hist, 4.0 / step, circular)
+        hist, peaks = self._vote_hist(vote, weight, len(az_vals), gauss_taps(4.0 / step), circular)
         if hist.max() <= 0:
             return first
         top = float(hist.max())
         chosen: list[float] = []
         out: list[Bearing] = []
         hl = hist.tolist()
-        for k in sorted(_local_maxima(hist, circular), key=lambda k: -hl[k]):
+        for k in peaks:
             if len(out) >= cfg.max_sources or hl[k] < cfg.hist_min_rel * top:
                 break
             cand = float(az_vals[k])
@@ -521,25 +520,6 @@ class Localiser:
             best = int(np.argmax(score(a, e)))
             az, el = float(a[best]), float(e[best])
         return az, el
-
-
-def _smooth(v: npt.NDArray[np.float64], sigma: float, circular: bool) -> npt.NDArray[np.float64]:
-    """Gaussian smoothing (sigma in samples), wrapping around for a circular profile."""
-    half, k = _gauss_kernel(sigma)
-    if circular:
-        padded = np.concatenate([v[-half:], v, v[:half]])
-        return np.convolve(padded, k, mode="valid")
-    return np.convolve(v, k, mode="same")
-
-
-@functools.lru_cache(maxsize=16)
-def _gauss_kernel(sigma: float) -> tuple[int, npt.NDArray[np.float64]]:
-    """(half width, normalised Gaussian kernel of 2 half + 1 taps) for `_smooth`."""
-    half = max(1, int(np.ceil(3 * sigma)))
-    k = np.exp(-0.5 * (np.arange(-half, half + 1) / sigma) ** 2)
-    k /= k.sum()
-    k.flags.writeable = False
-    return half, k
 
 
 def active_frames(spectra: npt.NDArray[np.complexfloating], range_db: float = 20.0) -> npt.NDArray[np.bool_]:

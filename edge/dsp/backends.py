@@ -46,6 +46,7 @@ KERNELS = (
     "srp_refine",
     "srp_peaks",
     "nb_vote",
+    "vote_hist",
     "frame_power",
     "ring_accumulate",
     "leq_dbfs",

@@ -4,6 +4,7 @@ narrowband votes of time-frequency cells (the localiser's multi-source histogram
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -219,6 +220,43 @@ def srp_peaks(
         )  # fmt: skip
         out[i] = (az, el, half_width(norm, k, step, grid.circular), nl[k])
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def gauss_taps(sigma: float) -> npt.NDArray[np.float64]:
+    """The normalised Gaussian smoothing kernel of `vote_hist` (sigma in bins): 2 ceil(3 sigma) + 1 taps."""
+    half = max(1, int(np.ceil(3 * sigma)))
+    k = np.exp(-0.5 * (np.arange(-half, half + 1) / sigma) ** 2)
+    k /= k.sum()
+    k.flags.writeable = False
+    return k
+
+
+@register(REFERENCE, "vote_hist")
+def vote_hist(
+    vote: npt.NDArray[np.int64],
+    weight: npt.NDArray[np.floating],
+    n_dirs: int,
+    taps: npt.NDArray[np.float64],
+    circular: bool,
+) -> tuple[npt.NDArray[np.float64], list[int]]:
+    """The cells' votes (`nb_vote`: direction index and weight per cell, any shape) -> (their weighted
+    histogram over `n_dirs` directions smoothed with the odd, symmetric `taps` (wrapping around when
+    `circular`, else zero outside), its local maxima (`local_maxima`) highest first, ties in direction
+    order). A vote outside 0 .. n_dirs - 1 is an InputError."""
+    v = np.asarray(vote).ravel()
+    if v.size and (int(v.min()) < 0 or int(v.max()) >= n_dirs):
+        raise InputError(f"vote_hist: votes span {int(v.min())}..{int(v.max())}, outside 0..{n_dirs - 1}")
+    if len(taps) % 2 != 1 or len(taps) > n_dirs:
+        raise InputError(f"vote_hist: {len(taps)} taps: need an odd number, at most the {n_dirs} directions")
+    hist = np.bincount(v, weights=np.asarray(weight).ravel(), minlength=n_dirs).astype(np.float64)
+    half = len(taps) // 2
+    if circular:
+        hist = np.convolve(np.concatenate([hist[-half:], hist, hist[:half]]) if half else hist, taps, mode="valid")
+    else:
+        hist = np.convolve(hist, taps, mode="same")
+    hl = hist.tolist()
+    return hist, sorted(local_maxima(hist, circular), key=lambda k: -hl[k])
 
 
 NB_EPS = 1e-12  # |x| floor of the unit cross-spectra in nb_vote

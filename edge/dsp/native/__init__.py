@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "tympan_dsp.c"
-ABI_VERSION = 8  # TP_ABI_VERSION in tympan_dsp.c
+ABI_VERSION = 9  # TP_ABI_VERSION in tympan_dsp.c
 VARIANTS = ("avx2", "sse2", "neon", "portable")
 # Compiler flags per variant (the package build in setup.py uses the same).
 VARIANT_FLAGS: dict[str, tuple[str, ...]] = {
@@ -86,6 +86,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
         _I,
         [_P, _I, _I, _P, _I, _P, _P, _I, _P, _P, _I, _D, _I, _D, _P, *[_D] * 4, _P, _P, _P, _I, _D, *[_P] * 5],
     ),
+    "tp_vote_hist": (_I, [_P, _P, _I, _I, _P, _I, _I, _P, _P, _P]),
     "tp_nb_vote": (None, [_P, _I, _I, _I, _P, _P, _I, ctypes.c_float, _P, _P, _P]),
     "tp_frame_power": (None, [_P, _I, _I, _I, _P, _P]),
     "tp_ring_accumulate": (None, [_I, _I, _I, _I, _P, _P, _I, _P, _P, _P, _P]),
@@ -560,6 +561,33 @@ class Kernels:
         _, pscratch = self._scratch((2 * k * p + 16,))
         self.lib.tp_nb_vote(_ptr(x), k, p, b, _ptr(sr), _ptr(si), g, NB_EPS, pscratch, _ptr(vote), _ptr(weight))
         return vote, weight
+
+    def vote_hist(
+        self,
+        vote: npt.NDArray[np.int64],
+        weight: npt.NDArray[np.floating],
+        n_dirs: int,
+        taps: npt.NDArray[np.float64],
+        circular: bool,
+    ) -> tuple[npt.NDArray[np.float64], list[int]]:
+        """As `edge.dsp.srp_phat.vote_hist`: histogram, smoothing and its sorted peaks in one C call."""
+        v = np.ascontiguousarray(vote, dtype=np.int64)
+        w = np.ascontiguousarray(weight, dtype=np.float32)
+        k = np.ascontiguousarray(taps, dtype=np.float64)
+        n = int(n_dirs)
+        if v.shape != w.shape:
+            raise InputError(f"vote_hist: votes {v.shape} and weights {w.shape} differ")
+        if k.ndim != 1 or len(k) % 2 != 1 or len(k) > n:
+            raise InputError(f"vote_hist: {k.size} taps: need an odd number, at most the {n} directions")
+        hist = np.empty(n, np.float64)
+        raw, peaks = np.empty(n + len(k) - 1, np.float64), np.empty(n, np.int64)
+        m = self.lib.tp_vote_hist(
+            _ptr(v), _ptr(w), v.size, n, _ptr(k), len(k), int(bool(circular)), _ptr(raw), _ptr(hist), _ptr(peaks)
+        )
+        if m < 0:
+            raise InputError(f"vote_hist: votes span {int(v.min())}..{int(v.max())}, outside 0..{n - 1}")
+        found: list[int] = peaks[:m].tolist()
+        return hist, found
 
     def frame_power(
         self, spectra: npt.NDArray[np.complexfloating], weights: npt.NDArray[np.floating]

@@ -20,7 +20,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define TP_ABI_VERSION 8
+#define TP_ABI_VERSION 9
 #define SQRT_HALF_BITS 0x3f3504f3 /* the bits of sqrt(1/2) as a float */
 #ifndef M_PI
 #define M_PI 3.14159265358979323846
@@ -711,6 +711,34 @@ static double half_width(const double *v, int64_t n, int64_t k, double step, int
     return (double)(width + 1) * step / 2.0;
 }
 
+/* edge.dsp.srp_phat.local_maxima of v [n] (>= left, > right; -inf outside when not circular; fewer than 3
+ * values: the first maximum), sorted highest first with ties in index order, into idx; returns the count. */
+static int64_t peaks_sorted(const double *v, int64_t n, int circular, int64_t *idx) {
+    int64_t m = 0;
+    if (n < 3) {
+        int64_t best = 0;
+        for (int64_t a = 1; a < n; a++)
+            if (v[a] > v[best]) best = a;
+        idx[m++] = best;
+    } else {
+        for (int64_t k = 0; k < n; k++) {
+            const double left = k > 0 ? v[k - 1] : (circular ? v[n - 1] : -INFINITY);
+            const double right = k + 1 < n ? v[k + 1] : (circular ? v[0] : -INFINITY);
+            if (v[k] >= left && v[k] > right) idx[m++] = k;
+        }
+    }
+    for (int64_t i = 1; i < m; i++) { /* stable insertion sort, highest first */
+        const int64_t k = idx[i];
+        int64_t j = i;
+        while (j > 0 && v[idx[j - 1]] < v[k]) {
+            idx[j] = idx[j - 1];
+            j--;
+        }
+        idx[j] = k;
+    }
+    return m;
+}
+
 /*
  * The sources of an SRP-PHAT map (edge.dsp.srp_phat.srp_peaks, the localiser's single-map search): the
  * map over G grid directions sorted by azimuth (az_start: [A] first index of each azimuth, az_vals [A]
@@ -743,28 +771,7 @@ TP_API int64_t tp_srp_peaks(const float *cc, int64_t P, int64_t L, const double 
     }
     if (!(hi - lo > 1e-12)) return 0;
     for (int64_t a = 0; a < A; a++) norm[a] = (norm[a] - lo) / (hi - lo);
-    int64_t n_peaks = 0;
-    if (A < 3) {
-        int64_t best = 0;
-        for (int64_t a = 1; a < A; a++)
-            if (norm[a] > norm[best]) best = a;
-        idx[n_peaks++] = best;
-    } else {
-        for (int64_t k = 0; k < A; k++) {
-            const double left = k > 0 ? norm[k - 1] : (circular ? norm[A - 1] : -INFINITY);
-            const double right = k + 1 < A ? norm[k + 1] : (circular ? norm[0] : -INFINITY);
-            if (norm[k] >= left && norm[k] > right) idx[n_peaks++] = k;
-        }
-    }
-    for (int64_t i = 1; i < n_peaks; i++) { /* stable insertion sort, highest first */
-        const int64_t k = idx[i];
-        int64_t j = i;
-        while (j > 0 && norm[idx[j - 1]] < norm[k]) {
-            idx[j] = idx[j - 1];
-            j--;
-        }
-        idx[j] = k;
-    }
+    const int64_t n_peaks = peaks_sorted(norm, A, (int)circular, idx);
     int64_t n_out = 0; /* the chosen azimuth indices go to idx[0 .. n_out) (entries already visited) */
     for (int64_t i = 0; i < n_peaks; i++) {
         const int64_t k = idx[i];
@@ -793,6 +800,39 @@ TP_API int64_t tp_srp_peaks(const float *cc, int64_t P, int64_t L, const double 
         out[4 * j + 3] = norm[k];
     }
     return n_out;
+}
+
+/*
+ * The localiser's vote histogram (edge.dsp.srp_phat.vote_hist): the cells' votes [n_cells] (direction
+ * indices, float weights) summed per direction in cell order (as np.bincount), smoothed with the odd,
+ * symmetric taps [n_taps <= n_dirs] (wrapping around when circular, zero outside otherwise; each sum in
+ * tap order), and its local maxima highest first. hist: [n_dirs] out; peaks:
+ * [n_dirs] out. raw: [n_dirs + n_taps - 1] scratch. Returns the number of peaks, or -1 for a vote outside
+ * 0 .. n_dirs - 1.
+ */
+TP_API int64_t tp_vote_hist(const int64_t *vote, const float *weight, int64_t n_cells, int64_t n_dirs,
+                            const double *taps, int64_t n_taps, int64_t circular, double *raw, double *hist,
+                            int64_t *peaks) {
+    const int64_t half = n_taps / 2;
+    double *mid = raw + half; /* raw: the histogram padded by half taps on each side */
+    for (int64_t d = 0; d < n_dirs + 2 * half; d++) raw[d] = 0.0;
+    for (int64_t i = 0; i < n_cells; i++) {
+        const int64_t v = vote[i];
+        if (v < 0 || v >= n_dirs) return -1;
+        mid[v] += (double)weight[i];
+    }
+    if (circular) {
+        for (int64_t j = 0; j < half; j++) {
+            raw[j] = mid[n_dirs - half + j];
+            mid[n_dirs + j] = mid[j];
+        }
+    }
+    for (int64_t i = 0; i < n_dirs; i++) {
+        double acc = 0.0;
+        for (int64_t j = 0; j < n_taps; j++) acc += raw[i + j] * taps[n_taps - 1 - j];
+        hist[i] = acc;
+    }
+    return peaks_sorted(hist, n_dirs, (int)circular, peaks);
 }
 
 /* The votes of nk (1 or 2) cells of one bin: the bin's steering is loaded once for both. ur, ui: [nk, P]
