@@ -424,9 +424,9 @@ class Localiser:
         step = float(az_vals[1] - az_vals[0])
         circular = self._axis is None
         hist, peaks = self._vote_hist(vote, weight, len(az_vals), gauss_taps(4.0 / step), circular)
-        if hist.max() <= 0:
-            return first
         top = float(hist.max())
+        if top <= 0:
+            return first
         chosen: list[float] = []
         out: list[Bearing] = []
         hl = hist.tolist()
