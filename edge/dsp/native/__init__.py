@@ -66,6 +66,9 @@ BASE_FLAGS = ("-O3", "-fPIC", "-shared", "-ffp-contract=off", "-fno-math-errno",
 
 _P = ctypes.c_void_p
 _I = ctypes.c_int64
+_Ints = npt.NDArray[np.int64]
+_Floats = npt.NDArray[np.floating]
+_F64 = npt.NDArray[np.float64]
 _D = ctypes.c_double
 _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "tp_abi_version": (ctypes.c_int, []),
@@ -563,13 +566,8 @@ class Kernels:
         return vote, weight
 
     def vote_hist(
-        self,
-        vote: npt.NDArray[np.int64],
-        weight: npt.NDArray[np.floating],
-        n_dirs: int,
-        taps: npt.NDArray[np.float64],
-        circular: bool,
-    ) -> tuple[npt.NDArray[np.float64], list[int]]:
+        self, vote: _Ints, weight: _Floats, n_dirs: int, taps: _Floats, circular: bool
+    ) -> tuple[_F64, list[int]]:
         """As `edge.dsp.srp_phat.vote_hist`: histogram, smoothing and its sorted peaks in one C call."""
         v = np.ascontiguousarray(vote, dtype=np.int64)
         w = np.ascontiguousarray(weight, dtype=np.float32)
