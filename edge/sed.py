@@ -173,6 +173,10 @@ class SedStage:
         n_rows = probs.shape[0]
         if n_rows == 0:
             return out
+        above_off_all = probs >= self.off_thr
+        if not self._live and not above_off_all.any():  # quiet: nothing can start (on >= off), nothing is open
+            self._frame_end = scores.index + n_rows
+            return out
         # the per-frame tests of every class at once, all frames of the call together ([R, K])
         rel = np.where(self._eligible, probs / self.on_thr, -np.inf)  # ignored classes take no top-k slot
         if cfg.top_k < probs.shape[1]:
@@ -181,7 +185,6 @@ class SedStage:
         else:
             in_top = np.ones(probs.shape, bool)
         above_on_all = (probs >= self.on_thr) & in_top & self._eligible
-        above_off_all = probs >= self.off_thr
         rows, cols = np.nonzero(above_on_all | above_off_all)
         cand_rows = np.searchsorted(rows, np.arange(n_rows + 1)).tolist()
         cand_cols = cols.tolist()
