@@ -43,10 +43,9 @@ from boards.profiles import SPEED_OF_SOUND_M_S, ArrayProfile
 from edge.dsp import backends
 from edge.dsp.frontend import DEFAULT_FRONTEND, FrontendSpec
 from edge.dsp.gcc_phat import mic_pairs
-from edge.dsp.srp_phat import SrpGrid, gauss_taps, srp_lags
+from edge.dsp.srp_phat import SrpGrid, gauss_taps, profile_sources, srp_lags
 from edge.dsp.srp_phat import ang_dist as _ang_dist
 from edge.dsp.srp_phat import half_width as _half_width
-from edge.dsp.srp_phat import local_maxima as _local_maxima
 from edge.dsp.srp_phat import wrap1 as _wrap1
 from edge.errors import ConfigError
 from edge.messages import Bearing
@@ -350,28 +349,19 @@ class Localiser:
             return ()
         power, score = self._scorer(cross_sum, n_frames)
         az_vals = self._az_vals
-        # azimuth profile: best elevation for each azimuth
-        profile = np.maximum.reduceat(power, self._az_start)
-        lo, hi = float(profile.min()), float(profile.max())
-        if hi - lo <= 1e-12:
-            return ()
-        norm = (profile - lo) / (hi - lo)
         circular = self._axis is None
-        nl = norm.tolist()  # Python floats: the same values, without numpy's per-element cost
-        peaks_k = sorted(_local_maxima(norm, circular), key=lambda k: -nl[k])
-        chosen: list[int] = []
-        for k in peaks_k:
-            if nl[k] < cfg.min_rel_power or len(chosen) >= cfg.max_sources:
-                break
-            if all(_ang_dist(az_vals[k], az_vals[c]) >= cfg.min_separation_deg for c in chosen):
-                chosen.append(k)
+        norm, chosen = profile_sources(
+            power, self._az_start, az_vals, circular, cfg.min_rel_power, cfg.max_sources, cfg.min_separation_deg
+        )
+        if norm is None:
+            return ()
         out = []
         for k in chosen:
             g0 = int(self._az_start[k])
             g = g0 + int(np.argmax(power[g0 : self._az_stop[k]]))
             az, el = self._refine(score, float(self.grid_az[g]), float(self.grid_el[g]))
             spread = _half_width(norm, k, float(az_vals[1] - az_vals[0]), circular)
-            out.append(self._bearing(az, el, spread, nl[k]))
+            out.append(self._bearing(az, el, spread, float(norm[k])))
         return tuple(out)
 
     def _bearing(self, az: float, el: float, spread: float, power: float) -> Bearing:

@@ -185,13 +185,10 @@ class SedStage:
         else:
             in_top = np.ones(probs.shape, bool)
         above_on_all = (probs >= self.on_thr) & in_top & self._eligible
-        rows, cols = np.nonzero(above_on_all | above_off_all)
+        rows, cols = np.nonzero(above_off_all)  # above an on-threshold is above the off-threshold too
         cand_rows = np.searchsorted(rows, np.arange(n_rows + 1)).tolist()
         cand_cols = cols.tolist()
         live = self._live
-        if not rows.size and not live:  # nothing above a threshold and nothing pending: no state changes
-            self._frame_end = scores.index + n_rows
-            return out
         # Python lists: the same values (float32 -> float is exact) without numpy's per-element cost
         probs_l, on_l, off_l = probs.tolist(), above_on_all.tolist(), above_off_all.tolist()
         for r in range(n_rows):

@@ -14,6 +14,8 @@ import numpy.typing as npt
 from edge.dsp.backends import REFERENCE, register
 from edge.errors import InputError
 
+F64 = npt.NDArray[np.float64]
+
 
 @register(REFERENCE, "srp_map")
 def srp_map(cc: npt.NDArray[np.floating], lag_index: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
@@ -102,6 +104,12 @@ def local_maxima(v: npt.NDArray[np.float64], circular: bool) -> list[int]:
     return peaks
 
 
+def peaks_highest_first(v: npt.NDArray[np.float64], circular: bool) -> list[int]:
+    """`local_maxima` of v, highest first (ties in index order)."""
+    vl = v.tolist()
+    return sorted(local_maxima(v, circular), key=lambda k: -vl[k])
+
+
 def half_width(norm: npt.NDArray[np.float64], k: int, step: float, circular: bool) -> float:
     """Half the width (degrees) of the peak at k where it stays above half its height."""
     v = norm.tolist()  # Python floats: the same comparisons without numpy's per-element cost
@@ -180,6 +188,34 @@ class SrpGrid:
             raise InputError(f"SrpGrid: level sizes {sz.tolist()} do not add up to {da.size} offsets")
 
 
+def profile_sources(
+    power: F64,
+    az_start: npt.NDArray[np.int64],
+    az_vals: F64,
+    circular: bool,
+    min_rel: float,
+    max_sources: int,
+    min_sep: float,
+) -> tuple[F64 | None, list[int]]:
+    """A map over a grid sorted by azimuth (`az_start`: each azimuth's first index) -> (its azimuth
+    profile, each azimuth's best direction, scaled to [0, 1]; the chosen azimuth indices): the profile's
+    local maxima highest first, each at least `min_rel` high and `min_sep` degrees from the chosen ones,
+    at most `max_sources`. A flat profile: (None, [])."""
+    profile = np.maximum.reduceat(power, az_start)
+    lo, hi = float(profile.min()), float(profile.max())
+    if not hi - lo > 1e-12:
+        return None, []
+    norm = (profile - lo) / (hi - lo)
+    nl = norm.tolist()
+    chosen: list[int] = []
+    for k in peaks_highest_first(norm, circular):
+        if nl[k] < min_rel or len(chosen) >= max_sources:
+            break
+        if all(ang_dist(az_vals[k], az_vals[c]) >= min_sep for c in chosen):
+            chosen.append(k)
+    return norm, chosen
+
+
 @register(REFERENCE, "srp_peaks")
 def srp_peaks(
     cc: npt.NDArray[np.floating], grid: SrpGrid, min_rel_power: float, max_sources: int, min_separation_deg: float
@@ -195,20 +231,12 @@ def srp_peaks(
     if n_pairs != grid.lag_index.shape[1] or length < 2:
         raise InputError(f"srp_peaks: cc of shape {np.shape(cc)} does not fit {grid.lag_index.shape[1]} pairs")
     power = np.asarray(srp_map(cc, grid.lag_index), np.float64)
-    profile = np.maximum.reduceat(power, grid.az_start)
-    lo, hi = float(profile.min()), float(profile.max())
-    if not hi - lo > 1e-12:
+    norm, chosen = profile_sources(power, grid.az_start, grid.az_vals, grid.circular, min_rel_power, max_sources,
+                                   min_separation_deg)  # fmt: skip
+    if norm is None:
         return np.zeros((0, 4), np.float64)
-    norm = (profile - lo) / (hi - lo)
-    nl = norm.tolist()
-    vals = grid.az_vals
-    chosen: list[int] = []
-    for k in sorted(local_maxima(norm, grid.circular), key=lambda k: -nl[k]):
-        if nl[k] < min_rel_power or len(chosen) >= max_sources:
-            break
-        if all(ang_dist(vals[k], vals[c]) >= min_separation_deg for c in chosen):
-            chosen.append(k)
     stops = np.append(grid.az_start[1:], len(power))
+    vals = grid.az_vals
     step = float(vals[1] - vals[0]) if len(vals) > 1 else 0.0
     out = np.zeros((len(chosen), 4), np.float64)
     for i, k in enumerate(chosen):
@@ -218,7 +246,7 @@ def srp_peaks(
             cc, grid.diff_t, grid.scale, grid.daz, grid.del_, grid.sizes,
             float(grid.grid_az[g]), float(grid.grid_el[g]), grid.el_min,
         )  # fmt: skip
-        out[i] = (az, el, half_width(norm, k, step, grid.circular), nl[k])
+        out[i] = (az, el, half_width(norm, k, step, grid.circular), norm[k])
     return out
 
 
@@ -230,6 +258,20 @@ def gauss_taps(sigma: float) -> npt.NDArray[np.float64]:
     k /= k.sum()
     k.flags.writeable = False
     return k
+
+
+def check_votes(
+    vote: npt.NDArray[np.int64], weight: npt.NDArray[np.floating], n_dirs: int, taps: npt.NDArray[np.floating]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """`vote_hist`'s arguments as contiguous int64 votes and float32 weights of one shape (InputError if
+    they differ, or if `taps` is not an odd number of at most `n_dirs`)."""
+    v = np.ascontiguousarray(vote, dtype=np.int64)
+    w = np.ascontiguousarray(weight, dtype=np.float32)
+    if v.shape != w.shape:
+        raise InputError(f"vote_hist: votes {v.shape} and weights {w.shape} differ")
+    if np.ndim(taps) != 1 or len(taps) % 2 != 1 or len(taps) > n_dirs:
+        raise InputError(f"vote_hist: {np.size(taps)} taps: need an odd number, at most the {n_dirs} directions")
+    return v, w
 
 
 @register(REFERENCE, "vote_hist")
@@ -244,19 +286,16 @@ def vote_hist(
     histogram over `n_dirs` directions smoothed with the odd, symmetric `taps` (wrapping around when
     `circular`, else zero outside), its local maxima (`local_maxima`) highest first, ties in direction
     order). A vote outside 0 .. n_dirs - 1 is an InputError."""
-    v = np.asarray(vote).ravel()
+    v, w = check_votes(vote, weight, n_dirs, taps)
     if v.size and (int(v.min()) < 0 or int(v.max()) >= n_dirs):
         raise InputError(f"vote_hist: votes span {int(v.min())}..{int(v.max())}, outside 0..{n_dirs - 1}")
-    if len(taps) % 2 != 1 or len(taps) > n_dirs:
-        raise InputError(f"vote_hist: {len(taps)} taps: need an odd number, at most the {n_dirs} directions")
-    hist = np.bincount(v, weights=np.asarray(weight).ravel(), minlength=n_dirs).astype(np.float64)
+    hist = np.bincount(v.ravel(), weights=w.ravel(), minlength=n_dirs).astype(np.float64)
     half = len(taps) // 2
     if circular:
         hist = np.convolve(np.concatenate([hist[-half:], hist, hist[:half]]) if half else hist, taps, mode="valid")
     else:
         hist = np.convolve(hist, taps, mode="same")
-    hl = hist.tolist()
-    return hist, sorted(local_maxima(hist, circular), key=lambda k: -hl[k])
+    return hist, peaks_highest_first(hist, circular)
 
 
 NB_EPS = 1e-12  # |x| floor of the unit cross-spectra in nb_vote

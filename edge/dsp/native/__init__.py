@@ -46,7 +46,7 @@ from edge.dsp.frontend import (
     periodic_hann,
 )
 from edge.dsp.gcc_phat import EPS
-from edge.dsp.srp_phat import NB_EPS, SrpGrid
+from edge.dsp.srp_phat import NB_EPS, SrpGrid, check_votes
 from edge.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -569,14 +569,9 @@ class Kernels:
         self, vote: _Ints, weight: _Floats, n_dirs: int, taps: _Floats, circular: bool
     ) -> tuple[_F64, list[int]]:
         """As `edge.dsp.srp_phat.vote_hist`: histogram, smoothing and its sorted peaks in one C call."""
-        v = np.ascontiguousarray(vote, dtype=np.int64)
-        w = np.ascontiguousarray(weight, dtype=np.float32)
-        k = np.ascontiguousarray(taps, dtype=np.float64)
         n = int(n_dirs)
-        if v.shape != w.shape:
-            raise InputError(f"vote_hist: votes {v.shape} and weights {w.shape} differ")
-        if k.ndim != 1 or len(k) % 2 != 1 or len(k) > n:
-            raise InputError(f"vote_hist: {k.size} taps: need an odd number, at most the {n} directions")
+        v, w = check_votes(vote, weight, n, taps)
+        k = np.ascontiguousarray(taps, dtype=np.float64)
         hist = np.empty(n, np.float64)
         raw, peaks = np.empty(n + len(k) - 1, np.float64), np.empty(n, np.int64)
         m = self.lib.tp_vote_hist(
