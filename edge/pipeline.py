@@ -42,6 +42,7 @@ import numpy.typing as npt
 
 from boards.profiles import ArrayProfile
 from edge.dsp import backends, frontend
+from edge.dsp.dcblock import DEFAULT_DC_BLOCK_HZ
 from edge.errors import ConfigError, InputError
 from edge.inference import Model
 from edge.localise import Localiser, LocaliserConfig
@@ -65,6 +66,7 @@ class PipelineConfig:
     moving_min_deg: float = 10.0
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     tracking: bool = True  # False: events keep their bearings but no tracks (no per-hop localisation)
+    dc_block_hz: float = DEFAULT_DC_BLOCK_HZ  # the DC blocker's corner before the STFT (edge.dsp.dcblock); 0: off
 
     def __post_init__(self) -> None:
         if not 1.0 <= self.ring_s <= 600.0:
@@ -73,6 +75,8 @@ class PipelineConfig:
             raise ConfigError(f"doa_range_db={self.doa_range_db!r}: must be in [1, 60] dB")
         if not 1 <= self.track_hop_frames <= 100:
             raise ConfigError(f"track_hop_frames={self.track_hop_frames!r}: must be in [1, 100]")
+        if not (self.dc_block_hz == 0.0 or 1.0 <= self.dc_block_hz <= 100.0):
+            raise ConfigError(f"dc_block_hz={self.dc_block_hz!r}: must be 0 (off) or in [1, 100] Hz")
         for name in ("track_gate_db", "track_assoc_deg", "moving_min_deg"):
             v = getattr(self, name)
             if not 0.0 <= v <= 180.0:
@@ -94,7 +98,7 @@ class EdgePipeline:
             )
         self.out_hop_s = self.sub * spec.hop_s
         self.dsp_backend = backends.resolve(cfg.dsp_backend)
-        self.stft = StftStage(spec, self.dsp_backend)
+        self.stft = StftStage(spec, self.dsp_backend, cfg.dc_block_hz)
         self._logmel = backends.get("logmel_from_spectra", self.dsp_backend)
         self._frame_power = backends.get("frame_power", self.dsp_backend)
         self._ring_acc = backends.get("ring_accumulate", self.dsp_backend)

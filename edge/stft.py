@@ -1,7 +1,8 @@
 """Block -> Spectra: the streaming causal STFT (frames as in `edge.dsp.frontend.stft`).
 
 Keeps the samples not yet covered by a complete frame between blocks, so any block size gives the
-same frames as one whole-stream STFT.
+same frames as one whole-stream STFT. With `dc_block_hz` > 0 the samples first pass the stream's DC
+blocker (`edge.dsp.dcblock`, its state carried between blocks: also the same for any block size).
 """
 
 from __future__ import annotations
@@ -9,15 +10,21 @@ from __future__ import annotations
 import numpy as np
 
 from edge.dsp import backends
+from edge.dsp.dcblock import dc_block_pole, dc_block_state
 from edge.dsp.frontend import DEFAULT_FRONTEND, FrontendSpec, n_frames
 from edge.errors import InputError
 from edge.messages import Block, Spectra
 
 
 class StftStage:
-    def __init__(self, spec: FrontendSpec = DEFAULT_FRONTEND, backend: str = backends.REFERENCE) -> None:
+    def __init__(
+        self, spec: FrontendSpec = DEFAULT_FRONTEND, backend: str = backends.REFERENCE, dc_block_hz: float = 0.0
+    ) -> None:
         self.spec = spec
         self._stft = backends.get("stft", backend)
+        self._dc_pole = dc_block_pole(dc_block_hz, spec.sample_rate) if dc_block_hz > 0 else None
+        self._dc_block = backends.get("dc_block", backend)
+        self._dc_state: np.ndarray | None = None
         self._buf: np.ndarray | None = None
         self._next_frame = 0  # stream index of the next frame to produce
         self._seq = 0
@@ -30,6 +37,13 @@ class StftStage:
             self._buf = np.zeros((x.shape[0], 0), np.float32)
         elif x.shape[0] != self._buf.shape[0]:
             raise InputError(f"channel count changed mid-stream: {self._buf.shape[0]} -> {x.shape[0]}")
+        if self._dc_pole is not None and x.shape[1]:
+            if self._dc_state is None:
+                self._dc_state = dc_block_state(x[:, 0])
+            x = self._dc_block(x, self._dc_pole, self._dc_state)
+            if not np.isfinite(self._dc_state).all():  # NaN/inf would stay in the recursion for good
+                self._dc_state = None
+                raise InputError(f"block {block.seq} (t={block.t:.3f} s) holds NaN or infinite samples")
         buf = np.concatenate([self._buf, x], axis=1) if self._buf.shape[1] else x
         t = n_frames(buf.shape[1], self.spec)
         frames = self._stft(buf[:, : (t - 1) * self.spec.hop + self.spec.win] if t else buf[:, :0], self.spec)

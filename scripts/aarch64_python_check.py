@@ -295,6 +295,24 @@ def check_ring_accumulate(native: Callable[..., Any], ref: Callable[..., Any]) -
     row("ring_accumulate", "random, 8 chunkings", worst, 0.0, ok, "bit-identical")
 
 
+def check_dc_block(native: Callable[..., Any], ref: Callable[..., Any]) -> None:
+    """tests/test_dsp_dcblock.py: the same doubles as the reference's lfilter, whatever the cut into blocks."""
+    from edge.dsp.dcblock import dc_block_pole, dc_block_state
+
+    r = dc_block_pole(10.0, 16000)
+    worst, ok = 0.0, True
+    for channels in (1, 4, 6):
+        rng = np.random.default_rng(channels)
+        x = (0.05 * rng.standard_normal((channels, 3001)) + 0.3).astype(np.float32)
+        want = ref(x, r, dc_block_state(x[:, 0]))
+        state = dc_block_state(x[:, 0])
+        parts = np.split(x, [7, 1500, 1501], axis=1)
+        got = np.concatenate([native(np.ascontiguousarray(p), r, state) for p in parts], axis=1)
+        worst = max(worst, absmax(got, want))
+        ok = ok and np.array_equal(got, want)
+    row("dc_block", "1/4/6 ch, 4 blocks", worst, 0.0, ok, "bit-identical")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variant", default="neon", help="the build the loader must pick (default %(default)s)")
@@ -335,6 +353,7 @@ def main() -> int:
     check_nb_vote(kern["nb_vote"], ref["nb_vote"])
     check_vote_hist(kern["vote_hist"], ref["vote_hist"])
     check_ring_accumulate(kern["ring_accumulate"], ref["ring_accumulate"])
+    check_dc_block(kern["dc_block"], ref["dc_block"])
 
     print(f"\n{'kernel':<20} {'input':<22} {'max error':>10} {'tolerance':>10}  result")
     for r in ROWS:

@@ -50,6 +50,7 @@ KERNELS = (
     "frame_power",
     "ring_accumulate",
     "leq_dbfs",
+    "dc_block",
 )
 
 _registry: dict[str, dict[str, Callable[..., Any]]] = {}
@@ -71,7 +72,7 @@ def register(backend: str, kernel: str) -> Callable[[F], F]:
 
 def _load_reference() -> None:
     # Importing the reference modules registers their kernels.
-    from edge.dsp import gcc_phat, level, pcm, reference, rings, srp_phat  # noqa: F401
+    from edge.dsp import dcblock, gcc_phat, level, pcm, reference, rings, srp_phat  # noqa: F401
 
 
 def _load_native() -> None:

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from edge.dsp.dcblock import check_dc_block
 from edge.dsp.frontend import (
     DEFAULT_FRONTEND,
     FrontendSpec,
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "tympan_dsp.c"
-ABI_VERSION = 9  # TP_ABI_VERSION in tympan_dsp.c
+ABI_VERSION = 10  # TP_ABI_VERSION in tympan_dsp.c
 VARIANTS = ("avx2", "sse2", "neon", "portable")
 # Compiler flags per variant (the package build in setup.py uses the same).
 VARIANT_FLAGS: dict[str, tuple[str, ...]] = {
@@ -94,6 +95,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "tp_frame_power": (None, [_P, _I, _I, _I, _P, _P]),
     "tp_ring_accumulate": (None, [_I, _I, _I, _I, _P, _P, _I, _P, _P, _P, _P]),
     "tp_leq_dbfs": (ctypes.c_double, [_P, _I]),
+    "tp_dc_block": (None, [_P, _I, _I, _D, _P, _P]),
 }
 TCHUNK = 32  # frames per chunk in the C kernels (scratch sizes)
 LM_TCHUNK = 32  # frames per chunk of tp_logmel (LM_TCHUNK in tympan_dsp.c)
@@ -639,6 +641,14 @@ class Kernels:
         if a.size == 0:
             raise InputError("Leq of no samples")
         return float(self.lib.tp_leq_dbfs(_ptr(a), a.size))
+
+    def dc_block(self, x: _Floats, r: float, state: _F64) -> npt.NDArray[np.float32]:
+        """As `edge.dsp.dcblock.dc_block`: samples [C, N] -> float32 without DC; `state` updated in place."""
+        check_dc_block(x, r, state)
+        a = np.ascontiguousarray(x, dtype=np.float32)
+        out = np.empty(a.shape, np.float32)
+        self.lib.tp_dc_block(_ptr(a), a.shape[0], a.shape[1], float(r), _ptr(state), _ptr(out))
+        return out
 
 
 @lru_cache(maxsize=1)

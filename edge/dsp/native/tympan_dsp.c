@@ -20,7 +20,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define TP_ABI_VERSION 9
+#define TP_ABI_VERSION 10
 #define SQRT_HALF_BITS 0x3f3504f3 /* the bits of sqrt(1/2) as a float */
 #ifndef M_PI
 #define M_PI 3.14159265358979323846
@@ -1000,4 +1000,35 @@ TP_API double tp_leq_dbfs(const float *x, int64_t n) {
     for (int k = 0; k < W; k++) s += part[k];
     for (; i < n; i++) s += (double)x[i] * x[i];
     return n > 0 ? 10.0 * log10(2.0 * s / (double)n + 1e-20) : -200.0;
+}
+
+/* DC blocker (edge/dsp/dcblock.py): y[n] = x[n] - x[n-1] + r y[n-1] per channel of x [C, N], in direct
+ * form II transposed with the double state z[C] carried between calls: y = x + z; z = r y - x (the
+ * reference's lfilter arithmetic, so the same doubles). The channels run side by side (independent
+ * recursions: their latencies overlap). */
+TP_API void tp_dc_block(const float *x, int64_t C, int64_t N, double r, double *state, float *y) {
+    int64_t c0 = 0;
+    for (; c0 + 4 <= C; c0 += 4) {
+        const float *x0 = x + c0 * N, *x1 = x0 + N, *x2 = x1 + N, *x3 = x2 + N;
+        float *y0 = y + c0 * N, *y1 = y0 + N, *y2 = y1 + N, *y3 = y2 + N;
+        double z0 = state[c0], z1 = state[c0 + 1], z2 = state[c0 + 2], z3 = state[c0 + 3];
+        for (int64_t n = 0; n < N; n++) {
+            double a = x0[n], b = x1[n], c = x2[n], d = x3[n];
+            double ya = a + z0, yb = b + z1, yc = c + z2, yd = d + z3;
+            z0 = r * ya - a; z1 = r * yb - b; z2 = r * yc - c; z3 = r * yd - d;
+            y0[n] = (float)ya; y1[n] = (float)yb; y2[n] = (float)yc; y3[n] = (float)yd;
+        }
+        state[c0] = z0; state[c0 + 1] = z1; state[c0 + 2] = z2; state[c0 + 3] = z3;
+    }
+    for (; c0 < C; c0++) {
+        const float *xc = x + c0 * N;
+        float *yc = y + c0 * N;
+        double z = state[c0];
+        for (int64_t n = 0; n < N; n++) {
+            double v = xc[n], o = v + z;
+            z = r * o - v;
+            yc[n] = (float)o;
+        }
+        state[c0] = z;
+    }
 }
