@@ -49,6 +49,9 @@ class AnnotateConfig:
     enrolled_hop_s: float = 0.24
     enrolled_window_s: float = 0.96
     enrolled_min_dbfs: float = -60.0  # quieter windows are not matched against enrolled classes
+    # an enrolled class turns off below this fraction of its threshold: the scores are cosine similarities,
+    # where unrelated sounds sit at 0.3-0.5, so the SED's 0.6 for probabilities would hold it on in noise
+    enrolled_off_ratio: float = 0.9
     min_p: float = 0.5  # states below this confidence are not reported
 
     def __post_init__(self) -> None:
@@ -56,6 +59,8 @@ class AnnotateConfig:
             raise ConfigError(f"annotate ring_s={self.ring_s!r}: must be in [1, 600] s")
         if not 0.5 <= self.max_state_s <= self.ring_s:
             raise ConfigError(f"annotate max_state_s={self.max_state_s!r}: must be in [0.5, ring_s]")
+        if not 0.5 <= self.enrolled_off_ratio <= 1.0:
+            raise ConfigError(f"annotate enrolled_off_ratio={self.enrolled_off_ratio!r}: must be in [0.5, 1]")
         if not 0.0 <= self.min_p <= 1.0:
             raise ConfigError(f"annotate min_p={self.min_p!r}: must be in [0, 1]")
 
@@ -117,7 +122,8 @@ class AnnotatedPipeline:
         if enrolled is not None:
             k = len(pipeline.model.labels)
             self.enrolled_labels = tuple(Label(k + i, ENROLLED_MID, n) for i, n in enumerate(enrolled.names))
-            self._enr_sed = SedStage(self.enrolled_labels, enrolled.thresholds, SedConfig(ignore=(), top_k=1))
+            enr_cfg = SedConfig(ignore=(), top_k=1, off_ratio=cfg.enrolled_off_ratio)
+            self._enr_sed = SedStage(self.enrolled_labels, enrolled.thresholds, enr_cfg)
 
     # the EdgePipeline interface -------------------------------------------------------------------
     @property

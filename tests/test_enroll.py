@@ -167,3 +167,12 @@ def test_listen_reports_enrolled_classes_from_the_store(
     assert not [line for line in capsys.readouterr().out.splitlines() if '"warble"' in line]
     assert main(["listen", "--input", scene, "--enrolled", str(tmp_path / "empty")]) == 1
     assert "no enrolments there" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("ratio", [0.3, 1.2])
+def test_enrolled_off_ratio_is_checked(ratio: float) -> None:
+    from edge.annotate import AnnotateConfig
+    from edge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="enrolled_off_ratio"):
+        AnnotateConfig(enrolled_off_ratio=ratio)
