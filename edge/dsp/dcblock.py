@@ -19,7 +19,6 @@ import math
 
 import numpy as np
 import numpy.typing as npt
-from scipy.signal import lfilter
 
 from edge.dsp.backends import REFERENCE, register
 from edge.errors import InputError
@@ -52,6 +51,8 @@ def check_dc_block(x: npt.NDArray[np.floating], r: float, state: npt.NDArray[np.
 @register(REFERENCE, "dc_block")
 def dc_block(x: npt.NDArray[np.floating], r: float, state: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
     """Samples [C, N] -> float32 [C, N] without DC; `state` [C] (float64) is read and updated in place."""
+    from scipy.signal import lfilter  # here: importing scipy.signal costs the CLI's start-up ~0.5 s
+
     check_dc_block(x, r, state)
     y, zf = lfilter([1.0, -1.0], [1.0, -r], np.asarray(x, np.float64), axis=1, zi=state[:, None])
     state[:] = zf[:, 0]
