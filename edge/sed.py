@@ -178,13 +178,13 @@ class SedStage:
             self._frame_end = scores.index + n_rows
             return out
         # the per-frame tests of every class at once, all frames of the call together ([R, K])
-        rel = np.where(self._eligible, probs / self.on_thr, -np.inf)  # ignored classes take no top-k slot
-        if cfg.top_k < probs.shape[1]:
+        above_on_all = (probs >= self.on_thr) & self._eligible
+        if cfg.top_k < probs.shape[1] and int(above_on_all.sum(axis=1).max()) > cfg.top_k:
+            # more classes above their on-threshold than top-k slots in some frame: keep the top-k by
+            # probability relative to threshold (with at most top_k above, every one of them is in the top k)
+            rel = np.where(self._eligible, probs / self.on_thr, -np.inf)  # ignored classes take no top-k slot
             kth = np.partition(rel, -cfg.top_k, axis=1)[:, -cfg.top_k]
-            in_top = rel >= kth[:, None]
-        else:
-            in_top = np.ones(probs.shape, bool)
-        above_on_all = (probs >= self.on_thr) & in_top & self._eligible
+            above_on_all &= rel >= kth[:, None]
         rows, cols = np.nonzero(above_off_all)  # above an on-threshold is above the off-threshold too
         cand_rows = np.searchsorted(rows, np.arange(n_rows + 1)).tolist()
         cand_cols = cols.tolist()
