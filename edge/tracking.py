@@ -86,43 +86,49 @@ def wrap(a: float) -> float:
 
 
 class _Cv:
-    """A 1-D constant-velocity Kalman filter: state [angle, rate] (degrees, degrees per second)."""
+    """A 1-D constant-velocity Kalman filter: state [angle, rate] (degrees, degrees per second), its
+    covariance [[p00, p01], [p01, p11]]; in Python floats (2 x 2 numpy products cost more than they compute)."""
 
     def __init__(self, z: float, cfg: TrackerConfig, circular: bool) -> None:
-        self.x = np.array([z, 0.0])
-        self.p = np.diag([cfg.meas_sigma_deg**2, cfg.init_velocity_sigma_deg_s**2])
+        self.angle, self.rate = float(z), 0.0
+        self.p00, self.p01, self.p11 = cfg.meas_sigma_deg**2, 0.0, cfg.init_velocity_sigma_deg_s**2
         self.q = cfg.accel_sigma_deg_s2**2
         self.r = cfg.meas_sigma_deg**2
         self.circular = circular
 
     def predict(self, dt: float) -> None:
+        """x <- F x, P <- F P F' + Q with F = [[1, dt], [0, 1]] and white-acceleration Q."""
         if dt <= 0:
             return
-        f = np.array([[1.0, dt], [0.0, 1.0]])
-        q = self.q * np.array([[dt**3 / 3.0, dt**2 / 2.0], [dt**2 / 2.0, dt]])
-        self.x = f @ self.x
-        self.p = f @ self.p @ f.T + q
+        p00, p01, p11, q = self.p00, self.p01, self.p11, self.q
+        self.angle += dt * self.rate
+        self.p00 = p00 + 2.0 * dt * p01 + dt * dt * p11 + q * dt**3 / 3.0
+        self.p01 = p01 + dt * p11 + q * dt**2 / 2.0
+        self.p11 = p11 + q * dt
         self._norm()
 
     def innovation(self, z: float) -> tuple[float, float]:
         """(innovation, its variance) of a measurement z."""
-        y = z - self.x[0]
-        return (wrap(y) if self.circular else y), float(self.p[0, 0] + self.r)
+        y = z - self.angle
+        return (wrap(y) if self.circular else y), self.p00 + self.r
 
     def correct(self, z: float) -> None:
         y, s = self.innovation(z)
-        k = self.p[:, 0] / s
-        self.x = self.x + k * y
-        self.p = self.p - np.outer(k, self.p[0, :])
-        self.p = (self.p + self.p.T) / 2.0
+        k0, k1 = self.p00 / s, self.p01 / s
+        self.angle += k0 * y
+        self.rate += k1 * y
+        p00, p01, p11 = self.p00, self.p01, self.p11
+        self.p00 = p00 - k0 * p00
+        self.p01 = ((p01 - k0 * p01) + (p01 - k1 * p00)) / 2.0  # P - k P[0, :], symmetrised
+        self.p11 = p11 - k1 * p01
         self._norm()
 
     def _norm(self) -> None:
         if self.circular:
-            self.x[0] = wrap(float(self.x[0]))
-        elif abs(self.x[0]) > 90.0:  # elevation: stop at the pole
-            self.x[0] = math.copysign(90.0, self.x[0])
-            self.x[1] = 0.0
+            self.angle = wrap(self.angle)
+        elif abs(self.angle) > 90.0:  # elevation: stop at the pole
+            self.angle = math.copysign(90.0, self.angle)
+            self.rate = 0.0
 
 
 @dataclass
@@ -221,7 +227,7 @@ class Tracker:
         keep.sort(key=lambda tr: (not tr.confirmed, tr.born))
         out: list[_Live] = []
         for tr in keep:
-            if tr.confirmed or all(abs(wrap(float(tr.az.x[0] - o.az.x[0]))) > cfg.merge_deg for o in out):
+            if tr.confirmed or all(abs(wrap(tr.az.angle - o.az.angle)) > cfg.merge_deg for o in out):
                 out.append(tr)
         out.sort(key=lambda tr: tr.born)
         self._live = out
@@ -238,10 +244,10 @@ class Tracker:
     def _snapshot(tr: _Live) -> Track:
         return Track(
             id=tr.id,
-            azimuth=round(float(tr.az.x[0]), 2),
-            elevation=None if tr.el is None else round(float(tr.el.x[0]), 2),
-            velocity=round(float(tr.az.x[1]), 2),
-            spread=round(float(np.sqrt(tr.az.p[0, 0])), 2),
+            azimuth=round(tr.az.angle, 2),
+            elevation=None if tr.el is None else round(tr.el.angle, 2),
+            velocity=round(tr.az.rate, 2),
+            spread=round(math.sqrt(tr.az.p00), 2),
             t=tr.t,
             born=tr.born,
             hits=tr.hits,
