@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from edge.dsp.dcblock import DEFAULT_DC_BLOCK_HZ, dc_block_pole, dc_block_state
 from edge.dsp.frontend import DEFAULT_FRONTEND, SAMPLE_RATE
 from edge.errors import InputError
 
@@ -137,19 +138,23 @@ def run_bench(
     weights = parseval_weights(spec)
     for b in chosen:
         stft = backends.get("stft", b)
+        dc_block = backends.get("dc_block", b)
+        dc_pole = dc_block_pole(DEFAULT_DC_BLOCK_HZ, spec.sample_rate)
         logmel = backends.get("logmel_from_spectra", b)
         power = backends.get("frame_power", b)
         loc = Localiser(array, spec, LocaliserConfig(backend=b))
         spectra = stft(x, spec)
         cross_sum = loc.frame_cross(spectra).sum(axis=0)
         parts = [
+            median_cpu(lambda dc=dc_block, p=dc_pole: dc(x, p, dc_block_state(x[:, 0])), repeats),
             median_cpu(partial(stft, x, spec), repeats),
             median_cpu(partial(logmel, spectra, spec), repeats),
             median_cpu(partial(loc.frame_cross, spectra), repeats),
             median_cpu(partial(loc.bearings, cross_sum), repeats) * dur,  # one estimate per audio second
             median_cpu(partial(power, spectra, weights), repeats),
         ]
-        names = [f"stft ({array.n_mics} ch)", "log-mel", f"PHAT cross ({len(loc.pairs)} pairs)", "SRP-PHAT", "level"]
+        names = ["DC blocker", f"stft ({array.n_mics} ch)", "log-mel", f"PHAT cross ({len(loc.pairs)} pairs)"]
+        names += ["SRP-PHAT", "level"]
         for name, t in zip(names, parts, strict=True):
             add(name, b, t)
         add("DSP total", b, sum(parts))

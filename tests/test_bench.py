@@ -9,7 +9,7 @@ import pytest
 from edge.dsp import backends
 from edge.main import main
 
-STAGES = {"stft (4 ch)", "log-mel", "PHAT cross (6 pairs)", "SRP-PHAT", "level", "DSP total"}
+STAGES = {"DC blocker", "stft (4 ch)", "log-mel", "PHAT cross (6 pairs)", "SRP-PHAT", "level", "DSP total"}
 
 
 def test_bench_json_has_every_stage_for_every_backend(capsys: pytest.CaptureFixture[str]) -> None:
