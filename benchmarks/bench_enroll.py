@@ -113,7 +113,7 @@ def main() -> int:
              "Written by `benchmarks/bench_enroll.py` (method in its docstring). Untrained classes: "
              + ", ".join(UNTRAINED) + f"; model `{model.id}`; {args.episodes} episodes, medians. "
              "CPU time per 5 s clip on the shared "
-             "development machine (2 cores, 7 concurrent workers: indicative only).", "",
+             "development machine (2 cores shared with other jobs: indicative only).", "",
              "| representation | 3-way | 10-way | open-set hits | open-set false accepts | CPU ms / clip |",
              "|---|---|---|---|---|---|"]  # fmt: skip
     for name, r in report["results"].items():

@@ -41,7 +41,7 @@ class TransferConfig:
     esc50_val_folds: tuple[int, ...] = _f((5,))
     us8k_val_fraction: float = _f(0.3, 0.0, 1.0, "fraction of US8K recordings (fsID) held out (us8k_folds 0)")
     us8k_folds: int = _f(
-        0, 0, 20, "0: hold out us8k_val_fraction of the recordings by hash; K >= 2: K class-stratified recording folds"
+        3, 0, 20, "0: hold out us8k_val_fraction of the recordings by hash; K >= 2: K class-stratified recording folds"
     )
     us8k_val_fold: int = _f(0, 0, 19, "with us8k_folds K: the fold (0..K-1) held out for validation")
     windows_per_second: float = _f(2.0, 0.05, 20.0, "training windows drawn per second of event clip")
@@ -53,7 +53,7 @@ class TransferConfig:
     activity_floor_db: float = _f(-65.0, -120.0, 0.0, "and above this absolute frame level (dBFS)")
     max_clips_per_dataset: int = _f(0, 0, None, "0: all; >0: a subset (quick runs)")
     dataset_window_scale: dict[str, float] = _f(  # noqa: RUF009 (_f gives dicts a default_factory)
-        {}, 0.05, 50.0, "per dataset, multiplies windows_per_second (oversample the small datasets)"
+        {"esc50": 1.5}, 0.05, 50.0, "per dataset, multiplies windows_per_second (oversample the small datasets)"
     )
 
 
@@ -87,7 +87,7 @@ class DistillConfig:
     mixup: float = _f(0.5, 0.0, 1.0, "share of each batch mixed with another window (in the mel power domain)")
     mixup_gain_db: float = _f(10.0, 0.0, 40.0, "the mixed-in window is attenuated by 0 .. this many dB")
     ema_decay: float = _f(
-        0.0,
+        0.999,
         0.0,
         0.99999,
         "keep an exponential moving average of the weights with this decay per step (0: off); "
@@ -114,6 +114,10 @@ class EvalConfig:
     teacher_hop_frames: int = _f(48, 1, 96)
     threshold_floor: float = _f(0.2, 0.01, 0.99, "lowest per-class detection threshold picked on validation")
     threshold_min_positives: int = _f(5, 1, None, "classes with fewer validation positives keep the default")
+    condition_margin: float = _f(
+        0.05, 0.0, 0.5, "thresholds raised to the int8 model's highest probability on silence, stationary "
+        "noise, DC and level steps plus this (quantize.conditions); 0: no condition floor"
+    )
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,7 @@ class HeadsConfig:
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    model_id: str = _f("tympan-sed-s5")
+    model_id: str = _f("tympan-sed-s8")
     window_frames: int = _f(96, 16, 1024)
     output_hop_frames: int = _f(4, 1, 16)
     paths: PathsConfig = field(default_factory=PathsConfig)

@@ -477,6 +477,9 @@ def evaluate_and_package(out: Path, install_default: bool) -> Path:
         cfg.eval.threshold_floor,
     )
     seed, command, train_info = info["seed"], info["command"], info["training"]
+    raised: dict[str, dict[str, Any]] = {}
+    if cfg.eval.condition_margin > 0:
+        per_class, raised = _condition_floors(lambda w: tfl(w)[..., :k], s.labels.names, cfg, seed, per_class)
     targets_table = target_rows(metrics, model_info, FP32, INT8)
     ap_rows = per_class_ap({m: cs.scores[m] for m in (FP32, *INT8)}, targets, s.labels.names)
     min_pos = cfg.eval.threshold_min_positives
@@ -521,7 +524,7 @@ def evaluate_and_package(out: Path, install_default: bool) -> Path:
         "frontend": DEFAULT_FRONTEND.to_dict(),
         "window_frames": cfg.window_frames,
         "output_hop_frames": cfg.output_hop_frames,
-        "thresholds": {"default": default_threshold, "per_class": per_class},
+        "thresholds": {"default": default_threshold, "per_class": per_class, "raised_by_conditions": raised},
         "pooling": "linear_softmax",
         "teacher": {
             "model": "YAMNet",
@@ -655,6 +658,53 @@ def _train_coverage_arrays(s: Setup, seed: int, train_windows: int | None) -> tu
         return {k: z[k] for k in COVERAGE_ARRAYS}, how
 
 
+def _condition_floors(
+    predict: Any, names: tuple[str, ...], cfg: PipelineConfig, seed: int, per_class: dict[str, float]
+) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
+    """`per_class` raised to the condition floors (quantize.conditions) of the int8 TFLite model, run as
+    the edge pipeline runs it; the raised classes with their old threshold, peak and condition."""
+    from edge.pipeline import PipelineConfig as EdgeConfig
+    from quantize.conditions import apply_floors, condition_floors
+
+    edge = EdgeConfig()
+    print("condition floors (silence, stationary noise, DC, level steps)", flush=True)
+    floors, where = condition_floors(
+        predict, names, cfg.window_frames, edge.model_hop_frames, seed + 1000, cfg.eval.condition_margin
+    )
+    for name in edge.sed.ignore:  # never an event: its threshold only serves clip tags
+        floors.pop(name, None)
+    new, raised = apply_floors(per_class, floors)
+    info = {
+        name: {
+            "from": per_class[name],
+            "to": new[name],
+            "peak": round(floors[name] - cfg.eval.condition_margin, 3),
+            "condition": where[name],
+        }
+        for name in raised
+    }
+    return new, info
+
+
+def _raised_lines(meta: dict[str, Any], margin: float) -> str:
+    raised = meta["thresholds"].get("raised_by_conditions") or {}
+    if not margin:
+        return ""
+    head = (
+        "- Condition floors (`quantize.conditions`): the int8 model ran, as the edge pipeline runs it, on "
+        "silence, white/pink/brown noise at -70 to -40 dBFS, DC offsets, a DC step and 25 dB level "
+        f"steps; every threshold is at least its class's highest probability there plus {margin:g} "
+        "(0.05 steps, at most 0.95), so that none of these starts an event."
+    )
+    if not raised:
+        return head + " No threshold needed raising.\n"
+    rows = "\n".join(
+        f"  - {name}: {r['from']:g} -> {r['to']:g} (peak {r['peak']:.3f} on {r['condition']})"
+        for name, r in sorted(raised.items())
+    )
+    return f"{head} Raised:\n{rows}\n"
+
+
 def model_card(
     model_id: str, s: Setup, meta: dict[str, Any], report: str, command: str, coverage: dict[str, Any] | None = None
 ) -> str:
@@ -714,8 +764,8 @@ Tympan's on-device sound event detector: a {meta["metrics"]["models"]["student_f
   {ev.threshold_min_positives} positives, never below {ev.threshold_floor}; {tr_default} elsewhere).
   They were picked on the same validation clips the metrics below use, so treat them as a
   starting point.
-- Classes: {len(s.labels)} AudioSet classes (`labels.csv`) for home, street, industrial and nature
-  monitoring.
+{_raised_lines(meta, ev.condition_margin)}- Classes: {len(s.labels)} AudioSet classes (`labels.csv`) for home, street,
+  industrial and nature monitoring.
 
 ## Training
 - Teacher: YAMNet (Apache-2.0), `{Path(s.cfg.paths.teacher).name}` ({type(s.teacher).__name__}); its

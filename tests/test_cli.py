@@ -64,16 +64,7 @@ def test_each_scene_source_is_detected_from_its_direction(scene_events: list[dic
         assert ang_err(e["az"], truth["azimuth_deg"]) <= 10.0, f"{e['lbl']} at {e['az']} for {truth}"
 
 
-CRY_LATE = pytest.mark.xfail(
-    strict=True, reason="model tympan-sed-s5 (as s1 and s4 before it) starts this cry 0.64 s late (tolerance 0.5 s)"
-)
-
-
-@pytest.mark.parametrize(
-    "truth",
-    [pytest.param(t, marks=CRY_LATE if t["label"] == "crying_baby" else ()) for t in TRUTH["events"]],
-    ids=[t["label"] for t in TRUTH["events"]],
-)
+@pytest.mark.parametrize("truth", TRUTH["events"], ids=[t["label"] for t in TRUTH["events"]])
 def test_each_scene_source_is_detected_near_its_onset(scene_events: list[dict], truth: dict) -> None:
     """Tolerance: the first event of the source starts within 0.5 s of the true onset."""
     first = min((e["onset"] for e in _overlapping(scene_events, truth)), default=None)

@@ -169,10 +169,12 @@ def tiny_config(w: dict[str, Path]) -> PipelineConfig:
             "transfer": {
                 "datasets": ["esc50", "urbansound8k"],
                 "us8k_val_fraction": 0.5,
+                "us8k_folds": 0,
                 "windows_per_second": 2.0,
+                "dataset_window_scale": {},
             },
             "student": {"channels": [8, 8, 8], "dropout": 0.0},
-            "distill": {"epochs": 2, "batch_size": 8, "threads": 1},
+            "distill": {"epochs": 2, "batch_size": 8, "threads": 1, "ema_decay": 0.0},
             "quant": {"calibration_windows": 16},
             "eval": {"latency_repeats": 2},
         },
@@ -345,6 +347,8 @@ def test_pipeline_end_to_end_on_tiny_data(tiny_world: dict[str, Path]) -> None:
     meta = check_model_dir(model_dir)
     assert meta["num_classes"] == 6 and meta["window_frames"] == 96 and meta["output_hop_frames"] == 4
     assert set(meta["thresholds"]["per_class"]) == {f"Class {i}" for i in range(6)}
+    for name, r in meta["thresholds"]["raised_by_conditions"].items():  # quantize.conditions
+        assert meta["thresholds"]["per_class"][name] == r["to"] > r["from"] and r["to"] >= r["peak"]
     report = (out / "report.md").read_text()
     assert report.count("student_int8_tflite") >= 2
     for section in ("## Targets", "## Per-class change caused by quantisation", "## Classes the transfer data"):
@@ -354,6 +358,7 @@ def test_pipeline_end_to_end_on_tiny_data(tiny_world: dict[str, Path]) -> None:
     assert not list(model_dir.glob("*.png"))  # plots stay in the run directory
     card = (model_dir / "MODEL_CARD.md").read_text()
     assert "non-commercial" in card and "\n## Targets" not in card and "\n### Targets" in card
+    assert "- Condition floors (`quantize.conditions`)" in card
     assert "](accuracy.png)" not in card  # the card names the plots but does not link files it lacks
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["models"]["teacher"]["macs"] == 64 * N_TEACHER  # the tiny teacher: one [1,64]x[64,521] MatMul
@@ -1116,3 +1121,55 @@ def test_cross_validation_rejects_bad_requests(tiny_world: dict[str, Path]) -> N
         run_cv(config, out, folds=2, seed=0, jobs=1)
     with pytest.raises(ConfigError, match="no finished fold runs"):
         write_cv_report(out)
+
+
+def test_condition_signals_are_seeded_and_at_their_levels() -> None:
+    from quantize.conditions import condition_signals
+
+    a, b = condition_signals(3), condition_signals(3)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["white noise -40 dBFS"], condition_signals(4)["white noise -40 dBFS"])
+    assert not np.any(a["silence"])
+    for name in ("white noise -40 dBFS", "pink noise -55 dBFS", "brown noise -70 dBFS"):
+        level = float(name.split()[2])
+        rms_dbfs = 20 * np.log10(np.std(a[name]) * np.sqrt(2.0))  # a full-scale sine is 0 dBFS
+        assert rms_dbfs == pytest.approx(level, abs=0.01)
+    step = a["pink noise -65 -> -40 dBFS step"]
+    half = len(step) // 2
+    assert 20 * np.log10(np.std(step[half:]) / np.std(step[:half])) == pytest.approx(25.0, abs=0.3)
+    assert np.mean(a["white noise -55 dBFS, DC +0.3"]) == pytest.approx(0.3, abs=1e-3)
+
+
+def test_stream_probs_follow_the_pipeline_windows() -> None:
+    """Windows at the pipeline's hop, the first padded with the silence floor, newest outputs kept: a model
+    that outputs each output frame's mean log-mel shows the padding, then the signal's level."""
+    from edge.dsp.frontend import silence_floor
+    from quantize.conditions import stream_probs
+
+    def model(w: np.ndarray) -> np.ndarray:  # [N, 96, 64] -> [N, 24, 1]: each 4-frame group's mean
+        return w.reshape(w.shape[0], 24, 4 * 64).mean(axis=2, keepdims=True)
+
+    x = np.full(16000, 0.0, np.float32)  # 1 s of digital silence: 98 frames
+    p = stream_probs(model, x, 96, 12)
+    assert p.shape == ((84 + 98 - 96) // 12 * 3 + 3, 1)
+    assert np.allclose(p, silence_floor())
+    loud = stream_probs(model, (0.1 * np.random.default_rng(0).standard_normal(32000)).astype(np.float32), 96, 12)
+    assert loud[-1, 0] > silence_floor() + 5.0
+
+
+def test_condition_floors_raise_only_classes_that_fire_on_conditions() -> None:
+    from quantize.conditions import apply_floors, condition_floors
+
+    def model(w: np.ndarray) -> np.ndarray:  # class 0: loudness of the lowest mel bands; class 1: a constant
+        low = 1.0 / (1.0 + np.exp(-(w[:, :, :8].mean(axis=2) + 4.0)))
+        out = np.stack([low, np.full_like(low, 0.1)], axis=2)
+        return out.reshape(w.shape[0], 24, 4, 2).max(axis=2)
+
+    floors, where = condition_floors(model, ("rumble", "flat"), 96, 12, seed=0, margin=0.05)
+    assert floors["flat"] == pytest.approx(0.15)
+    assert floors["rumble"] > 0.5 and "noise" in where["rumble"]
+    raised, names = apply_floors({"rumble": 0.2, "flat": 0.3}, floors)
+    assert names == ["rumble"] and raised["flat"] == 0.3  # never lowered
+    assert raised["rumble"] == min(0.95, np.ceil(round(floors["rumble"] / 0.05, 6)) * 0.05)
+    assert apply_floors({"a": 0.2}, {"a": 0.99})[0]["a"] == 0.95
+    assert apply_floors({"a": 0.2}, {"a": 0.3001})[0]["a"] == 0.35

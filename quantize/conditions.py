@@ -1,0 +1,132 @@
+"""Threshold floors from signal conditions: what the device must hear as "nothing".
+
+Per-class thresholds picked for F1 on validation clips (`quantize.export.pick_thresholds`) know only the
+validation clips. On a stream the detector also meets conditions that carry no sound event at all:
+digital silence, stationary noise of any colour and level, a DC offset or a DC step (a microphone's bias),
+and sudden gain changes. (Clipping is a property of a sound, not a condition of its own: the SED tests
+clip real sounds.) A student can give some class a probability above its F1 threshold
+there (a stationary hiss reads as "White noise", a rumble as "Water"), and every frame of it would start
+an event. So the run renders a fixed set of such conditions (`condition_signals`, seeded), runs the int8
+model on them the way the edge pipeline does (its DC blocker, its first window padded with the log-mel silence floor,
+`window_frames` at a `hop_frames` hop, only the newest hop's outputs kept), and raises each class's
+threshold to at least its largest probability there plus a margin (`condition_floors`), rounded up to the
+threshold grid. Classes of stationary sound (white/pink noise, hum) may end up above any probability the
+model gives: they remain clip tags, not stream events. The model card lists every raised class.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.dsp.dcblock import DEFAULT_DC_BLOCK_HZ, dc_block, dc_block_pole, dc_block_state
+from edge.dsp.frontend import DEFAULT_FRONTEND, FrontendSpec, logmel, silence_floor
+
+F32 = npt.NDArray[np.float32]
+
+CONDITION_SECONDS = 6.0
+THRESHOLD_GRID = 0.05
+THRESHOLD_MAX = 0.95
+
+
+def coloured_noise(n: int, exponent: float, rng: np.random.Generator, sample_rate: int, f_low: float = 20.0) -> F32:
+    """Gaussian noise of unit RMS whose power falls as 1 / f**exponent (0 white, 1 pink, 2 brown), flat
+    below `f_low` Hz (no DC), shaped in the frequency domain."""
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.fft.rfftfreq(n, 1.0 / sample_rate)
+    spec *= np.maximum(f, f_low) ** (-exponent / 2.0)
+    spec[0] = 0.0
+    x = np.fft.irfft(spec, n)
+    return (x / max(float(np.std(x)), 1e-12)).astype(np.float32)
+
+
+def _db(level_dbfs: float) -> float:
+    """RMS amplitude of a level in dBFS (a full-scale sine, RMS 1/sqrt(2), is 0 dBFS)."""
+    return float(10.0 ** (level_dbfs / 20.0) / math.sqrt(2.0))
+
+
+def condition_signals(seed: int, sample_rate: int = 16000, seconds: float = CONDITION_SECONDS) -> dict[str, F32]:
+    """Named mono recordings of conditions without a sound event (6 s each, deterministic in `seed`)."""
+    rng = np.random.default_rng(seed)
+    n = round(seconds * sample_rate)
+    half = n // 2
+    colours = {"white": 0.0, "pink": 1.0, "brown": 2.0}
+    out: dict[str, F32] = {"silence": np.zeros(n, np.float32)}
+    out["dither -90 dBFS"] = (_db(-90.0) * rng.standard_normal(n)).astype(np.float32)
+    for name, exponent in colours.items():
+        for level in (-70.0, -55.0, -40.0):
+            out[f"{name} noise {level:.0f} dBFS"] = _db(level) * coloured_noise(n, exponent, rng, sample_rate)
+    for name, exponent, dc in (("white", 0.0, 0.3), ("brown", 2.0, -0.5), ("pink", 1.0, 0.1)):
+        for level in (-75.0, -55.0):
+            x = _db(level) * coloured_noise(n, exponent, rng, sample_rate) + dc
+            out[f"{name} noise {level:.0f} dBFS, DC {dc:+.1f}"] = x
+    for name, exponent in colours.items():
+        x = _db(-65.0) * coloured_noise(n, exponent, rng, sample_rate)
+        x[half:] *= 10.0 ** (25.0 / 20.0)
+        out[f"{name} noise -65 -> -40 dBFS step"] = x
+        y = _db(-40.0) * coloured_noise(n, exponent, rng, sample_rate)
+        y[half:] *= 10.0 ** (-25.0 / 20.0)
+        out[f"{name} noise -40 -> -65 dBFS step"] = y
+    x = _db(-65.0) * coloured_noise(n, 0.0, rng, sample_rate)
+    x[half:] += 0.3
+    out["DC step +0.3 on white noise -65 dBFS"] = x
+    return {k: np.asarray(v, np.float32) for k, v in out.items()}
+
+
+def stream_probs(
+    predict: Callable[[F32], F32], x: F32, window_frames: int, hop_frames: int, spec: FrontendSpec = DEFAULT_FRONTEND
+) -> F32:
+    """Frame probabilities [T_out, K] of mono audio as the edge pipeline computes them: through its DC
+    blocker, the feature stream starts with `window_frames - hop_frames` frames of the silence floor,
+    each `window_frames` window at a `hop_frames` hop gives its newest `hop_frames` worth of outputs.
+    `predict`: windows [N, W, M] -> frame probabilities [N, W / output hop, K]."""
+    mono = np.asarray(x, np.float32)[None]
+    mono = dc_block(mono, dc_block_pole(DEFAULT_DC_BLOCK_HZ, spec.sample_rate), dc_block_state(mono[:, 0]))
+    feats = logmel(mono, spec)
+    pad = np.full((window_frames - hop_frames, spec.n_mels), silence_floor(spec), np.float32)
+    stream = np.concatenate([pad, feats])
+    n_win = (len(stream) - window_frames) // hop_frames + 1
+    if n_win <= 0:
+        raise ValueError(f"{len(x)} samples are too short for a {window_frames}-frame window")
+    starts = np.arange(n_win) * hop_frames
+    windows = np.stack([stream[s : s + window_frames] for s in starts])
+    probs = predict(windows)
+    newest = probs.shape[1] * hop_frames // window_frames
+    return np.ascontiguousarray(probs[:, -newest:].reshape(-1, probs.shape[2]))
+
+
+def condition_floors(
+    predict: Callable[[F32], F32],
+    names: tuple[str, ...],
+    window_frames: int,
+    hop_frames: int,
+    seed: int,
+    margin: float,
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Per class: (largest probability over every condition + `margin`, the condition that gave it)."""
+    peak = np.zeros(len(names), np.float64)
+    where = [""] * len(names)
+    for cond, x in condition_signals(seed).items():
+        p = stream_probs(predict, x, window_frames, hop_frames).max(axis=0)
+        higher = p > peak
+        peak[higher] = p[higher]
+        for k in np.flatnonzero(higher):
+            where[k] = cond
+    floors = {name: float(peak[k]) + margin for k, name in enumerate(names)}
+    return floors, {name: where[k] for k, name in enumerate(names)}
+
+
+def apply_floors(thresholds: dict[str, float], floors: dict[str, float]) -> tuple[dict[str, float], list[str]]:
+    """Each threshold raised to its floor rounded up to the 0.05 grid (at most 0.95); the raised names."""
+    out = dict(thresholds)
+    raised = []
+    for name, thr in thresholds.items():
+        floor = min(THRESHOLD_MAX, math.ceil(round(floors.get(name, 0.0) / THRESHOLD_GRID, 6)) * THRESHOLD_GRID)
+        floor = round(floor, 2)
+        if floor > thr + 1e-9:
+            out[name] = floor
+            raised.append(name)
+    return out, raised
