@@ -46,6 +46,7 @@ from edge.dsp.gcc_phat import mic_pairs
 from edge.dsp.srp_phat import SrpGrid, gauss_taps, profile_sources, srp_lags
 from edge.dsp.srp_phat import ang_dist as _ang_dist
 from edge.dsp.srp_phat import half_width as _half_width
+from edge.dsp.srp_phat import half_width_of as _half_width_of
 from edge.dsp.srp_phat import wrap1 as _wrap1
 from edge.errors import ConfigError
 from edge.messages import Bearing
@@ -133,6 +134,8 @@ class Localiser:
         self._az_start = np.flatnonzero(np.diff(self._az_idx, prepend=-1))
         assert len(self._az_start) == len(self._az_vals), "grid not sorted by azimuth"
         self._az_stop = np.append(self._az_start[1:], len(az))
+        self._az_list: list[float] = self._az_vals.tolist()
+        self._hist_taps = gauss_taps(4.0 / float(self._az_vals[1] - self._az_vals[0])) if len(az) > 1 else None
         self._levels = self._refine_levels(cfg)
         # every level's offsets in one run each, for the `srp_refine` kernel
         self._lvl_daz = np.concatenate([a for a, _ in self._levels])
@@ -413,48 +416,50 @@ class Localiser:
         vote, weight = votes() if votes is not None else self.block_votes(blocks)
         step = float(az_vals[1] - az_vals[0])
         circular = self._axis is None
-        hist, peaks = self._vote_hist(vote, weight, len(az_vals), gauss_taps(4.0 / step), circular)
-        top = float(hist.max())
+        assert self._hist_taps is not None  # a grid of one azimuth has no vote path (len(blocks) >= 2 here)
+        hist, peaks = self._vote_hist(vote, weight, len(az_vals), self._hist_taps, circular)
+        hl = hist.tolist()  # Python floats from here: the same arithmetic without numpy's per-call cost
+        top = max(hl)
         if top <= 0:
             return first
         chosen: list[float] = []
         out: list[Bearing] = []
-        hl = hist.tolist()
+        az_list = self._az_list
         for k in peaks:
             if len(out) >= cfg.max_sources or hl[k] < cfg.hist_min_rel * top:
                 break
-            cand = float(az_vals[k])
+            cand = az_list[k]
             if any(_ang_dist(cand, c) < cfg.min_separation_deg for c in chosen):
                 continue
             if not out and _ang_dist(cand, dominant.azimuth) <= cfg.min_separation_deg / 2.0:
-                b: Bearing | None = dominant  # one source dominates the sum: its estimate from all cells
+                b = dominant  # one source dominates the sum: its estimate from all cells
             else:
-                b = self._vote_peak(hist, k, az_vals, circular)
-            if b is None:
-                continue
+                b = self._vote_peak(hl, k, circular)
             chosen.append(b.azimuth)
             out.append(
-                dataclasses.replace(
-                    b,
+                Bearing(
+                    azimuth=b.azimuth,
+                    elevation=b.elevation,
+                    spread=round(_half_width_of(hl, k, step, circular, hl[k]), 2),
                     power=round(hl[k] / top, 3),
-                    spread=round(_half_width(hist / hist[k], k, step, circular), 2),
+                    ambiguous=b.ambiguous,
+                    mirror=b.mirror,
                 )
             )
         return tuple(out) if out else first
 
-    def _vote_peak(
-        self, hist: npt.NDArray[np.float64], k: int, az_vals: npt.NDArray[np.float64], circular: bool
-    ) -> Bearing:
-        """The histogram peak at index k, refined to the weighted mean direction of its +/- 3 bins."""
+    def _vote_peak(self, hist: list[float], k: int, circular: bool) -> Bearing:
+        """The histogram peak at index k, refined to the weighted mean direction of its +/- 3 bins (in
+        Python floats, each sum in numpy's order for these few terms: the first term plus the sequential
+        sum of the rest)."""
         n = len(hist)
-        idx = np.arange(k - 3, k + 4)
-        if circular:
-            idx %= n
-        else:
-            idx = idx[(idx >= 0) & (idx < n)]
-        w = hist[idx]
-        offs = wrap_deg(az_vals[idx] - az_vals[k])
-        azimuth = round(_wrap1(az_vals[k] + np.sum(w * offs) / max(float(np.sum(w)), 1e-12)), 2)
+        idx = [(i % n) for i in range(k - 3, k + 4)] if circular else [i for i in range(k - 3, k + 4) if 0 <= i < n]
+        az = self._az_list
+        w = [hist[i] for i in idx]
+        wo = [wi * _wrap1(az[i] - az[k]) for wi, i in zip(w, idx, strict=True)]
+        num = wo[0] + sum(wo[1:])
+        den = w[0] + sum(w[1:])
+        azimuth = round(_wrap1(az[k] + num / max(den, 1e-12)), 2)
         return Bearing(
             azimuth=azimuth,
             elevation=None,

@@ -112,9 +112,13 @@ def peaks_highest_first(v: npt.NDArray[np.float64], circular: bool) -> list[int]
 
 def half_width(norm: npt.NDArray[np.float64], k: int, step: float, circular: bool) -> float:
     """Half the width (degrees) of the peak at k where it stays above half its height."""
-    v = norm.tolist()  # Python floats: the same comparisons without numpy's per-element cost
+    return half_width_of(norm.tolist(), k, step, circular)  # Python floats: no per-element numpy cost
+
+
+def half_width_of(v: list[float], k: int, step: float, circular: bool, scale: float = 1.0) -> float:
+    """`half_width` of the values `v / scale` (each divided as numpy would, only where visited)."""
     n = len(v)
-    half = v[k] / 2.0
+    half = v[k] / scale / 2.0
     width = 0
     for direction in (-1, 1):
         j = k
@@ -123,7 +127,7 @@ def half_width(norm: npt.NDArray[np.float64], k: int, step: float, circular: boo
             if not circular and not 0 <= nj < n:
                 break
             nj %= n
-            if v[nj] < half:
+            if v[nj] / scale < half:
                 break
             j = nj
             width += 1
