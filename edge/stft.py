@@ -46,7 +46,7 @@ class StftStage:
                 raise InputError(f"block {block.seq} (t={block.t:.3f} s) holds NaN or infinite samples")
         buf = np.concatenate([self._buf, x], axis=1) if self._buf.shape[1] else x
         t = n_frames(buf.shape[1], self.spec)
-        frames = self._stft(buf[:, : (t - 1) * self.spec.hop + self.spec.win] if t else buf[:, :0], self.spec)
+        frames = self._stft(buf, self.spec)  # its t whole frames (the samples after them are kept below)
         self._buf = np.ascontiguousarray(buf[:, t * self.spec.hop :])
         out = Spectra(
             frames=frames,

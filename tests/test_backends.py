@@ -173,6 +173,26 @@ def test_native_frames_do_not_depend_on_the_block_size(variant: str) -> None:
         assert np.array_equal(cross, kern["phat_cross_spectra"](whole, mic_pairs(4), BINS))
 
 
+@pytest.mark.parametrize("variant", _native_variants())
+def test_native_stft_packs_frames_of_all_channels_and_reads_views_in_place(variant: str) -> None:
+    """The fused STFT fills its SIMD lanes with the frames of every channel together: each frame's spectrum
+    is bit-identical to that frame alone; a column slice of a wider buffer (read in place, with its row
+    stride) gives the spectra of its copy."""
+    kern = _kernels(variant)
+    x = _audio(5, n=6000)
+    for n in (400, 560, 1840, 6000):  # 1, 2, 10 and 36 frames per channel
+        both = kern["stft"](x[:, :n], SPEC)
+        assert np.array_equal(both, kern["stft"](np.ascontiguousarray(x[:, :n]), SPEC))
+        for c in range(x.shape[0]):
+            alone = kern["stft"](np.ascontiguousarray(x[c : c + 1, :n]), SPEC)
+            assert np.array_equal(both[c : c + 1], alone)
+            one = kern["stft"](np.ascontiguousarray(x[c : c + 1, 160 : 160 + 400]), SPEC)  # frame 1 only
+            if n >= 560:
+                assert np.array_equal(both[c, :, 1], one[0, :, 0])
+    view = x[::2, 100:2500]  # every other row: a row stride of two rows
+    assert np.array_equal(kern["stft"](view, SPEC), kern["stft"](np.ascontiguousarray(view), SPEC))
+
+
 def test_streaming_stft_with_native_backend_matches_whole_stream() -> None:
     if "native" not in backends.backends():
         pytest.skip("native backend unavailable")

@@ -363,13 +363,18 @@ class Kernels:
         return np.asarray(scipy.fft.rfft(frames, axis=1, workers=1, overwrite_x=True), dtype=np.complex64)
 
     def stft(self, x: npt.NDArray[np.floating], spec: FrontendSpec = DEFAULT_FRONTEND) -> npt.NDArray[np.complex64]:
-        """Causal STFT as `edge.dsp.frontend.stft`: [C, N] -> complex64 [C, n_bins, T]."""
+        """Causal STFT as `edge.dsp.frontend.stft`: [C, N] -> complex64 [C, n_bins, T]. Rows of float32
+        samples with unit stride are read in place (a column slice of a longer buffer needs no copy)."""
         sp = spec
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        x = np.asarray(x)
+        if x.ndim != 2 or x.dtype != np.float32 or x.strides[1] != 4 or x.strides[0] % 4 or x.strides[0] < 0:
+            x = np.ascontiguousarray(x, dtype=np.float32)
         c, n = x.shape
+        xs = x.strides[0] // 4  # row stride in samples
         t = n_frames(n, sp)
         if t == 0:
             return np.zeros((c, sp.n_bins, 0), np.complex64)
+        px = _ptr(x) if x.flags.c_contiguous else int(x.ctypes.data)
         _, pwin = _window(sp.win)
         tables = _fft_ptrs(sp.n_fft) if self.fused_fft else None
         if tables is not None:
@@ -377,10 +382,10 @@ class Kernels:
             out = np.empty((c, m + 1, t), np.complex64)
             _, pwork = self._scratch((2 * m * 8 + 16,))
             ptw, prot, prev = tables[1]
-            self.lib.tp_stft_f32(_ptr(x), c, n, t, sp.hop, pwin, sp.win, m, ptw, prot, prev, pwork, _ptr(out))
+            self.lib.tp_stft_f32(px, c, xs, t, sp.hop, pwin, sp.win, m, ptw, prot, prev, pwork, _ptr(out))
             return out
         frames, pframes = self._scratch((c, sp.n_fft, t))
-        self.lib.tp_frame_f32(_ptr(x), c, n, t, sp.hop, pwin, sp.win, sp.n_fft, pframes)
+        self.lib.tp_frame_f32(px, c, xs, t, sp.hop, pwin, sp.win, sp.n_fft, pframes)
         return self._spectra_from_frames(frames)
 
     def stft_int16(

@@ -323,10 +323,19 @@ TP_API void tp_stft_f32(const float *x, int64_t C, int64_t xs, int64_t T, int64_
                         float *out) {
     float *zr = work, *zi = work + M * W, *tmp = work + 2 * M * W;
     const int64_t F = M + 1;
-    for (int64_t c = 0; c < C; c++) {
-        const float *xc = x + c * xs;
-        for (int64_t t0 = 0; t0 < T; t0 += W) {
-            const int64_t nt = T - t0 < W ? T - t0 : W;
+    /* The C * T frames of all channels, W at a time, one per lane (channel-major, frame order): a short
+     * block's frames of every channel fill the lanes together (10 frames x 4 channels: 5 groups, not
+     * 8 with the lanes of each channel apart). */
+    for (int64_t g0 = 0; g0 < C * T; g0 += W) {
+        const int64_t nt = C * T - g0 < W ? C * T - g0 : W;
+        const float *src[W]; /* each lane's first sample */
+        int64_t lc[W], lt[W];  /* each lane's channel and frame */
+        for (int64_t l = 0; l < W; l++) {
+            const int64_t f = g0 + (l < nt ? l : 0);
+            lc[l] = f / T, lt[l] = f % T;
+            src[l] = x + lc[l] * xs + lt[l] * hop;
+        }
+        {
             /* load: sample n of lane l -> (n even ? zr : zi)[rev[n / 2]][l] */
             /* lanes past the last frame (nt < W) hold zeros; lanes never mix, so a frame's values do
              * not depend on which lane it fell in */
@@ -334,7 +343,7 @@ TP_API void tp_stft_f32(const float *x, int64_t C, int64_t xs, int64_t T, int64_
             for (; n0 + W <= wlen; n0 += W) {
                 const vf wv = VLOAD(win + n0);
                 vf r[W];
-                for (int k = 0; k < W; k++) r[k] = k < nt ? VMUL(VLOAD(xc + (t0 + k) * hop + n0), wv) : VZERO();
+                for (int k = 0; k < W; k++) r[k] = k < nt ? VMUL(VLOAD(src[k] + n0), wv) : VZERO();
                 vtranspose(r);
                 for (int k = 0; k < W; k++) {
                     const int64_t n = n0 + k;
@@ -347,7 +356,7 @@ TP_API void tp_stft_f32(const float *x, int64_t C, int64_t xs, int64_t T, int64_
                     VSTORE(dst, VZERO());
                     continue;
                 }
-                for (int64_t l = 0; l < W; l++) dst[l] = l < nt ? xc[(t0 + l) * hop + n] * win[n] : 0.0f;
+                for (int64_t l = 0; l < W; l++) dst[l] = l < nt ? src[l][n] * win[n] : 0.0f;
             }
             /* complex FFT of M points, in place, natural-order output; the first two stages have the
              * twiddles 1 and -i, so they are done without multiplications (the same values as with) */
@@ -431,12 +440,17 @@ TP_API void tp_stft_f32(const float *x, int64_t C, int64_t xs, int64_t T, int64_
                 const vf wr = VSET1(rot[2 * k]), wi = VSET1(rot[2 * k + 1]);
                 const vf xr = VADD(er, VSUB(VMUL(wr, orr), VMUL(wi, oi)));
                 const vf xi = VADD(ei, VADD(VMUL(wr, oi), VMUL(wi, orr)));
-                float *dst = out + 2 * ((c * F + k) * T + t0);
-                if (nt == W) {
-                    vstore_c(dst, xr, xi);
+                if (nt == W && lc[0] == lc[W - 1]) { /* one channel, consecutive frames */
+                    vstore_c(out + 2 * ((lc[0] * F + k) * T + lt[0]), xr, xi);
                 } else {
                     vstore_c(tmp, xr, xi);
-                    memcpy(dst, tmp, (size_t)(2 * nt) * sizeof(float));
+                    for (int64_t l0 = 0; l0 < nt;) { /* each channel's run of lanes */
+                        int64_t l1 = l0 + 1;
+                        while (l1 < nt && lc[l1] == lc[l0]) l1++;
+                        memcpy(out + 2 * ((lc[l0] * F + k) * T + lt[l0]), tmp + 2 * l0,
+                               (size_t)(2 * (l1 - l0)) * sizeof(float));
+                        l0 = l1;
+                    }
                 }
             }
         }
