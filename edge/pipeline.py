@@ -232,15 +232,16 @@ class EdgePipeline:
         if self.tracker is None or self._cross is None or self.localiser is None:
             return
         hop = self.config.track_hop_frames
+        floor: float | None = None  # the rings do not change between this call's hops: one floor for all
         while self._track_next <= self._frames_seen // self.sub:
             j1 = self._track_next
             slots = np.arange(j1 - hop, j1) % self._ring
             slots = slots[self._pcount[slots] > 0]
             bearings: tuple = ()
             if slots.size:
-                filled = self._pcount > 0
-                levels = 10.0 * np.log10(self._psum[filled] / self._pcount[filled] + 1e-20)
-                floor = _percentile10(levels)
+                if floor is None:
+                    filled = self._pcount > 0
+                    floor = _percentile10(10.0 * np.log10(self._psum[filled] / self._pcount[filled] + 1e-20))
                 hop_levels = 10.0 * np.log10(self._psum[slots] / self._pcount[slots] + 1e-20)
                 loud = slots[hop_levels >= floor + self.config.track_gate_db]
                 if loud.size:

@@ -179,7 +179,11 @@ class SedStage:
             return out
         # the per-frame tests of every class at once, all frames of the call together ([R, K])
         above_on_all = (probs >= self.on_thr) & self._eligible
-        if cfg.top_k < probs.shape[1] and int(above_on_all.sum(axis=1).max()) > cfg.top_k:
+        if (
+            cfg.top_k < probs.shape[1]
+            and np.count_nonzero(above_on_all) > cfg.top_k  # fewer in all frames together: none has more
+            and int(above_on_all.sum(axis=1).max()) > cfg.top_k
+        ):
             # more classes above their on-threshold than top-k slots in some frame: keep the top-k by
             # probability relative to threshold (with at most top_k above, every one of them is in the top k)
             rel = np.where(self._eligible, probs / self.on_thr, -np.inf)  # ignored classes take no top-k slot
