@@ -20,12 +20,10 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-import numpy.typing as npt
 
 from edge.dsp.dcblock import DEFAULT_DC_BLOCK_HZ, dc_block, dc_block_pole, dc_block_state
 from edge.dsp.frontend import DEFAULT_FRONTEND, FrontendSpec, logmel, silence_floor
-
-F32 = npt.NDArray[np.float32]
+from quantize.audio import F32
 
 CONDITION_SECONDS = 6.0
 THRESHOLD_GRID = 0.05

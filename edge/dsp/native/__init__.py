@@ -374,7 +374,7 @@ class Kernels:
         t = n_frames(n, sp)
         if t == 0:
             return np.zeros((c, sp.n_bins, 0), np.complex64)
-        px = _ptr(x) if x.flags.c_contiguous else int(x.ctypes.data)
+        px = _ptr(x)  # a strided view falls back to its first element's address
         _, pwin = _window(sp.win)
         tables = _fft_ptrs(sp.n_fft) if self.fused_fft else None
         if tables is not None:
