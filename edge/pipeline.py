@@ -131,6 +131,7 @@ class EdgePipeline:
             self._vote_ring = np.zeros((ring, n_bins), np.int64)
             self._weight_ring = np.zeros((ring, n_bins), np.float32)
         self._frames_seen = 0  # STFT frames seen (stream-wide)
+        self._onset_hist: npt.NDArray[np.float32] | None = None  # the localiser's onset-weight history
         self.tracker = Tracker(cfg.tracker) if self.localiser is not None and cfg.tracking else None
         self._track_next = cfg.track_hop_frames  # output frame index that ends the next tracker hop
         # bearings of recent localiser calls by their output frames and frame counts (`_bearings`)
@@ -159,7 +160,8 @@ class EdgePipeline:
         power = self._frame_power(spectra, self._parseval)  # mean over channels
         cross = None
         if self._cross is not None and self.localiser is not None:
-            cross = self.localiser.frame_cross(spectra)
+            weights, self._onset_hist = self.localiser.cell_weights(spectra, self._onset_hist)
+            cross = self.localiser.frame_cross(spectra, weights)
         # each slot's sums in frame order (edge.dsp.rings), whatever the cut of the stream into blocks
         self._ring_acc(self._frames_seen, self.sub, power, cross, self._psum, self._pcount, self._pframe, self._cross)
         self._frames_seen += t

@@ -118,6 +118,14 @@ def check_all(kern: dict[str, Callable[..., Any]], ref: dict[str, Callable[..., 
         TOL["phat"],
         c.shape == c_ref.shape and c.dtype == np.complex64 and e <= TOL["phat"],
     )
+    hist = np.random.default_rng(2).exponential(size=(3, BINS.stop - BINS.start)).astype(np.float32)
+    ow_ref, h_ref = ref["onset_weights"](s_ref, BINS, hist)
+    ow, h = kern["onset_weights"](s_ref, BINS, hist)
+    e = max(absmax(ow, ow_ref), absmax(h, h_ref) / max(float(np.max(h_ref)), 1e-30))
+    row("onset_weights", case, e, 1e-5, ow.shape == ow_ref.shape and e <= 1e-5)
+    cw = kern["phat_cross_spectra"](s_ref, pairs, BINS, ow_ref)
+    e = absmax(cw, ref["phat_cross_spectra"](s_ref, pairs, BINS, ow_ref))
+    row("phat_cross_spectra", case + ", weighted", e, TOL["phat"], e <= TOL["phat"])
     cc_ref = ref["gcc"](c_ref.sum(axis=0), BINS, spec.n_fft, 16)
     cc = kern["gcc"](c_ref.sum(axis=0), BINS, spec.n_fft, 16)
     row("gcc", case, rel(cc, cc_ref), TOL["gcc"])

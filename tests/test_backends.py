@@ -74,13 +74,18 @@ def _audio(seed: int, channels: int = 4, n: int = 8000) -> np.ndarray:
 
 
 def _real_audio() -> np.ndarray:
-    """A real ESC-50 clip (first one present) as 4 channels with different delays."""
+    """The loudest 2 s of a real ESC-50 clip (the first one present) as 4 channels with different delays
+    (its first 2 s are digital silence)."""
     from edge.sources import read_audio
 
     if not ESC50.is_dir():
         pytest.skip("../shared/data/esc50 not present")
     clip = sorted(ESC50.glob("*.flac"))[0]
-    mono = read_audio(str(clip))[0, : 2 * FS]
+    full = read_audio(str(clip))[0]
+    energy = np.convolve(full.astype(np.float64) ** 2, np.ones(2 * FS), mode="valid")[:: FS // 10]
+    start = int(np.argmax(energy)) * (FS // 10)
+    mono = full[start : start + 2 * FS]
+    assert np.sqrt(np.mean(mono**2)) > 1e-3, f"{clip.name}: nearly silent"
     return np.stack([np.roll(mono, d) for d in (0, 3, 7, 12)]).astype(np.float32)
 
 
@@ -99,6 +104,15 @@ def _check_all(kern: dict[str, Kernel], x: np.ndarray, tol: dict[str, float]) ->
     c = kern["phat_cross_spectra"](s_ref, pairs, BINS)
     assert c.shape == c_ref.shape and c.dtype == np.complex64
     assert np.max(np.abs(c - c_ref)) <= tol["phat"]
+    hist = np.random.default_rng(2).exponential(size=(3, BINS.stop - BINS.start)).astype(np.float32)
+    ow_ref, h_ref = ref["onset_weights"](s_ref, BINS, hist)
+    ow, h = kern["onset_weights"](s_ref, BINS, hist)
+    assert ow.shape == ow_ref.shape and ow.dtype == np.float32 and 0.0 < ow_ref.mean() < 1.0
+    np.testing.assert_allclose(ow, ow_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(h, h_ref, rtol=1e-6)
+    assert np.array_equal(hist, np.random.default_rng(2).exponential(size=hist.shape).astype(np.float32))  # not mutated
+    cw = kern["phat_cross_spectra"](s_ref, pairs, BINS, ow_ref)
+    assert np.max(np.abs(cw - ref["phat_cross_spectra"](s_ref, pairs, BINS, ow_ref))) <= tol["phat"]
     cc_ref = ref["gcc"](c_ref.sum(axis=0), BINS, SPEC.n_fft, 16)
     cc = kern["gcc"](c_ref.sum(axis=0), BINS, SPEC.n_fft, 16)
     assert np.max(np.abs(cc - cc_ref)) <= tol["gcc"] * np.max(np.abs(cc_ref))
@@ -250,6 +264,7 @@ def test_neon_build_equals_reference_under_qemu(tmp_path: Path) -> None:
     pcm = np.clip(np.round(x.T * 8000), -32768, 32767).astype(np.int16)
     mel = native.sparse_mel(SPEC)
     w = parseval_weights(SPEC)
+    hist = np.random.default_rng(8).exponential(size=(3, BINS.stop - BINS.start)).astype(np.float32)
     tables = native.fft_tables(SPEC.n_fft)
     assert tables is not None
     d = tmp_path
@@ -259,7 +274,7 @@ def test_neon_build_equals_reference_under_qemu(tmp_path: Path) -> None:
         "x.f32": x, "pcm.i16": pcm, "win.f32": frontend.periodic_hann(SPEC.win), "spec.c64": s,
         "bstart.i32": mel.start, "blen.i32": mel.length, "wofs.i32": mel.offset, "wts.f32": mel.weights,
         "pairs.i64": pairs, "cc.f32": cc, "lag.f64": lag, "w.f64": w,
-        "tw.c64": tables.tw, "rot.c64": tables.rot, "rev.i32": tables.rev,
+        "tw.c64": tables.tw, "rot.c64": tables.rot, "rev.i32": tables.rev, "hist.f32": hist,
     }.items():  # fmt: skip
         np.ascontiguousarray(arr).tofile(d / name)
     out = subprocess.run([qemu, str(exe), str(d)], check=True, capture_output=True, text=True, timeout=120)
@@ -286,6 +301,11 @@ def test_neon_build_equals_reference_under_qemu(tmp_path: Path) -> None:
     assert np.max(np.abs(lm - frontend.logmel_from_spectra(s, SPEC))) <= 1e-4
     cross = read("phat.out", np.complex64, (t, len(pairs), BINS.stop - BINS.start))
     assert np.max(np.abs(cross - backends.get("phat_cross_spectra")(s, pairs, BINS))) <= 1e-5
+    ow_ref, hist_ref = backends.get("onset_weights")(s, BINS, hist)
+    np.testing.assert_allclose(read("onset.out", np.float32, ow_ref.shape), ow_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(read("hist.out", np.float32, hist_ref.shape), hist_ref, rtol=1e-6)
+    cross_w = read("phat_w.out", np.complex64, (t, len(pairs), BINS.stop - BINS.start))
+    assert np.max(np.abs(cross_w - backends.get("phat_cross_spectra")(s, pairs, BINS, ow_ref))) <= 1e-5
     srp_ref = backends.get("srp_map")(cc, lag)
     assert np.max(np.abs(read("srp.out", np.float32, (len(lag),)) - srp_ref)) <= 1e-5 * np.max(np.abs(srp_ref))
     np.testing.assert_allclose(read("power.out", np.float64, (t,)), backends.get("frame_power")(s, w), rtol=1e-5)

@@ -238,7 +238,8 @@ def test_locate_cli_reports_the_mirror_of_a_linear_array(tmp_path: Path, capsys:
     assert main(["locate", "--json", "--board", "ps3-eye", "--method", "normmusic", str(path)]) == 0
     row = json.loads(capsys.readouterr().out)
     src = row["sources"][0]
-    assert row["ambiguous"] and sorted([round(src["azimuth_deg"]), round(src["mirror_azimuth_deg"])]) == [-70, 70]
+    pair = sorted([src["azimuth_deg"], src["mirror_azimuth_deg"]])
+    assert row["ambiguous"] and np.allclose(pair, [-70.0, 70.0], atol=1.0), pair
 
 
 def test_scalar_wrap_is_wrap_deg() -> None:
@@ -264,3 +265,71 @@ def test_sources_around_a_planar_array_still_give_a_bearing(el: float, azs: tupl
     found = loc.bearings(loc.frame_cross(s).sum(axis=0), float(s.shape[2]))
     assert len(found) == 1
     assert min(ang_err(found[0].azimuth, az) for az in azs) <= 10.0, found
+
+
+# --- onset weighting (precedence) ------------------------------------------------------------------
+def test_onset_weights_do_not_depend_on_how_the_stream_is_cut() -> None:
+    from edge.dsp.gcc_phat import onset_weights_of_power as onset_weights
+
+    power = np.random.default_rng(0).exponential(size=(50, 17)).astype(np.float32)
+    whole, hist_whole = onset_weights(power, np.zeros((3, 17), np.float32))
+    hist, parts = np.zeros((3, 17), np.float32), []
+    for a, b in [(0, 7), (7, 8), (8, 8), (8, 31), (31, 50)]:
+        w, hist = onset_weights(power[a:b], hist)
+        parts.append(w)
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    np.testing.assert_array_equal(hist, hist_whole)
+    np.testing.assert_array_equal(hist, power[-3:])
+
+
+def test_onset_weights_count_new_power_only() -> None:
+    from edge.dsp.gcc_phat import onset_weights_of_power as onset_weights
+
+    power = np.zeros((12, 2), np.float32)
+    power[4:, 0] = 1.0  # a step out of silence, then steady
+    power[:, 1] = 2.0 ** np.arange(12)  # rising 3 dB a frame: half of each frame's power is new
+    w, _ = onset_weights(power, np.zeros((3, 2), np.float32))
+    assert w[4, 0] == 1.0 and not w[5:, 0].any() and not w[:4, 0].any()
+    np.testing.assert_allclose(w[1:, 1], 0.25)
+    assert w[0, 1] == 1.0  # the first frame of a stream rises out of silence
+
+
+def _burst_train(seed: int) -> np.ndarray:
+    """Ten decaying 50 ms noise bursts, about 150 ms apart (footsteps, knocks): 1.5 s."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros(FS * 3 // 2)
+    for i in range(10):
+        n0 = i * 2400 + int(rng.integers(0, 400))
+        x[n0 : n0 + 800] = noise_burst(800, seed + i) * np.exp(-np.arange(800) / 300.0)
+    return x
+
+
+def test_onset_weighting_finds_the_direct_sound_in_a_reverberant_room() -> None:
+    """RT60 0.6 s (full image order), source 2 m away and 15 degrees up: the reflections, summed over
+    all frames, pull SRP-PHAT off by up to 12 degrees (measured); weighting each cell by its new power
+    keeps every estimate within 3 degrees."""
+    pra = pytest.importorskip("pyroomacoustics")
+    names = ("respeaker-4mic-hat", "respeaker-usb-4mic-v2")
+    arrays = [load_array(n) for n in names]
+    errs: dict[int, list[float]] = {0: [], 3: []}
+    for i, az in enumerate((-150.0, -40.0, 25.0, 110.0)):
+        dim = [6.0, 4.5, 3.0]
+        e_abs, order = pra.inverse_sabine(0.6, dim)
+        room = pra.ShoeBox(dim, fs=FS, materials=pra.Material(e_abs), max_order=order)
+        centre = np.array([3.1, 2.2, 1.2])
+        a, e = np.radians(az), np.radians(15.0)
+        room.add_source((centre + 2.0 * np.array([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)])).tolist(),
+                        signal=_burst_train(i))  # fmt: skip
+        mics = np.concatenate([arr.mics for arr in arrays])
+        room.add_microphone_array(pra.MicrophoneArray(mics.T + centre[:, None], FS))
+        room.simulate()
+        y = np.asarray(room.mic_array.signals, np.float32)
+        for j, arr in enumerate(arrays):
+            s = stft(y[4 * j : 4 * j + 4])
+            mask = active_frames(s)
+            for k in errs:
+                loc = Localiser(arr, config=LocaliserConfig(onset_frames=k))
+                cross, frame_w = loc.weighted_cross(s, mask)
+                errs[k].append(ang_err(loc.bearings(cross.sum(axis=0), float(frame_w.sum()))[0].azimuth, az))
+    assert max(errs[3]) <= 3.0, errs
+    assert np.mean(errs[0]) > 2.0 * np.mean(errs[3]), errs

@@ -41,6 +41,7 @@ KERNELS = (
     "logmel_from_spectra",
     "logmel_batch",
     "phat_cross_spectra",
+    "onset_weights",
     "gcc",
     "srp_map",
     "srp_refine",

@@ -170,9 +170,12 @@ def logmel_batch(x: npt.NDArray[np.floating], spec: FrontendSpec = DEFAULT_FRONT
 
 
 def phat_cross_spectra(
-    spectra: npt.NDArray[np.complexfloating], pairs: npt.NDArray[np.intp], bins: slice
+    spectra: npt.NDArray[np.complexfloating],
+    pairs: npt.NDArray[np.intp],
+    bins: slice,
+    weights: npt.NDArray[np.float32] | None = None,
 ) -> npt.NDArray[np.complex64]:
-    """As `edge.dsp.gcc_phat.phat_cross_spectra`: [C, F, T] -> [T, P, B]."""
+    """As `edge.dsp.gcc_phat.phat_cross_spectra`: [C, F, T] -> [T, P, B], times `weights` [T, B]."""
     x = np.asarray(spectra)[:, bins, :]
     pr = np.asarray(pairs)
     if x.shape[2] == 0 or len(pr) == 0:
@@ -183,7 +186,10 @@ def phat_cross_spectra(
     cr = ar * br + ai * bi
     ci = ai * br - ar * bi
     den = (cr * cr + ci * ci).sqrt() + EPS
-    return _join((cr / den).permute(2, 0, 1), (ci / den).permute(2, 0, 1))
+    out = _join((cr / den).permute(2, 0, 1), (ci / den).permute(2, 0, 1))
+    if weights is not None:
+        out *= np.asarray(weights, np.float32)[:, None, :]
+    return out
 
 
 def gcc(cross: npt.NDArray[np.complexfloating], bins: slice, n_fft: int, upsample: int) -> npt.NDArray[np.float32]:

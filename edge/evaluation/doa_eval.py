@@ -53,6 +53,7 @@ PRA_METHODS = ("SRP", "MUSIC", "NormMUSIC")
 WITHIN_DEG = 10.0
 MIN_SEPARATION_DEG = 45.0
 FOUR_MIC = ("respeaker-4mic-hat", "respeaker-usb-4mic-v2")
+GIVEN_COUNT_MIN_REL = 0.05  # Tympan's hist_min_rel when the number of sources is given
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,13 @@ def tympan_estimator(array: Any, method: str) -> Estimator:
     from edge.localise import Localiser, LocaliserConfig, _blocks, active_frames
 
     backend = backends.resolve(None)  # as on the device: the native kernels where they are built
-    locs = {n: Localiser(array, config=LocaliserConfig(method=method, max_sources=n, backend=backend)) for n in (1, 2)}
+    # the number of sources is given, as pyroomacoustics is given num_src: the n highest peaks, down to
+    # GIVEN_COUNT_MIN_REL of the highest (the device's default, 0.2, is for an unknown count)
+    locs = {
+        n: Localiser(array, config=LocaliserConfig(
+            method=method, max_sources=n, backend=backend, hist_min_rel=GIVEN_COUNT_MIN_REL))
+        for n in (1, 2)
+    }  # fmt: skip
 
     def est(x: npt.NDArray[np.float32], n_src: int) -> tuple[list[float], float, float]:
         loc = locs[n_src]
@@ -193,8 +200,8 @@ def tympan_estimator(array: Any, method: str) -> Estimator:
         t_stft = time.process_time() - t
         t = time.process_time()
         mask = active_frames(s)
-        cross = loc.frame_cross(s[:, :, mask])
-        n = float(mask.sum())
+        cross, frame_w = loc.weighted_cross(s, mask)
+        n = float(frame_w.sum())
         b = loc.bearings(cross.sum(axis=0), n_frames=n) if n_src == 1 else loc.bearings_blocks(_blocks(cross), n)
         cpu = time.process_time() - t
         return [x.azimuth for x in b], cpu, t_stft

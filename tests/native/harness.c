@@ -24,8 +24,9 @@ void tp_frame_i16(const int16_t *, int64_t, int64_t, int64_t, const float *, int
 void tp_transpose_c64(const float *, int64_t, int64_t, int64_t, float *);
 void tp_logmel(const float *, int64_t, int64_t, int64_t, int64_t, const int32_t *, const int32_t *, const int32_t *,
                const float *, float, float *, float *);
-int tp_phat_cross(const float *, int64_t, int64_t, int64_t, const int64_t *, int64_t, int64_t, int64_t, float, float *,
-                  float *);
+int tp_phat_cross(const float *, int64_t, int64_t, int64_t, const int64_t *, int64_t, int64_t, int64_t, float,
+                  const float *, float *, float *);
+void tp_onset_weights(const float *, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float *, float *, float *);
 void tp_srp_map(const float *, int64_t, int64_t, const double *, int64_t, float *);
 void tp_frame_power(const float *, int64_t, int64_t, int64_t, const double *, double *);
 double tp_leq_dbfs(const float *, int64_t);
@@ -94,8 +95,17 @@ int main(int argc, char **argv) {
     float tmp[64];
     size_t ncross = (size_t)(T * P * (B1 - B0)) * 2;
     float *cross = malloc(ncross * sizeof(float));
-    tp_phat_cross(spec, C, F, T, pairs, P, B0, B1, 1e-12f, tmp, cross);
+    tp_phat_cross(spec, C, F, T, pairs, P, B0, B1, 1e-12f, NULL, tmp, cross);
     spit("phat.out", cross, ncross * sizeof(float));
+
+    /* onset weights from a history of 3 frames (updated in place), then the cross-spectra weighted by them */
+    float *hist = slurp("hist.f32", NULL);
+    float *ow = malloc((size_t)(T * (B1 - B0)) * sizeof(float)), *owork = malloc((size_t)(3 + T) * sizeof(float));
+    tp_onset_weights(spec, C, F, T, B0, B1, 3, hist, owork, ow);
+    spit("onset.out", ow, (size_t)(T * (B1 - B0)) * sizeof(float));
+    spit("hist.out", hist, (size_t)(3 * (B1 - B0)) * sizeof(float));
+    tp_phat_cross(spec, C, F, T, pairs, P, B0, B1, 1e-12f, ow, tmp, cross);
+    spit("phat_w.out", cross, ncross * sizeof(float));
 
     float *srp = malloc((size_t)G * sizeof(float));
     tp_srp_map(cc, P, L, lag, G, srp);

@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "tympan_dsp.c"
-ABI_VERSION = 10  # TP_ABI_VERSION in tympan_dsp.c
+ABI_VERSION = 11  # TP_ABI_VERSION in tympan_dsp.c
 VARIANTS = ("avx2", "sse2", "neon", "portable")
 # Compiler flags per variant (the package build in setup.py uses the same).
 VARIANT_FLAGS: dict[str, tuple[str, ...]] = {
@@ -81,7 +81,8 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "tp_frame_i16": (None, [_P, _I, _I, _I, _P, _I, _I, _P]),
     "tp_transpose_c64": (None, [_P, _I, _I, _I, _P]),
     "tp_logmel": (None, [_P, _I, _I, _I, _I, _P, _P, _P, _P, ctypes.c_float, _P, _P]),
-    "tp_phat_cross": (ctypes.c_int, [_P, _I, _I, _I, _P, _I, _I, _I, ctypes.c_float, _P, _P]),
+    "tp_phat_cross": (ctypes.c_int, [_P, _I, _I, _I, _P, _I, _I, _I, ctypes.c_float, _P, _P, _P]),
+    "tp_onset_weights": (None, [_P, _I, _I, _I, _I, _I, _I, _P, _P, _P]),
     "tp_srp_map": (None, [_P, _I, _I, _P, _I, _P]),
     "tp_srp_refine": (None, [_P, _I, _I, _P, *[ctypes.c_double] * 4, _P, _P, _P, _I, ctypes.c_double, _P, _P]),
     # cc, P, L, lag, G, az_start, az_vals, A, grid_az, grid_el, circular, min_rel, max_src, min_sep, diff,
@@ -430,9 +431,13 @@ class Kernels:
         return logmel_batch_with(x, spec, self.stft, self.logmel_from_spectra)
 
     def phat_cross_spectra(
-        self, spectra: npt.NDArray[np.complexfloating], pairs: npt.NDArray[np.intp], bins: slice
+        self,
+        spectra: npt.NDArray[np.complexfloating],
+        pairs: npt.NDArray[np.intp],
+        bins: slice,
+        weights: npt.NDArray[np.float32] | None = None,
     ) -> npt.NDArray[np.complex64]:
-        """As `edge.dsp.gcc_phat.phat_cross_spectra`: [C, F, T] -> [T, P, B]."""
+        """As `edge.dsp.gcc_phat.phat_cross_spectra`: [C, F, T] -> [T, P, B], times `weights` [T, B]."""
         s = _c64(spectra)
         c, f, t = s.shape
         b0, b1, step = bins.indices(f)
@@ -446,9 +451,32 @@ class Kernels:
             return out
         _, pscratch = self._scratch((2 * TCHUNK,))
         # the kernel checks the pairs against the channel count (-1: nothing written)
-        if self.lib.tp_phat_cross(_ptr(s), c, f, t, _ptr(pr), len(pr), b0, b1, EPS, pscratch, _ptr(out)):
+        wp = None
+        if weights is not None:
+            w = np.ascontiguousarray(weights, dtype=np.float32)
+            if w.shape != (t, b1 - b0):
+                raise InputError(f"cell weights of shape {w.shape}: expected {(t, b1 - b0)} (frames, bins)")
+            wp = _ptr(w)
+        if self.lib.tp_phat_cross(_ptr(s), c, f, t, _ptr(pr), len(pr), b0, b1, EPS, wp, pscratch, _ptr(out)):
             raise InputError(f"microphone pairs {pr.tolist()} do not fit {c} channels")
         return out
+
+    def onset_weights(
+        self, spectra: npt.NDArray[np.complexfloating], bins: slice, history: npt.NDArray[np.float32]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """As `edge.dsp.gcc_phat.onset_weights`: ([T, B] weights, next history [K, B])."""
+        s = _c64(spectra)
+        c, f, t = s.shape
+        b0, b1, step = bins.indices(f)
+        if step != 1:
+            raise ConfigError(f"native onset_weights needs a contiguous bin range, got {bins!r}")
+        hist = np.array(history, dtype=np.float32, order="C")  # a copy: updated in place by the kernel
+        if hist.ndim != 2 or hist.shape[1] != b1 - b0:
+            raise InputError(f"onset history of shape {hist.shape}: expected (K, {b1 - b0})")
+        out = np.empty((t, b1 - b0), np.float32)
+        pw = np.empty(hist.shape[0] + t, np.float32)
+        self.lib.tp_onset_weights(_ptr(s), c, f, t, b0, b1, hist.shape[0], _ptr(hist), _ptr(pw), _ptr(out))
+        return out, hist
 
     def gcc(
         self, cross: npt.NDArray[np.complexfloating], bins: slice, n_fft: int, upsample: int

@@ -20,7 +20,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define TP_ABI_VERSION 10
+#define TP_ABI_VERSION 11
 #define SQRT_HALF_BITS 0x3f3504f3 /* the bits of sqrt(1/2) as a float */
 #ifndef M_PI
 #define M_PI 3.14159265358979323846
@@ -581,7 +581,7 @@ TP_API void tp_logmel(const float *spec, int64_t C, int64_t F, int64_t T, int64_
  * Returns 0, or -1 (nothing written) when a pair names a channel outside [0, C).
  */
 TP_API int tp_phat_cross(const float *spec, int64_t C, int64_t F, int64_t T, const int64_t *pairs, int64_t P,
-                         int64_t b0, int64_t b1, float eps, float *tmp, float *out) {
+                         int64_t b0, int64_t b1, float eps, const float *w, float *tmp, float *out) {
     for (int64_t p = 0; p < 2 * P; p++) {
         if (pairs[p] < 0 || pairs[p] >= C) return -1;
     }
@@ -611,13 +611,56 @@ TP_API int tp_phat_cross(const float *spec, int64_t C, int64_t F, int64_t T, con
                     tmp[2 * t] = re / den;
                     tmp[2 * t + 1] = im / den;
                 }
-                uint64_t *dst = (uint64_t *)(void *)out + ((t0 * P + p) * B + b);
-                const uint64_t *src = (const uint64_t *)(const void *)tmp;
-                for (t = 0; t < nt; t++) dst[t * P * B] = src[t];
+                if (w) { /* each cell times its weight w[t, b] */
+                    float *dst = out + 2 * ((t0 * P + p) * B + b);
+                    const float *wt = w + t0 * B + b;
+                    for (t = 0; t < nt; t++) {
+                        dst[2 * t * P * B] = tmp[2 * t] * wt[t * B];
+                        dst[2 * t * P * B + 1] = tmp[2 * t + 1] * wt[t * B];
+                    }
+                } else {
+                    uint64_t *dst = (uint64_t *)(void *)out + ((t0 * P + p) * B + b);
+                    const uint64_t *src = (const uint64_t *)(const void *)tmp;
+                    for (t = 0; t < nt; t++) dst[t * P * B] = src[t];
+                }
             }
         }
     }
     return 0;
+}
+
+/*
+ * Onset weights (edge.dsp.gcc_phat.onset_weights): for each bin b0 <= b < b1 and frame t, the power
+ * of the cell summed over the channels (in channel order, re*re + im*im), and the weight
+ * ((p - max of the K previous powers) / max(p, 1e-30)) clipped to [0, 1] and squared. hist [K, B]
+ * holds the K frames before this call (oldest first) and is updated in place to the last K frames;
+ * pw is scratch of K + T floats; out [T, B].
+ */
+TP_API void tp_onset_weights(const float *spec, int64_t C, int64_t F, int64_t T, int64_t b0, int64_t b1, int64_t K,
+                             float *hist, float *pw, float *out) {
+    const int64_t B = b1 - b0;
+    for (int64_t b = 0; b < B; b++) {
+        for (int64_t k = 0; k < K; k++) pw[k] = hist[k * B + b];
+        float *p = pw + K;
+        for (int64_t t = 0; t < T; t++) p[t] = 0.0f;
+        for (int64_t c = 0; c < C; c++) {
+            const float *x = spec + 2 * ((c * F + b0 + b) * T);
+            for (int64_t t = 0; t < T; t++) {
+                const float re = x[2 * t], im = x[2 * t + 1];
+                const float e = re * re;
+                const float f = im * im;
+                p[t] += e + f;
+            }
+        }
+        for (int64_t t = 0; t < T; t++) {
+            float prev = K > 0 ? p[t - 1] : 0.0f;
+            for (int64_t j = 2; j <= K; j++) prev = p[t - j] > prev ? p[t - j] : prev;
+            float v = (p[t] - prev) / (p[t] > 1e-30f ? p[t] : 1e-30f);
+            v = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
+            out[t * B + b] = v * v;
+        }
+        for (int64_t k = 0; k < K; k++) hist[k * B + b] = pw[T + k];
+    }
 }
 
 /* One direction's steered response: sum over pairs of the linearly interpolated cc at the pair's
