@@ -119,8 +119,8 @@ def check_all(kern: dict[str, Callable[..., Any]], ref: dict[str, Callable[..., 
         c.shape == c_ref.shape and c.dtype == np.complex64 and e <= TOL["phat"],
     )
     hist = np.random.default_rng(2).exponential(size=(3, BINS.stop - BINS.start)).astype(np.float32)
-    ow_ref, h_ref = ref["onset_weights"](s_ref, BINS, hist)
-    ow, h = kern["onset_weights"](s_ref, BINS, hist)
+    ow_ref, h_ref = ref["onset_weights"](s_ref, BINS, hist, 0.05)
+    ow, h = kern["onset_weights"](s_ref, BINS, hist, 0.05)
     e = max(absmax(ow, ow_ref), absmax(h, h_ref) / max(float(np.max(h_ref)), 1e-30))
     row("onset_weights", case, e, 1e-5, ow.shape == ow_ref.shape and e <= 1e-5)
     cw = kern["phat_cross_spectra"](s_ref, pairs, BINS, ow_ref)

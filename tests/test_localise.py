@@ -218,7 +218,9 @@ def test_tetrahedron_music_finds_elevation() -> None:
     assert b[0].elevation is not None and abs(b[0].elevation + 30.0) <= 4.0
 
 
-@pytest.mark.parametrize("bad", [{"method": "beamscan"}, {"hist_min_rel": 0.0}])
+@pytest.mark.parametrize(
+    "bad", [{"method": "beamscan"}, {"hist_min_rel": 0.0}, {"onset_frames": -1}, {"onset_floor": 1.5}]
+)
 def test_bad_method_config_rejected(bad: dict) -> None:
     with pytest.raises(ConfigError, match=next(iter(bad))):
         LocaliserConfig(**bad)
@@ -292,6 +294,8 @@ def test_onset_weights_count_new_power_only() -> None:
     assert w[4, 0] == 1.0 and not w[5:, 0].any() and not w[:4, 0].any()
     np.testing.assert_allclose(w[1:, 1], 0.25)
     assert w[0, 1] == 1.0  # the first frame of a stream rises out of silence
+    floored, _ = onset_weights(power, np.zeros((3, 2), np.float32), 0.05)
+    np.testing.assert_allclose(floored, 0.05 + 0.95 * w, rtol=1e-6)
 
 
 def _burst_train(seed: int) -> np.ndarray:

@@ -42,12 +42,13 @@ def phat_cross_spectra(
 
 
 def onset_weights_of_power(
-    power: npt.NDArray[np.float32], history: npt.NDArray[np.float32]
+    power: npt.NDArray[np.float32], history: npt.NDArray[np.float32], floor: float = 0.0
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """Onset weights of cells [T, B] from their power and the powers of the K frames before them
     (history [K, B], oldest first; zeros at the start of a stream): the share of each cell's power that
     is new, (power - max(previous K)) / power, clipped to [0, 1] and squared (0 for a cell without
-    power). Returns (weights [T, B], the history for the next frames: the last K frames' powers)."""
+    power), then raised to floor + (1 - floor) * that. Returns (weights [T, B], the history for the next
+    frames: the last K frames' powers)."""
     k, t = history.shape[0], power.shape[0]
     full = np.concatenate([history, power]) if t else history
     prev = full[k - 1 : k - 1 + t].copy() if k else np.zeros_like(power)
@@ -56,18 +57,21 @@ def onset_weights_of_power(
     w = (power - prev) / np.maximum(power, np.float32(1e-30))
     np.clip(w, 0.0, 1.0, out=w)
     w *= w
+    if floor:
+        w *= np.float32(1.0 - floor)
+        w += np.float32(floor)
     return w.astype(np.float32, copy=False), np.ascontiguousarray(full[len(full) - k :], dtype=np.float32)
 
 
 @register(REFERENCE, "onset_weights")
 def onset_weights(
-    spectra: npt.NDArray[np.complexfloating], bins: slice, history: npt.NDArray[np.float32]
+    spectra: npt.NDArray[np.complexfloating], bins: slice, history: npt.NDArray[np.float32], floor: float = 0.0
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """Spectra [C, F, T] -> (onset weights [T, B] of the bins in `bins`, next history [K, B]) from the
     power of each cell summed over the channels (`onset_weights_of_power`)."""
     x = spectra[:, bins, :]
     power = np.sum(x.real * x.real + x.imag * x.imag, axis=0, dtype=np.float32).T  # [T, B]
-    return onset_weights_of_power(np.ascontiguousarray(power), np.asarray(history, np.float32))
+    return onset_weights_of_power(np.ascontiguousarray(power), np.asarray(history, np.float32), floor)
 
 
 @register(REFERENCE, "gcc")

@@ -26,7 +26,8 @@ void tp_logmel(const float *, int64_t, int64_t, int64_t, int64_t, const int32_t 
                const float *, float, float *, float *);
 int tp_phat_cross(const float *, int64_t, int64_t, int64_t, const int64_t *, int64_t, int64_t, int64_t, float,
                   const float *, float *, float *);
-void tp_onset_weights(const float *, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float *, float *, float *);
+void tp_onset_weights(const float *, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float, float *, float *,
+                      float *);
 void tp_srp_map(const float *, int64_t, int64_t, const double *, int64_t, float *);
 void tp_frame_power(const float *, int64_t, int64_t, int64_t, const double *, double *);
 double tp_leq_dbfs(const float *, int64_t);
@@ -101,10 +102,13 @@ int main(int argc, char **argv) {
     /* onset weights from a history of 3 frames (updated in place), then the cross-spectra weighted by them */
     float *hist = slurp("hist.f32", NULL);
     float *ow = malloc((size_t)(T * (B1 - B0)) * sizeof(float)), *owork = malloc((size_t)(3 + T) * sizeof(float));
-    tp_onset_weights(spec, C, F, T, B0, B1, 3, hist, owork, ow);
+    tp_onset_weights(spec, C, F, T, B0, B1, 3, 0.05f, hist, owork, ow);
     spit("onset.out", ow, (size_t)(T * (B1 - B0)) * sizeof(float));
     spit("hist.out", hist, (size_t)(3 * (B1 - B0)) * sizeof(float));
-    tp_phat_cross(spec, C, F, T, pairs, P, B0, B1, 1e-12f, ow, tmp, cross);
+    float *owt = malloc((size_t)(T * (B1 - B0)) * sizeof(float)); /* the kernel's layout: [B, T] */
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t b = 0; b < B1 - B0; b++) owt[b * T + t] = ow[t * (B1 - B0) + b];
+    tp_phat_cross(spec, C, F, T, pairs, P, B0, B1, 1e-12f, owt, tmp, cross);
     spit("phat_w.out", cross, ncross * sizeof(float));
 
     float *srp = malloc((size_t)G * sizeof(float));

@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "tympan_dsp.c"
-ABI_VERSION = 11  # TP_ABI_VERSION in tympan_dsp.c
+ABI_VERSION = 12  # TP_ABI_VERSION in tympan_dsp.c
 VARIANTS = ("avx2", "sse2", "neon", "portable")
 # Compiler flags per variant (the package build in setup.py uses the same).
 VARIANT_FLAGS: dict[str, tuple[str, ...]] = {
@@ -82,7 +82,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "tp_transpose_c64": (None, [_P, _I, _I, _I, _P]),
     "tp_logmel": (None, [_P, _I, _I, _I, _I, _P, _P, _P, _P, ctypes.c_float, _P, _P]),
     "tp_phat_cross": (ctypes.c_int, [_P, _I, _I, _I, _P, _I, _I, _I, ctypes.c_float, _P, _P, _P]),
-    "tp_onset_weights": (None, [_P, _I, _I, _I, _I, _I, _I, _P, _P, _P]),
+    "tp_onset_weights": (None, [_P, _I, _I, _I, _I, _I, _I, ctypes.c_float, _P, _P, _P]),
     "tp_srp_map": (None, [_P, _I, _I, _P, _I, _P]),
     "tp_srp_refine": (None, [_P, _I, _I, _P, *[ctypes.c_double] * 4, _P, _P, _P, _I, ctypes.c_double, _P, _P]),
     # cc, P, L, lag, G, az_start, az_vals, A, grid_az, grid_el, circular, min_rel, max_src, min_sep, diff,
@@ -453,16 +453,20 @@ class Kernels:
         # the kernel checks the pairs against the channel count (-1: nothing written)
         wp = None
         if weights is not None:
-            w = np.ascontiguousarray(weights, dtype=np.float32)
-            if w.shape != (t, b1 - b0):
-                raise InputError(f"cell weights of shape {w.shape}: expected {(t, b1 - b0)} (frames, bins)")
+            if np.shape(weights) != (t, b1 - b0):
+                raise InputError(f"cell weights of shape {np.shape(weights)}: expected {(t, b1 - b0)} (frames, bins)")
+            w = np.ascontiguousarray(np.asarray(weights, dtype=np.float32).T)  # [B, T]: the kernel's layout
             wp = _ptr(w)
         if self.lib.tp_phat_cross(_ptr(s), c, f, t, _ptr(pr), len(pr), b0, b1, EPS, wp, pscratch, _ptr(out)):
             raise InputError(f"microphone pairs {pr.tolist()} do not fit {c} channels")
         return out
 
     def onset_weights(
-        self, spectra: npt.NDArray[np.complexfloating], bins: slice, history: npt.NDArray[np.float32]
+        self,
+        spectra: npt.NDArray[np.complexfloating],
+        bins: slice,
+        history: npt.NDArray[np.float32],
+        floor: float = 0.0,
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         """As `edge.dsp.gcc_phat.onset_weights`: ([T, B] weights, next history [K, B])."""
         s = _c64(spectra)
@@ -475,7 +479,9 @@ class Kernels:
             raise InputError(f"onset history of shape {hist.shape}: expected (K, {b1 - b0})")
         out = np.empty((t, b1 - b0), np.float32)
         pw = np.empty(hist.shape[0] + t, np.float32)
-        self.lib.tp_onset_weights(_ptr(s), c, f, t, b0, b1, hist.shape[0], _ptr(hist), _ptr(pw), _ptr(out))
+        self.lib.tp_onset_weights(
+            _ptr(s), c, f, t, b0, b1, hist.shape[0], float(np.float32(floor)), _ptr(hist), _ptr(pw), _ptr(out)
+        )
         return out, hist
 
     def gcc(

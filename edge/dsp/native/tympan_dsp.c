@@ -20,7 +20,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define TP_ABI_VERSION 11
+#define TP_ABI_VERSION 12
 #define SQRT_HALF_BITS 0x3f3504f3 /* the bits of sqrt(1/2) as a float */
 #ifndef M_PI
 #define M_PI 3.14159265358979323846
@@ -577,6 +577,7 @@ TP_API void tp_logmel(const float *spec, int64_t C, int64_t F, int64_t T, int64_
 /*
  * Spectra -> PHAT-normalised cross-spectra, per frame, for microphone pairs in bins [b0, b1).
  * spec: [C, F, T] complex64; pairs: [P, 2] (i, j): cross = X_i conj(X_j) / (|X_i conj(X_j)| + eps).
+ * w: NULL, or per-cell weights [B, T] (bin-major: contiguous in t) multiplying each normalised cell.
  * out: [T, P, B] complex64 (B = b1 - b0). tmp: scratch of 2 * TCHUNK floats.
  * Returns 0, or -1 (nothing written) when a pair names a channel outside [0, C).
  */
@@ -593,6 +594,7 @@ TP_API int tp_phat_cross(const float *spec, int64_t C, int64_t F, int64_t T, con
             for (int64_t b = 0; b < B; b++) {
                 const float *xi = spec + 2 * ((ci * F + b0 + b) * T + t0);
                 const float *xj = spec + 2 * ((cj * F + b0 + b) * T + t0);
+                const float *wb = w ? w + b * T + t0 : NULL; /* this bin's weights, contiguous in t */
                 int64_t t = 0;
                 for (; t + W <= nt; t += W) {
                     vf ar, ai, br, bi;
@@ -602,27 +604,29 @@ TP_API int tp_phat_cross(const float *spec, int64_t C, int64_t F, int64_t T, con
                     vf re = VFMA(ar, br, VMUL(ai, bi));
                     vf im = VSUB(VMUL(ai, br), VMUL(ar, bi));
                     vf den = VADD(VSQRT(VFMA(re, re, VMUL(im, im))), VSET1(eps));
-                    vstore_c(tmp + 2 * t, VDIV(re, den), VDIV(im, den));
+                    vf ur = VDIV(re, den), ui = VDIV(im, den);
+                    if (wb) {
+                        const vf wv = VLOAD(wb + t);
+                        ur = VMUL(ur, wv);
+                        ui = VMUL(ui, wv);
+                    }
+                    vstore_c(tmp + 2 * t, ur, ui);
                 }
                 for (; t < nt; t++) {
                     const float ar = xi[2 * t], ai = xi[2 * t + 1], br = xj[2 * t], bi = xj[2 * t + 1];
                     const float re = SFMA(ar, br, ai * bi), im = ai * br - ar * bi;
                     const float den = sqrtf(SFMA(re, re, im * im)) + eps;
-                    tmp[2 * t] = re / den;
-                    tmp[2 * t + 1] = im / den;
-                }
-                if (w) { /* each cell times its weight w[t, b] */
-                    float *dst = out + 2 * ((t0 * P + p) * B + b);
-                    const float *wt = w + t0 * B + b;
-                    for (t = 0; t < nt; t++) {
-                        dst[2 * t * P * B] = tmp[2 * t] * wt[t * B];
-                        dst[2 * t * P * B + 1] = tmp[2 * t + 1] * wt[t * B];
+                    float ur = re / den, ui = im / den;
+                    if (wb) {
+                        ur *= wb[t];
+                        ui *= wb[t];
                     }
-                } else {
-                    uint64_t *dst = (uint64_t *)(void *)out + ((t0 * P + p) * B + b);
-                    const uint64_t *src = (const uint64_t *)(const void *)tmp;
-                    for (t = 0; t < nt; t++) dst[t * P * B] = src[t];
+                    tmp[2 * t] = ur;
+                    tmp[2 * t + 1] = ui;
                 }
+                uint64_t *dst = (uint64_t *)(void *)out + ((t0 * P + p) * B + b);
+                const uint64_t *src = (const uint64_t *)(const void *)tmp;
+                for (t = 0; t < nt; t++) dst[t * P * B] = src[t];
             }
         }
     }
@@ -632,12 +636,13 @@ TP_API int tp_phat_cross(const float *spec, int64_t C, int64_t F, int64_t T, con
 /*
  * Onset weights (edge.dsp.gcc_phat.onset_weights): for each bin b0 <= b < b1 and frame t, the power
  * of the cell summed over the channels (in channel order, re*re + im*im), and the weight
- * ((p - max of the K previous powers) / max(p, 1e-30)) clipped to [0, 1] and squared. hist [K, B]
+ * floor + (1 - floor) * v * v, v = ((p - max of the K previous powers) / max(p, 1e-30)) clipped to
+ * [0, 1] (with floor 0: v * v). hist [K, B]
  * holds the K frames before this call (oldest first) and is updated in place to the last K frames;
  * pw is scratch of K + T floats; out [T, B].
  */
 TP_API void tp_onset_weights(const float *spec, int64_t C, int64_t F, int64_t T, int64_t b0, int64_t b1, int64_t K,
-                             float *hist, float *pw, float *out) {
+                             float floor, float *hist, float *pw, float *out) {
     const int64_t B = b1 - b0;
     for (int64_t b = 0; b < B; b++) {
         for (int64_t k = 0; k < K; k++) pw[k] = hist[k * B + b];
@@ -657,7 +662,12 @@ TP_API void tp_onset_weights(const float *spec, int64_t C, int64_t F, int64_t T,
             for (int64_t j = 2; j <= K; j++) prev = p[t - j] > prev ? p[t - j] : prev;
             float v = (p[t] - prev) / (p[t] > 1e-30f ? p[t] : 1e-30f);
             v = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
-            out[t * B + b] = v * v;
+            v = v * v;
+            if (floor != 0.0f) {
+                v = v * (1.0f - floor);
+                v = v + floor;
+            }
+            out[t * B + b] = v;
         }
         for (int64_t k = 0; k < K; k++) hist[k * B + b] = pw[T + k];
     }
