@@ -302,7 +302,8 @@ def test_neon_build_equals_reference_under_qemu(tmp_path: Path) -> None:
     cross = read("phat.out", np.complex64, (t, len(pairs), BINS.stop - BINS.start))
     assert np.max(np.abs(cross - backends.get("phat_cross_spectra")(s, pairs, BINS))) <= 1e-5
     ow_ref, hist_ref = backends.get("onset_weights")(s, BINS, hist, 0.05)
-    np.testing.assert_allclose(read("onset.out", np.float32, ow_ref.shape), ow_ref, rtol=1e-5, atol=1e-6)
+    onset_bt = read("onset.out", np.float32, ow_ref.shape[::-1])  # the kernel writes [B, T]
+    np.testing.assert_allclose(onset_bt.T, ow_ref, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(read("hist.out", np.float32, hist_ref.shape), hist_ref, rtol=1e-6)
     cross_w = read("phat_w.out", np.complex64, (t, len(pairs), BINS.stop - BINS.start))
     assert np.max(np.abs(cross_w - backends.get("phat_cross_spectra")(s, pairs, BINS, ow_ref))) <= 1e-5

@@ -103,12 +103,9 @@ int main(int argc, char **argv) {
     float *hist = slurp("hist.f32", NULL);
     float *ow = malloc((size_t)(T * (B1 - B0)) * sizeof(float)), *owork = malloc((size_t)(3 + T) * sizeof(float));
     tp_onset_weights(spec, C, F, T, B0, B1, 3, 0.05f, hist, owork, ow);
-    spit("onset.out", ow, (size_t)(T * (B1 - B0)) * sizeof(float));
+    spit("onset.out", ow, (size_t)(T * (B1 - B0)) * sizeof(float)); /* [B, T] */
     spit("hist.out", hist, (size_t)(3 * (B1 - B0)) * sizeof(float));
-    float *owt = malloc((size_t)(T * (B1 - B0)) * sizeof(float)); /* the kernel's layout: [B, T] */
-    for (int64_t t = 0; t < T; t++)
-        for (int64_t b = 0; b < B1 - B0; b++) owt[b * T + t] = ow[t * (B1 - B0) + b];
-    tp_phat_cross(spec, C, F, T, pairs, P, B0, B1, 1e-12f, owt, tmp, cross);
+    tp_phat_cross(spec, C, F, T, pairs, P, B0, B1, 1e-12f, ow, tmp, cross); /* both [B, T] */
     spit("phat_w.out", cross, ncross * sizeof(float));
 
     float *srp = malloc((size_t)G * sizeof(float));

@@ -477,12 +477,12 @@ class Kernels:
         hist = np.array(history, dtype=np.float32, order="C")  # a copy: updated in place by the kernel
         if hist.ndim != 2 or hist.shape[1] != b1 - b0:
             raise InputError(f"onset history of shape {hist.shape}: expected (K, {b1 - b0})")
-        out = np.empty((t, b1 - b0), np.float32)
-        pw = np.empty(hist.shape[0] + t, np.float32)
+        out = np.empty((b1 - b0, t), np.float32)  # bin-major; returned as its [T, B] transpose, which the
+        pw = np.empty(hist.shape[0] + t, np.float32)  # weighted phat_cross_spectra then reads without a copy
         self.lib.tp_onset_weights(
             _ptr(s), c, f, t, b0, b1, hist.shape[0], float(np.float32(floor)), _ptr(hist), _ptr(pw), _ptr(out)
         )
-        return out, hist
+        return out.T, hist
 
     def gcc(
         self, cross: npt.NDArray[np.complexfloating], bins: slice, n_fft: int, upsample: int

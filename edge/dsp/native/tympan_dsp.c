@@ -639,7 +639,7 @@ TP_API int tp_phat_cross(const float *spec, int64_t C, int64_t F, int64_t T, con
  * floor + (1 - floor) * v * v, v = ((p - max of the K previous powers) / max(p, 1e-30)) clipped to
  * [0, 1] (with floor 0: v * v). hist [K, B]
  * holds the K frames before this call (oldest first) and is updated in place to the last K frames;
- * pw is scratch of K + T floats; out [T, B].
+ * pw is scratch of K + T floats; out [B, T] (bin-major: the layout tp_phat_cross reads weights in).
  */
 TP_API void tp_onset_weights(const float *spec, int64_t C, int64_t F, int64_t T, int64_t b0, int64_t b1, int64_t K,
                              float floor, float *hist, float *pw, float *out) {
@@ -667,7 +667,7 @@ TP_API void tp_onset_weights(const float *spec, int64_t C, int64_t F, int64_t T,
                 v = v * (1.0f - floor);
                 v = v + floor;
             }
-            out[t * B + b] = v;
+            out[b * T + t] = v;
         }
         for (int64_t k = 0; k < K; k++) hist[k * B + b] = pw[T + k];
     }
