@@ -8,7 +8,7 @@ sources and pairs of simultaneous sources >= 45 degrees apart. Reports median / 
 azimuth error, share within 10 degrees, two-source both-found rate and CPU time per audio second
 (process time, medians; one thread), and the issue's targets as PASS/FAIL rows.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_doa.py [--scenes 24] [--two-source-scenes 12]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_doa.py [--scenes 48] [--two-source-scenes 24]
 
 Writes benchmarks/results/doa.md and doa.json. Needs ../shared/data (ESC-50) and the eval extra.
 """

@@ -1,0 +1,48 @@
+"""`tympan evaluate doa`: its scores, and a tiny run end to end (issue 6)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from boards.profiles import load_array
+from edge.evaluation import doa_eval
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def test_error_wraps_and_a_linear_array_is_scored_against_its_mirror_too() -> None:
+    none = doa_eval._mirror_fn(load_array("respeaker-4mic-hat"))
+    assert doa_eval._err(179.0, -179.0, none) == pytest.approx(2.0)
+    assert doa_eval._err(30.0, -30.0, none) == pytest.approx(60.0)
+    line = load_array("ps3-eye")
+    mirror = doa_eval._mirror_fn(line)
+    axis = np.asarray(line.mics[-1]) - np.asarray(line.mics[0])
+    axis_az = float(np.degrees(np.arctan2(axis[1], axis[0])))
+    truth = axis_az + 40.0
+    assert doa_eval._err(axis_az - 40.0, truth, mirror) == pytest.approx(0.0, abs=1e-9)  # the mirror image
+    assert doa_eval._err(axis_az - 40.0, truth, none) == pytest.approx(80.0)
+
+
+def test_both_found_needs_one_estimate_within_10_degrees_of_each_source() -> None:
+    none = doa_eval._mirror_fn(load_array("respeaker-4mic-hat"))
+    assert doa_eval._both_found([95.0, -41.0], [-45.0, 90.0], none)  # any order
+    assert not doa_eval._both_found([95.0, -30.0], [-45.0, 90.0], none)  # 15 degrees off
+    assert not doa_eval._both_found([88.0], [-45.0, 90.0], none)  # one estimate
+    assert not doa_eval._both_found([88.0, 92.0], [-45.0, 90.0], none)  # both on the same source
+
+
+@pytest.mark.skipif(not (DATA / "esc50").is_dir(), reason="../shared/data/esc50 not present")
+def test_a_tiny_evaluation_scores_every_method_and_states_the_targets() -> None:
+    pytest.importorskip("pyroomacoustics")
+    summary = doa_eval.evaluate(DATA, ["respeaker-4mic-hat"], 3, 1, peers=True, seed=1)
+    methods = {o["method"] for o in summary["overall"]}
+    assert methods == {f"tympan-{m}" for m in doa_eval.TYMPAN_METHODS} | {f"pra-{m}" for m in doa_eval.PRA_METHODS}
+    srp = next(o for o in summary["overall"] if o["method"] == "tympan-srp-phat")
+    assert srp["n"] == 3 and srp["four_mic"]["n"] == 3 and srp["both_found"] is not None
+    # three seeded reverberant rooms (3.3 degrees median, all within 10, when written)
+    assert srp["median_deg"] <= 10.0 and srp["within_10"] >= 0.66
+    rows = {t["target"] for t in doa_eval.targets(summary)}
+    assert any("4-mic median" in r for r in rows) and any(">= 10x faster" in r for r in rows)
