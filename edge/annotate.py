@@ -235,13 +235,12 @@ class AnnotatedPipeline:
 
         step = round(self.config.track_step_s * self.sr)
         ts, az = [], []
-        history = None  # onset weights across the steps (`Localiser.cell_weights`)
+        history = None  # onset weights across the steps (`Localiser.stream_cross`)
         for i in range(0, audio.shape[1] - step + 1, step):
             spectra = stft(audio[:, i : i + step], self.pipeline.spec)
             if spectra.shape[2] == 0:
                 continue
-            weights, history = loc.cell_weights(spectra, history)
-            cross = loc.frame_cross(spectra, weights)
+            cross, history = loc.stream_cross(spectra, history)
             b = loc.bearings(cross.sum(axis=0), n_frames=cross.shape[0])
             if b:
                 ts.append((i + step / 2) / self.sr)

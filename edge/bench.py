@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -37,9 +37,6 @@ import numpy.typing as npt
 from edge.dsp.dcblock import DEFAULT_DC_BLOCK_HZ, dc_block_pole, dc_block_state
 from edge.dsp.frontend import DEFAULT_FRONTEND, SAMPLE_RATE
 from edge.errors import InputError
-
-if TYPE_CHECKING:
-    from edge.localise import Localiser
 
 DEFAULT_SECONDS = 2.0
 DEFAULT_REPEATS = 5
@@ -91,12 +88,6 @@ def _audio(n_mics: int, seconds: float) -> npt.NDArray[np.float32]:
     x = x[:, :n]
     reps = -(-n_mics // x.shape[0])
     return np.ascontiguousarray(np.tile(x, (reps, 1))[:n_mics], dtype=np.float32)
-
-
-def _weighted_cross(loc: Localiser, spectra: npt.NDArray[np.complex64]) -> npt.NDArray[np.complex64]:
-    """The pipeline's cross-spectra stage: onset weights, then the weighted PHAT cross-spectra."""
-    weights, _ = loc.cell_weights(spectra)
-    return loc.frame_cross(spectra, weights)
 
 
 def _dc_block_run(kernel: Callable[..., object], x: npt.NDArray[np.float32], pole: float) -> object:
@@ -158,12 +149,12 @@ def run_bench(
         power = backends.get("frame_power", b)
         loc = Localiser(array, spec, LocaliserConfig(backend=b))
         spectra = stft(x, spec)
-        cross_sum = _weighted_cross(loc, spectra).sum(axis=0)
+        cross_sum = loc.stream_cross(spectra)[0].sum(axis=0)
         parts = [
             median_cpu(partial(_dc_block_run, dc_block, x, dc_pole), repeats),
             median_cpu(partial(stft, x, spec), repeats),
             median_cpu(partial(logmel, spectra, spec), repeats),
-            median_cpu(partial(_weighted_cross, loc, spectra), repeats),  # onset weights + PHAT cross
+            median_cpu(partial(loc.stream_cross, spectra), repeats),  # onset weights + PHAT cross
             median_cpu(partial(loc.bearings, cross_sum), repeats) * dur,  # one estimate per audio second
             median_cpu(partial(power, spectra, weights), repeats),
         ]

@@ -160,8 +160,7 @@ class EdgePipeline:
         power = self._frame_power(spectra, self._parseval)  # mean over channels
         cross = None
         if self._cross is not None and self.localiser is not None:
-            weights, self._onset_hist = self.localiser.cell_weights(spectra, self._onset_hist)
-            cross = self.localiser.frame_cross(spectra, weights)
+            cross, self._onset_hist = self.localiser.stream_cross(spectra, self._onset_hist)
         # each slot's sums in frame order (edge.dsp.rings), whatever the cut of the stream into blocks
         self._ring_acc(self._frames_seen, self.sub, power, cross, self._psum, self._pcount, self._pframe, self._cross)
         self._frames_seen += t

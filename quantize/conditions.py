@@ -41,7 +41,7 @@ def coloured_noise(n: int, exponent: float, rng: np.random.Generator, sample_rat
     return (x / max(float(np.std(x)), 1e-12)).astype(np.float32)
 
 
-def _db(level_dbfs: float) -> float:
+def _rms(level_dbfs: float) -> float:
     """RMS amplitude of a level in dBFS (a full-scale sine, RMS 1/sqrt(2), is 0 dBFS)."""
     return float(10.0 ** (level_dbfs / 20.0) / math.sqrt(2.0))
 
@@ -53,22 +53,22 @@ def condition_signals(seed: int, sample_rate: int = 16000, seconds: float = COND
     half = n // 2
     colours = {"white": 0.0, "pink": 1.0, "brown": 2.0}
     out: dict[str, F32] = {"silence": np.zeros(n, np.float32)}
-    out["dither -90 dBFS"] = (_db(-90.0) * rng.standard_normal(n)).astype(np.float32)
+    out["dither -90 dBFS"] = (_rms(-90.0) * rng.standard_normal(n)).astype(np.float32)
     for name, exponent in colours.items():
         for level in (-70.0, -55.0, -40.0):
-            out[f"{name} noise {level:.0f} dBFS"] = _db(level) * coloured_noise(n, exponent, rng, sample_rate)
+            out[f"{name} noise {level:.0f} dBFS"] = _rms(level) * coloured_noise(n, exponent, rng, sample_rate)
     for name, exponent, dc in (("white", 0.0, 0.3), ("brown", 2.0, -0.5), ("pink", 1.0, 0.1)):
         for level in (-75.0, -55.0):
-            x = _db(level) * coloured_noise(n, exponent, rng, sample_rate) + dc
+            x = _rms(level) * coloured_noise(n, exponent, rng, sample_rate) + dc
             out[f"{name} noise {level:.0f} dBFS, DC {dc:+.1f}"] = x
     for name, exponent in colours.items():
-        x = _db(-65.0) * coloured_noise(n, exponent, rng, sample_rate)
+        x = _rms(-65.0) * coloured_noise(n, exponent, rng, sample_rate)
         x[half:] *= 10.0 ** (25.0 / 20.0)
         out[f"{name} noise -65 -> -40 dBFS step"] = x
-        y = _db(-40.0) * coloured_noise(n, exponent, rng, sample_rate)
+        y = _rms(-40.0) * coloured_noise(n, exponent, rng, sample_rate)
         y[half:] *= 10.0 ** (-25.0 / 20.0)
         out[f"{name} noise -40 -> -65 dBFS step"] = y
-    x = _db(-65.0) * coloured_noise(n, 0.0, rng, sample_rate)
+    x = _rms(-65.0) * coloured_noise(n, 0.0, rng, sample_rate)
     x[half:] += 0.3
     out["DC step +0.3 on white noise -65 dBFS"] = x
     return {k: np.asarray(v, np.float32) for k, v in out.items()}
