@@ -36,6 +36,7 @@ import math
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -50,6 +51,9 @@ from edge.messages import Bearing, Block, Event, Scores, Track
 from edge.sed import SedConfig, SedStage
 from edge.stft import StftStage
 from edge.tracking import Tracker, TrackerConfig, wrap
+
+if TYPE_CHECKING:
+    from edge.dsp.native import BlockPost
 
 
 @dataclass(frozen=True)
@@ -144,14 +148,48 @@ class EdgePipeline:
         if spec.n_fft % 2 == 0:
             weights[-1] = 1.0
         self._parseval = weights / (spec.n_fft * wsum)
+        # the native build does the per-block kernels after the STFT in one call (the same results)
+        self._post: BlockPost | None = None
+        if self.dsp_backend == "native":
+            from edge.dsp import native
+
+            loc = self.localiser
+            self._post = native.BlockPost(
+                native.kernels(),
+                spec,
+                self._parseval,
+                self.sub,
+                self._psum,
+                self._pcount,
+                self._pframe,
+                self._cross,
+                None if loc is None else loc.pairs,
+                None if loc is None else loc.bins,
+                0 if loc is None else loc.config.onset_frames,
+                0.0 if loc is None else loc.config.onset_floor,
+            )
 
     # --- per-output-frame rings ---------------------------------------------------------------
-    def _store_frames(self, spectra: npt.NDArray[np.complex64]) -> None:
-        """Accumulate levels and cross-spectra of STFT frames into their output-frame slots."""
+    def _store_frames(self, spectra: npt.NDArray[np.complex64]) -> npt.NDArray[np.float32]:
+        """Accumulate levels and cross-spectra of STFT frames into their output-frame slots; their log-mel
+        features [T, n_mels]."""
+        t = spectra.shape[2]
+        if t == 0:
+            return np.zeros((0, self.spec.n_mels), np.float32)
         step = (self._ring - 1) * self.sub  # never write a slot twice in one pass
-        for s in range(0, spectra.shape[2], step):
-            self._store_chunk(spectra[:, :, s : s + step])
+        parts = []
+        for s in range(0, t, step):
+            chunk = spectra if t <= step else spectra[:, :, s : s + step]
+            if self._post is None:
+                self._store_chunk(chunk)
+            else:
+                parts.append(self._post(chunk, self._frames_seen))
+                self._frames_seen += chunk.shape[2]
             self._track_hops()  # before a later chunk overwrites the slots
+        if self._post is None:
+            feats: npt.NDArray[np.float32] = self._logmel(spectra, self.spec)
+            return feats
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _store_chunk(self, spectra: npt.NDArray[np.complex64]) -> None:
         t = spectra.shape[2]
@@ -347,9 +385,8 @@ class EdgePipeline:
                 f"has {self.array.n_mics} microphones"
             )
         spectra = self.stft.process(block)
-        self._store_frames(spectra.frames)
-        if spectra.frames.shape[2]:
-            feats = self._logmel(spectra.frames, self.spec)
+        feats = self._store_frames(spectra.frames)
+        if len(feats):
             self._feat = np.concatenate([self._feat, feats])
         return [self._attach(e) for e in self._run_model(final=False)]
 

@@ -321,6 +321,40 @@ def check_dc_block(native: Callable[..., Any], ref: Callable[..., Any]) -> None:
     row("dc_block", "1/4/6 ch, 4 blocks", worst, 0.0, ok, "bit-identical")
 
 
+def check_block_post(kern: dict[str, Callable[..., Any]]) -> None:
+    """tests/test_backends.py (fused block kernel): native.BlockPost leaves the rings, the onset history and
+    the features exactly as the separate native kernels do, whatever the cut into blocks."""
+    from edge.dsp import frontend, native
+    from edge.dsp.gcc_phat import mic_pairs
+    from edge.dsp.level import parseval_weights
+
+    spec, k = frontend.DEFAULT_FRONTEND, native.kernels()
+    spectra = kern["stft"](random_audio(3, n=32000), spec)
+    pairs, sub, slots, w, b = mic_pairs(4), 4, 16, parseval_weights(spec), BINS.stop - BINS.start
+
+    def rings() -> list[Arr]:
+        return [np.zeros(slots), np.zeros(slots, np.int64), np.full(slots, -1, np.int64),
+                np.zeros((slots, len(pairs), b), np.complex64)]  # fmt: skip
+
+    ok, n = True, spectra.shape[2]
+    for onset in (0, 3):
+        ref, hist, feats = rings(), np.zeros((onset, b), np.float32), []
+        for a in range(0, n, 41):
+            s = spectra[:, :, a : a + 41]
+            weights = None
+            if onset:
+                weights, hist = kern["onset_weights"](s, BINS, hist, 0.05)
+            cross = kern["phat_cross_spectra"](s, pairs, BINS, weights)
+            kern["ring_accumulate"](a, sub, kern["frame_power"](s, w), cross, *ref)
+            feats.append(kern["logmel_from_spectra"](s, spec))
+        got = rings()
+        post = native.BlockPost(k, spec, w, sub, *got, pairs, BINS, onset, 0.05)
+        out = [post(spectra[:, :, a : a + 13], a) for a in range(0, n, 13)]
+        ok = ok and all(np.array_equal(g, r) for g, r in zip(got, ref, strict=True))
+        ok = ok and np.array_equal(post.history, hist) and np.array_equal(np.concatenate(out), np.concatenate(feats))
+    row("block_post", "2 onset settings", 0.0, 0.0, ok, "bit-identical to the separate kernels")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variant", default="neon", help="the build the loader must pick (default %(default)s)")
@@ -362,6 +396,7 @@ def main() -> int:
     check_vote_hist(kern["vote_hist"], ref["vote_hist"])
     check_ring_accumulate(kern["ring_accumulate"], ref["ring_accumulate"])
     check_dc_block(kern["dc_block"], ref["dc_block"])
+    check_block_post(kern)
 
     print(f"\n{'kernel':<20} {'input':<22} {'max error':>10} {'tolerance':>10}  result")
     for r in ROWS:

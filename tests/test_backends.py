@@ -387,6 +387,82 @@ def test_native_kernels_reject_bad_inputs() -> None:
         backends.get("leq_dbfs")(np.zeros(0, np.float32))
 
 
+def _native(variant: str) -> native.Kernels:
+    try:
+        return native.Kernels(native.load_variant(variant.split("-", 1)[1]))
+    except native.NativeUnavailable as e:
+        pytest.skip(f"native build unavailable: {e}")
+
+
+def _rings(slots: int, pairs: int, bins: int) -> tuple[np.ndarray, ...]:
+    return (np.zeros(slots), np.zeros(slots, np.int64), np.full(slots, -1, np.int64),
+            np.zeros((slots, pairs, bins), np.complex64))  # fmt: skip
+
+
+@pytest.mark.parametrize("variant", _native_variants())
+@pytest.mark.parametrize("onset_frames", [0, 3])
+def test_fused_block_kernel_equals_the_separate_kernels(variant: str, onset_frames: int) -> None:
+    """`native.BlockPost` (one C call per block) leaves the rings, the onset history and the log-mel
+    features exactly as frame_power, onset_weights, phat_cross_spectra, ring_accumulate and
+    logmel_from_spectra called one by one, whatever the cut of the stream into blocks."""
+    k = _native(variant)
+    spectra = k.stft(_audio(3, n=2 * FS), SPEC)  # 198 frames: the 16-slot rings wrap several times
+    pairs, sub, slots, w = mic_pairs(4), 4, 16, parseval_weights(SPEC)
+    b = BINS.stop - BINS.start
+    ref = _rings(slots, len(pairs), b)
+    hist = np.zeros((onset_frames, b), np.float32)
+    feats, first = [], 0
+    for t in (7, 1, 60, 33, 10, 43, 44):
+        s = spectra[:, :, first : first + t]
+        weights = None
+        if onset_frames:
+            weights, hist = k.onset_weights(s, BINS, hist, 0.05)
+        cross = k.phat_cross_spectra(s, pairs, BINS, weights)
+        k.ring_accumulate(first, sub, k.frame_power(s, w), cross, *ref)
+        feats.append(k.logmel_from_spectra(s, SPEC))
+        first += t
+    assert first == spectra.shape[2]
+    for cuts in ((60, 60, 60, 18), (1,) * 18 + (30, 50, 50, 50)):
+        got = _rings(slots, len(pairs), b)
+        post = native.BlockPost(k, SPEC, w, sub, *got[:3], got[3], pairs, BINS, onset_frames, 0.05)
+        out, first = [], 0
+        for t in cuts:
+            out.append(post(spectra[:, :, first : first + t], first))
+            first += t
+        assert first == spectra.shape[2]
+        for name, a, r in zip(("psum", "pcount", "pframe", "cross"), got, ref, strict=True):
+            assert np.array_equal(a, r), name
+        assert np.array_equal(post.history, hist)
+        assert np.array_equal(np.concatenate(out), np.concatenate(feats))
+    # levels only (no array): the power rings and the features
+    got = _rings(slots, 0, 0)
+    post = native.BlockPost(k, SPEC, w, sub, *got[:3])
+    feats_only = np.concatenate([post(spectra[:, :, a : a + 50], a) for a in range(0, spectra.shape[2], 50)])
+    assert np.array_equal(feats_only, np.concatenate(feats))
+    for a, r in zip(got[:3], ref[:3], strict=True):
+        assert np.array_equal(a, r)
+
+
+def test_fused_block_kernel_rejects_bad_inputs() -> None:
+    k = _native("native-portable")
+    spectra = k.stft(_audio(4, n=4000), SPEC)
+    w, b = parseval_weights(SPEC), BINS.stop - BINS.start
+    psum, pcount, pframe, ring = _rings(16, 6, b)
+    with pytest.raises(InputError, match="pairs"):
+        native.BlockPost(k, SPEC, w, 4, psum, pcount, pframe, ring, np.array([[0, 9]] * 6), BINS)(spectra, 0)
+    with pytest.raises(InputError, match="complex64"):
+        native.BlockPost(k, SPEC, w, 4, psum, pcount, pframe, ring.astype(np.complex128), mic_pairs(4), BINS)
+    with pytest.raises(InputError, match="int64"):
+        native.BlockPost(k, SPEC, w, 4, psum, pcount.astype(np.int32), pframe)
+    with pytest.raises(InputError, match="Parseval"):
+        native.BlockPost(k, SPEC, w[:10], 4, psum, pcount, pframe)
+    post = native.BlockPost(k, SPEC, w, 4, psum, pcount, pframe, ring, mic_pairs(4), BINS, 3, 0.05)
+    with pytest.raises(InputError, match="overrun"):
+        post(k.stft(_audio(4, n=16000), SPEC), 0)  # 98 frames > 15 slots of 4
+    with pytest.raises(InputError, match="expected"):
+        post(spectra[:, :100], 0)
+
+
 def test_every_registered_backend_has_only_known_kernels() -> None:
     for b in backends.backends():
         assert b in backends.KNOWN_BACKENDS

@@ -164,3 +164,25 @@ def test_tracking_off_keeps_the_events_and_their_bearings() -> None:
     for ea, eb in zip(a, b, strict=True):
         if ea.azimuth_end is None:  # a source that did not move: the same dominant bearing
             assert [x.azimuth for x in ea.bearings] == [x.azimuth for x in eb.bearings]
+
+
+def test_fused_native_block_kernel_gives_the_events_of_the_separate_kernels(model: Model) -> None:
+    """With the native backend the pipeline does its per-block work after the STFT in one C call
+    (`native.BlockPost`); the events, their bearings and the rings are those of the separate kernels,
+    also with blocks longer than the rings (2 s blocks, 1 s rings: several calls per block)."""
+    from edge.pipeline import PipelineConfig
+
+    array = load_array("respeaker-4mic-hat")
+    x = dog_scene(array.mics, -40.0, 0.6, seconds=4.0)
+    for cfg, size in (
+        (PipelineConfig(dsp_backend="native"), 1600),
+        (PipelineConfig(dsp_backend="native", ring_s=1.0), 2 * FS),
+    ):
+        fused, separate = EdgePipeline(model, array, cfg), EdgePipeline(model, array, cfg)
+        if fused._post is None:
+            pytest.skip("native backend unavailable")
+        separate._post = None
+        got = [repr(signature(list(run(blocks(x, size), p)))) for p in (fused, separate)]  # repr: NaN levels
+        assert got[0] == got[1] and got[0] != "[]"
+        for name in ("_psum", "_pcount", "_pframe", "_cross", "_feat"):
+            assert np.array_equal(getattr(fused, name), getattr(separate, name)), name

@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "tympan_dsp.c"
-ABI_VERSION = 12  # TP_ABI_VERSION in tympan_dsp.c
+ABI_VERSION = 13  # TP_ABI_VERSION in tympan_dsp.c
 VARIANTS = ("avx2", "sse2", "neon", "portable")
 # Compiler flags per variant (the package build in setup.py uses the same).
 VARIANT_FLAGS: dict[str, tuple[str, ...]] = {
@@ -71,6 +71,7 @@ _Ints = npt.NDArray[np.int64]
 _Floats = npt.NDArray[np.floating]
 _F64 = npt.NDArray[np.float64]
 _D = ctypes.c_double
+_FL = ctypes.c_float
 _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "tp_abi_version": (ctypes.c_int, []),
     "tp_simd": (ctypes.c_char_p, []),
@@ -97,6 +98,18 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "tp_ring_accumulate": (None, [_I, _I, _I, _I, _P, _P, _I, _P, _P, _P, _P]),
     "tp_leq_dbfs": (ctypes.c_double, [_P, _I]),
     "tp_dc_block": (None, [_P, _I, _I, _D, _P, _P]),
+    # spec, C, F, T, pw_w, power | b0, b1, K, floor, hist, opw, ow | pairs, P, eps, tmp, cross | first, sub, R,
+    # psum, pcount, pframe, ring | M, bstart, blen, wofs, wts, log_offset, mag, feats
+    "tp_block_post": (
+        ctypes.c_int,
+        [
+            *(_P, _I, _I, _I, _P, _P),
+            *(_I, _I, _I, _FL, _P, _P, _P),
+            *(_P, _I, _FL, _P, _P),
+            *(_I, _I, _I, _P, _P, _P, _P),
+            *(_I, _P, _P, _P, _P, _FL, _P, _P),
+        ],
+    ),
 }
 TCHUNK = 32  # frames per chunk in the C kernels (scratch sizes)
 LM_TCHUNK = 32  # frames per chunk of tp_logmel (LM_TCHUNK in tympan_dsp.c)
@@ -694,3 +707,113 @@ class Kernels:
 def kernels() -> Kernels:
     """The kernels of the best build for this machine. Raises NativeUnavailable."""
     return Kernels(library())
+
+
+class BlockPost:
+    """The streaming pipeline's kernels after the STFT in one C call per block (`tp_block_post`): frame
+    power into the level rings, onset weights and the weighted PHAT cross-spectra into the cross ring,
+    and the log-mel features. The same C code as `frame_power`, `onset_weights`, `phat_cross_spectra`,
+    `ring_accumulate` and `logmel_from_spectra` called one by one, so the same results bit for bit;
+    what it saves is their five Python wrappers and argument checks per block (about 80 us of the
+    pipeline's per-block cost on x86-64). The rings are the caller's arrays, written in place; the onset
+    history (`history`) is kept here, from zeros at the stream's start."""
+
+    def __init__(
+        self,
+        k: Kernels,
+        spec: FrontendSpec,
+        parseval: _Floats,
+        sub: int,
+        psum: _F64,
+        pcount: _Ints,
+        pframe: _Ints,
+        ring: npt.NDArray[np.complex64] | None = None,
+        pairs: npt.NDArray[np.intp] | None = None,
+        bins: slice | None = None,
+        onset_frames: int = 0,
+        onset_floor: float = 0.0,
+    ) -> None:
+        self._k = k
+        self.spec = spec
+        r = len(psum)
+        for name, a, dt in (("psum", psum, np.float64), ("pcount", pcount, np.int64), ("pframe", pframe, np.int64)):
+            if a.dtype != dt or a.shape != (r,) or not a.flags.c_contiguous or not a.flags.writeable:
+                raise InputError(f"block_post: {name} must be a writeable contiguous {dt.__name__} [{r}]")
+        if sub < 1 or r < 2:
+            raise InputError(f"block_post: output hop of {sub} frames, {r} ring slots")
+        self._w = np.ascontiguousarray(parseval, dtype=np.float64)
+        if self._w.shape != (spec.n_bins,):
+            raise InputError(f"block_post: Parseval weights of shape {self._w.shape}, expected ({spec.n_bins},)")
+        self.sub, self.slots = int(sub), r
+        self._rings = (psum, pcount, pframe, ring)  # kept alive: their addresses are passed on every call
+        self._ring_ptrs = (_ptr(psum), _ptr(pcount), _ptr(pframe))
+        self.b0 = self.b1 = 0
+        self.n_pairs, self.onset_frames, self.onset_floor = 0, 0, 0.0
+        self._pairs = np.zeros((0, 2), np.int64)
+        self._ring_ptr: int | None = None
+        if ring is not None:
+            if pairs is None or bins is None:
+                raise InputError("block_post: a cross ring needs its microphone pairs and bins")
+            b0, b1, step = bins.indices(spec.n_bins)
+            if step != 1 or b1 <= b0:
+                raise ConfigError(f"block_post needs a contiguous, non-empty bin range, got {bins!r}")
+            self._pairs = np.ascontiguousarray(pairs, dtype=np.int64).reshape(-1, 2)
+            shape = (r, len(self._pairs), b1 - b0)
+            if ring.dtype != np.complex64 or ring.shape != shape or not ring.flags.c_contiguous:
+                raise InputError(f"block_post: the cross ring must be a contiguous complex64 {shape}")
+            if not ring.flags.writeable:
+                raise InputError("block_post: the cross ring is read-only")
+            if onset_frames < 0:
+                raise InputError(f"block_post: onset_frames={onset_frames} must be >= 0")
+            self.b0, self.b1, self.n_pairs = b0, b1, len(self._pairs)
+            self.onset_frames, self.onset_floor = int(onset_frames), float(np.float32(onset_floor))
+            self._ring_ptr = _ptr(ring)
+        self.history = np.zeros((self.onset_frames, self.b1 - self.b0), np.float32)
+        self._mel = _mel_ptrs(spec)  # kept alive with its addresses
+        self._tmp = np.empty(2 * TCHUNK, np.float32)
+        self._mag = np.empty(spec.n_bins * LM_TCHUNK, np.float32)
+        self._fixed = (_ptr(self._w), _ptr(self.history) if self.history.size else 0, _ptr(self._pairs))
+        self._cap = 0
+        self._grow(16)
+
+    def _grow(self, t: int) -> None:
+        """Scratch for blocks of up to `t` frames."""
+        b = self.b1 - self.b0
+        self._power = np.empty(t, np.float64)
+        self._opw = np.empty(self.onset_frames + t, np.float32)
+        self._ow = np.empty(max(1, b * t), np.float32)
+        self._cross = np.empty(max(1, t * self.n_pairs * b), np.complex64)
+        scratch = (self._power, self._opw, self._ow, self._tmp, self._cross, self._mag)
+        self._scratch_ptrs = tuple(_ptr(a) for a in scratch)
+        self._cap = t
+
+    def __call__(self, spectra: npt.NDArray[np.complexfloating], first: int) -> npt.NDArray[np.float32]:
+        """Spectra [C, n_bins, T] of consecutive frames, the first being the stream's frame `first` ->
+        their log-mel features [T, n_mels]; the rings and the onset history are updated."""
+        s = _c64(spectra)
+        if s.ndim != 3 or s.shape[1] != self.spec.n_bins:
+            raise InputError(f"block_post: spectra of shape {s.shape}, expected (channels, {self.spec.n_bins}, frames)")
+        c, f, t = s.shape
+        if t > (self.slots - 1) * self.sub:
+            raise InputError(f"block_post: {t} frames overrun a ring of {self.slots} slots of {self.sub} frames")
+        if first < 0:
+            raise InputError(f"block_post: first frame {first} < 0")
+        feats = np.empty((t, self.spec.n_mels), np.float32)
+        if t == 0:
+            return feats
+        if t > self._cap:
+            self._grow(max(t, 2 * self._cap))
+        pw, ph, pp = self._fixed
+        ppow, popw, pow_, ptmp, pcross, pmag = self._scratch_ptrs
+        psum, pcount, pframe = self._ring_ptrs
+        _, (pstart, plen, pofs, pwts) = self._mel
+        rc = self._k.lib.tp_block_post(
+            _ptr(s), c, f, t, pw, ppow,
+            self.b0, self.b1, self.onset_frames, self.onset_floor, ph, popw, pow_,
+            pp, self.n_pairs, EPS, ptmp, pcross,
+            int(first), self.sub, self.slots, psum, pcount, pframe, self._ring_ptr,
+            self.spec.n_mels, pstart, plen, pofs, pwts, self.spec.log_offset, pmag, _ptr(feats),
+        )  # fmt: skip
+        if rc:
+            raise InputError(f"block_post: microphone pairs {self._pairs.tolist()} do not fit {c} channels")
+        return feats

@@ -20,7 +20,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define TP_ABI_VERSION 12
+#define TP_ABI_VERSION 13
 #define SQRT_HALF_BITS 0x3f3504f3 /* the bits of sqrt(1/2) as a float */
 #ifndef M_PI
 #define M_PI 3.14159265358979323846
@@ -1045,6 +1045,40 @@ TP_API void tp_ring_accumulate(int64_t first, int64_t T, int64_t sub, int64_t R,
             for (int64_t i = 0; i < 2 * n; i++) row[i] += src[i];
         }
     }
+}
+
+/*
+ * The streaming pipeline's work on one block of spectra after the STFT, in one call (the same kernels
+ * as the separate calls, in the same order, so the same results bit for bit):
+ *   tp_frame_power (Parseval weights pw_w) -> power [T] (scratch);
+ *   with a cross ring (ring not NULL): tp_onset_weights over bins [b0, b1) with K frames of history
+ *   (hist [K, B], updated in place; K = 0: no weighting) -> ow [B, T] (scratch), then tp_phat_cross
+ *   of the P pairs -> cross [T, P, B] (scratch);
+ *   tp_ring_accumulate of power (and cross) into the rings, frame `first` onwards;
+ *   with feats not NULL: tp_logmel -> feats [T, M].
+ * Scratch: opw K + T floats, ow B * T floats, tmp 2 * TCHUNK floats, cross 2 * T * P * B floats, mag
+ * F * LM_TCHUNK floats. Returns 0, or -1 (nothing written) when a pair names a channel outside [0, C).
+ */
+TP_API int tp_block_post(const float *spec, int64_t C, int64_t F, int64_t T, const double *pw_w, double *power,
+                         int64_t b0, int64_t b1, int64_t K, float floor, float *hist, float *opw, float *ow,
+                         const int64_t *pairs, int64_t P, float eps, float *tmp, float *cross, int64_t first,
+                         int64_t sub, int64_t R, double *psum, int64_t *pcount, int64_t *pframe, float *ring,
+                         int64_t M, const int32_t *bstart, const int32_t *blen, const int32_t *wofs,
+                         const float *wts, float log_offset, float *mag, float *feats) {
+    if (ring) {
+        for (int64_t p = 0; p < 2 * P; p++) {
+            if (pairs[p] < 0 || pairs[p] >= C) return -1;
+        }
+    }
+    if (T <= 0) return 0;
+    tp_frame_power(spec, C, F, T, pw_w, power);
+    if (ring) {
+        if (K > 0) tp_onset_weights(spec, C, F, T, b0, b1, K, floor, hist, opw, ow);
+        tp_phat_cross(spec, C, F, T, pairs, P, b0, b1, eps, K > 0 ? ow : NULL, tmp, cross);
+    }
+    tp_ring_accumulate(first, T, sub, R, power, ring ? cross : NULL, P * (b1 - b0), psum, pcount, pframe, ring);
+    if (feats) tp_logmel(spec, C, F, T, M, bstart, blen, wofs, wts, log_offset, mag, feats);
+    return 0;
 }
 
 /* Equivalent level of samples (any channels, flattened): mean square in double, as dBFS with a
