@@ -55,6 +55,10 @@ class TransferConfig:
     dataset_window_scale: dict[str, float] = _f(  # noqa: RUF009 (_f gives dicts a default_factory)
         {"esc50": 1.5}, 0.05, 50.0, "per dataset, multiplies windows_per_second (oversample the small datasets)"
     )
+    dataset_label_weight: dict[str, float] = _f(  # noqa: RUF009
+        {}, 0.0, 1.0, "per dataset, the ground-truth target's value (default 1; lower lets the teacher lead "
+        "where a dataset has few recordings per class, whose labels teach the recordings)"
+    )
 
 
 STUDENT_ARCHS = ("cnn", "dsconv")
@@ -235,12 +239,12 @@ def load_config(path: Path) -> PipelineConfig:
         raise ConfigError(f"{path}: student.arch {cfg.student.arch!r} is not one of {list(STUDENT_ARCHS)}")
     if cfg.student.kernel_time % 2 == 0:
         raise ConfigError(f"{path}: student.kernel_time {cfg.student.kernel_time} must be odd")
-    stray = sorted(set(cfg.transfer.dataset_window_scale) - set(cfg.transfer.datasets))
-    if stray:
-        raise ConfigError(
-            f"{path}: transfer.dataset_window_scale names {stray}, "
-            f"not in transfer.datasets {list(cfg.transfer.datasets)}"
-        )
+    for key in ("dataset_window_scale", "dataset_label_weight"):
+        stray = sorted(set(getattr(cfg.transfer, key)) - set(cfg.transfer.datasets))
+        if stray:
+            raise ConfigError(
+                f"{path}: transfer.{key} names {stray}, not in transfer.datasets {list(cfg.transfer.datasets)}"
+            )
     if cfg.window_frames % cfg.output_hop_frames:
         raise ConfigError(f"{path}: window_frames {cfg.window_frames} not a multiple of output_hop_frames")
     return cfg

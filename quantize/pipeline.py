@@ -15,7 +15,7 @@ import json
 import os
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,8 @@ def transfer_file(s: Setup, seed: int, split: str) -> Path:
     transfer = s.cfg.to_dict()["transfer"]
     if not transfer["dataset_window_scale"]:
         del transfer["dataset_window_scale"]  # added later: runs without it keep their cache files
+    if not transfer["dataset_label_weight"]:
+        del transfer["dataset_label_weight"]  # likewise
     if not transfer["us8k_folds"]:
         del transfer["us8k_folds"], transfer["us8k_val_fold"]  # likewise
     key_src = json.dumps(
@@ -163,7 +165,8 @@ def transfer_sets(s: Setup, seed: int) -> tuple[TransferSet, TransferSet]:
             s.teacher_cols,
             s.mapping,
             s.labels,
-            s.cfg.transfer,
+            # validation windows keep full labels: QAT's window accuracy scores against them
+            s.cfg.transfer if split == "train" else replace(s.cfg.transfer, dataset_label_weight={}),
             split_seed,
             s.cfg.window_frames,
         )

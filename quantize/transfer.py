@@ -256,7 +256,7 @@ def build_transfer(
             mask = _window_mask(masks[ci], start // spec.hop, window_frames)
             mix = _mix(ev, mask, bg, snr_db, spec)
             ev_mask[i] = mask
-            gt[i] = gt_vector(clips[ci], mapping, k)
+            gt[i] = gt_vector(clips[ci], mapping, k) * np.float32(cfg.dataset_label_weight.get(clips[ci].dataset, 1.0))
             bg_weight[i] = 1.0 if snr_db <= cfg.bg_label_max_snr_db else 0.0
         else:
             mix = bg.copy()

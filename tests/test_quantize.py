@@ -448,7 +448,7 @@ def test_head_file_is_validated_against_the_ontology(tmp_path: Path, rows: list[
         load_head_spec(g)
 
 
-def test_dataset_window_scale_is_checked(tmp_path: Path) -> None:
+def test_dataset_window_scale_and_label_weight_are_checked(tmp_path: Path) -> None:
     base = json.loads(Path("quantize/configs/default.json").read_text())
     for scale, message in (
         ({"audioset": 2.0}, "not in transfer.datasets"),
@@ -464,6 +464,15 @@ def test_dataset_window_scale_is_checked(tmp_path: Path) -> None:
     base["transfer"]["dataset_window_scale"] = {"vehicles": 4.0}
     f.write_text(json.dumps(base))
     assert load_config(f).transfer.dataset_window_scale == {"vehicles": 4.0}
+    for weight, message in (
+        ({"audioset": 0.5}, "not in transfer.datasets"),
+        ({"urbansound8k": 1.5}, "above the maximum"),
+        ({"urbansound8k": -0.1}, "below the minimum"),
+    ):
+        base["transfer"]["dataset_label_weight"] = weight
+        f.write_text(json.dumps(base))
+        with pytest.raises(ConfigError, match=message):
+            load_config(f)
 
 
 def test_heads_need_a_run_directory(tmp_path: Path) -> None:
@@ -1173,3 +1182,27 @@ def test_condition_floors_raise_only_classes_that_fire_on_conditions() -> None:
     assert raised["rumble"] == min(0.95, np.ceil(round(floors["rumble"] / 0.05, 6)) * 0.05)
     assert apply_floors({"a": 0.2}, {"a": 0.99})[0]["a"] == 0.95
     assert apply_floors({"a": 0.2}, {"a": 0.3001})[0]["a"] == 0.35
+
+
+def test_dataset_label_weight_scales_only_that_datasets_training_labels(tiny_world: dict[str, Path]) -> None:
+    """`transfer.dataset_label_weight`: the training windows of a weighted dataset carry their ground-truth
+    label at that value (the teacher's targets untouched); other datasets' labels and every validation
+    window keep 1, and the weighted sets are cached apart from the unweighted ones."""
+    from dataclasses import replace
+
+    from quantize.pipeline import setup, transfer_file, transfer_sets
+
+    cfg = tiny_config(tiny_world)
+    s = setup(cfg)
+    plain_train, plain_val = transfer_sets(s, 0)
+    weighted_cfg = replace(cfg, transfer=replace(cfg.transfer, dataset_label_weight={"urbansound8k": 0.25}))
+    ws = setup(weighted_cfg)
+    assert transfer_file(ws, 0, "train") != transfer_file(s, 0, "train")
+    train, val = transfer_sets(ws, 0)
+    assert np.array_equal(train.x, plain_train.x) and np.array_equal(train.ev_logits, plain_train.ev_logits)
+    scaled = plain_train.gt * 0.25
+    changed = np.flatnonzero(np.any(train.gt != plain_train.gt, axis=1))
+    assert changed.size, "no UrbanSound8K training window"
+    assert np.array_equal(train.gt[changed], scaled[changed])
+    assert set(np.unique(train.gt)) == {0.0, 0.25, 1.0}  # ESC-50 windows keep 1
+    assert np.array_equal(val.gt, plain_val.gt)
