@@ -146,7 +146,6 @@ def main() -> None:
     tuned = replace(sed, thresholds=table.overrides(chosen))
     runs = [se.run_scene(s, model, array, tuned) for s in scenes]
     tympan = se.evaluate_runs(runs, eval_table)
-    tympan["cpu_ms_per_audio_s"] = round(1000 * statistics.median(r.cpu_s / r.scene.duration_s for r in runs), 2)
     untuned = se.evaluate_runs([replace(r, detections=se.replay(r, model, sed)) for r in runs], eval_table)
     variants = []  # post-processing alternatives, replayed on the same scores with the tuned thresholds
     for median in (1, 3, 5, 7):
@@ -194,19 +193,17 @@ def main() -> None:
     base["psds1_alpha_st0"], _ = se.psds1(frames, scenes, alpha_st=0.0)
     base["latency_vs_truth"] = se.summarise_latency(se.latencies(emitted, scenes))
     base["latency_reported"] = se.summarise_latency([(em - a) * 1000 for v in emitted.values() for a, _, _, em in v])
-    base["cpu_ms_per_audio_s"] = round(1000 * statistics.median(cpus), 2)
-    # CPU again, the two systems scene by scene in turn (the host's speed drifts over a run): per scene the
-    # median over `cpu_repeats` timings of each, then the median over scenes
-    t_cpu = {s.name: [r.cpu_s] for s, r in zip(scenes, runs, strict=True)}
-    b_cpu = {s.name: [c * s.duration_s] for s, c in zip(scenes, cpus, strict=True)}
+    # CPU per audio second: the runs above, then the two systems again scene by scene in turn (the host's
+    # speed drifts over a run); per scene the median over `cpu_repeats` timings of each, then over scenes
+    t_cpu = [[r.cpu_s / s.duration_s] for s, r in zip(scenes, runs, strict=True)]
+    b_cpu = [[c] for c in cpus]
     for _ in range(args.cpu_repeats - 1):
-        for s in scenes:
-            t_cpu[s.name].append(se.run_scene(s, model, array, tuned).cpu_s)
-            b_cpu[s.name].append(yamnet_scores(teacher, s, cols)[1])
+        for i, s in enumerate(scenes):
+            t_cpu[i].append(se.run_scene(s, model, array, tuned).cpu_s / s.duration_s)
+            b_cpu[i].append(yamnet_scores(teacher, s, cols)[1] / s.duration_s)
     for m, per in ((tympan, t_cpu), (base, b_cpu)):
-        per_s = [statistics.median(per[s.name]) / s.duration_s for s in scenes]
-        m["cpu_ms_per_audio_s"] = round(1000 * statistics.median(per_s), 2)
-        m["cpu_repeats"] = len(next(iter(per.values())))
+        m["cpu_ms_per_audio_s"] = round(1000 * statistics.median(statistics.median(v) for v in per), 2)
+        m["cpu_repeats"] = max(1, args.cpu_repeats)
     base["threshold"], base["hold_s"] = thr, hold
     print(f"baseline done at {time.time() - t_start:.0f} s", flush=True)
     write(args, tympan, untuned, base, sweep, chosen, scenes, dev, variants)

@@ -179,7 +179,7 @@ class EdgePipeline:
         step = (self._ring - 1) * self.sub  # never write a slot twice in one pass
         parts = []
         for s in range(0, t, step):
-            chunk = spectra if t <= step else spectra[:, :, s : s + step]
+            chunk = spectra[:, :, s : s + step]
             if self._post is None:
                 self._store_chunk(chunk)
             else:

@@ -124,8 +124,8 @@ def transfer_file(s: Setup, seed: int, split: str) -> Path:
     transfer = s.cfg.to_dict()["transfer"]
     if not transfer["dataset_window_scale"]:
         del transfer["dataset_window_scale"]  # added later: runs without it keep their cache files
-    if not transfer["dataset_label_weight"]:
-        del transfer["dataset_label_weight"]  # likewise
+    if not transfer["dataset_label_weight"] or split != "train":
+        del transfer["dataset_label_weight"]  # likewise; validation windows keep full labels (transfer_sets)
     if not transfer["us8k_folds"]:
         del transfer["us8k_folds"], transfer["us8k_val_fold"]  # likewise
     key_src = json.dumps(

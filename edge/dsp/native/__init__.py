@@ -280,6 +280,14 @@ def _fft_ptrs(n_fft: int) -> tuple[FftTables, tuple[int, int, int]] | None:
     return None if t is None else (t, (_ptr(t.tw), _ptr(t.rot), _ptr(t.rev)))
 
 
+def _check_level_rings(where: str, psum: _F64, pcount: _Ints, pframe: _Ints) -> None:
+    """The per-output-frame level rings the C code writes in place: writeable, contiguous, one length."""
+    n = len(psum)
+    for name, a, dt in (("psum", psum, np.float64), ("pcount", pcount, np.int64), ("pframe", pframe, np.int64)):
+        if a.dtype != dt or a.shape != (n,) or not a.flags.c_contiguous or not a.flags.writeable:
+            raise InputError(f"{where}: {name} must be a writeable contiguous {dt.__name__} [{n}]")
+
+
 def _c64(a: npt.NDArray[np.complexfloating]) -> npt.NDArray[np.complex64]:
     return np.ascontiguousarray(a, dtype=np.complex64)
 
@@ -665,9 +673,7 @@ class Kernels:
         t, n_slots = len(pw), len(psum)
         if t > (n_slots - 1) * sub or sub < 1 or first < 0:
             raise InputError(f"ring_accumulate: {t} frames overrun a ring of {n_slots} slots of {sub} frames")
-        for name, a, dt in (("psum", psum, np.float64), ("pcount", pcount, np.int64), ("pframe", pframe, np.int64)):
-            if a.dtype != dt or a.shape != (n_slots,) or not a.flags.c_contiguous or not a.flags.writeable:
-                raise InputError(f"ring_accumulate: {name} must be a writeable contiguous {dt.__name__} [{n_slots}]")
+        _check_level_rings("ring_accumulate", psum, pcount, pframe)
         if (cross is None) != (ring is None):
             raise InputError("ring_accumulate: cross-spectra and their ring must come together, one row per frame")
         n, pc, pr = 0, 0, 0
@@ -737,9 +743,7 @@ class BlockPost:
         self._k = k
         self.spec = spec
         r = len(psum)
-        for name, a, dt in (("psum", psum, np.float64), ("pcount", pcount, np.int64), ("pframe", pframe, np.int64)):
-            if a.dtype != dt or a.shape != (r,) or not a.flags.c_contiguous or not a.flags.writeable:
-                raise InputError(f"block_post: {name} must be a writeable contiguous {dt.__name__} [{r}]")
+        _check_level_rings("block_post", psum, pcount, pframe)
         if sub < 1 or r < 2:
             raise InputError(f"block_post: output hop of {sub} frames, {r} ring slots")
         self._w = np.ascontiguousarray(parseval, dtype=np.float64)
