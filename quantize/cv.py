@@ -6,7 +6,9 @@ Why: the UrbanSound8K part of the data is 387 clips from 64 recordings, and slic
 are near-duplicates. A single 30 % hold-out is about 70 clips from a handful of recordings (one
 air-conditioner recording made 28 of the default run's 69), and may miss whole classes. With K folds
 every clip is scored exactly once by a student that never trained on its recording, next to the
-teacher on the same clip, so the accuracy row is measured on all 387 clips.
+teacher on the same clip, so the accuracy row is measured on all 387 clips. Those are still only 64
+independent samples: the report adds a cluster bootstrap over the recordings (`recording_bootstrap`),
+the interval of each student's margin over the teacher.
 
 Layout of `out`: `fold-<i>.json` (the config of fold i), `fold-<i>/` (its run directory, as
 `tympan quantize run` writes it), `fold-<i>.log`, and `cv.json` + `cv.md` (the pooled report).
@@ -23,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edge.errors import ConfigError, ModelError
 from quantize.config import PipelineConfig, from_dict, read_config_dict
 from quantize.evaluate import DATASET_NAMES, TEACHER
@@ -31,6 +35,7 @@ from quantize.pipeline import FP32, INT8
 CV_JSON, CV_MD = "cv.json", "cv.md"
 MODELS = (TEACHER, FP32, *INT8)
 POOLED = "urbansound8k"  # the dataset whose validation clips differ between folds
+RESAMPLES = 10_000  # recording-bootstrap resamples
 
 
 def fold_config(base: dict[str, Any], folds: int, fold: int) -> dict[str, Any]:
@@ -150,10 +155,56 @@ def cv_summary(out: Path) -> dict[str, Any]:
                 "correct_per_fold": [sum(c for c, _ in v[name]["correct_per_label"].values()) for v in per_fold],
                 "correct_per_label": dict(sorted(labels.items())),
             }
+            if ds == POOLED and all("correct_per_recording" in v[name] for v in per_fold):
+                recs: dict[str, list[int]] = {}
+                for v in per_fold:
+                    for rec, (c, n) in v[name]["correct_per_recording"].items():
+                        t = recs.setdefault(rec, [0, 0])
+                        t[0], t[1] = t[0] + c, t[1] + n
+                entry["models"][name]["correct_per_recording"] = dict(sorted(recs.items()))
         summary["datasets"][ds] = entry
     if POOLED not in summary["datasets"]:
         raise ConfigError(f"{out}: the fold runs have no UrbanSound8K validation clips")
+    pooled = summary["datasets"][POOLED]["models"]
+    if all("correct_per_recording" in pooled[m] for m in MODELS):
+        teacher = pooled[TEACHER]["correct_per_recording"]
+        summary["recording_bootstrap"] = {
+            m: recording_bootstrap(pooled[m]["correct_per_recording"], teacher, seed=summary["seeds"][0] or 0)
+            for m in (FP32, *INT8)
+        }
     return summary
+
+
+def recording_bootstrap(
+    student: dict[str, list[int]], teacher: dict[str, list[int]], resamples: int = RESAMPLES, seed: int = 0
+) -> dict[str, Any]:
+    """Pooled accuracy of a student minus the teacher's, in points, with its uncertainty.
+
+    `student` and `teacher`: {recording: [clips right, clips]} over the same clips. The clips of one
+    recording are near-duplicates, so the recordings, not the clips, are the independent samples: they
+    are resampled with replacement (a cluster bootstrap, `resamples` times) and the difference is
+    recomputed on each resample. Returns the difference, its 2.5-97.5 percentile interval and the share
+    of resamples in which the student is at or above the teacher.
+    """
+    recs = sorted(teacher)
+    if sorted(student) != recs or any(student[r][1] != teacher[r][1] for r in recs):
+        raise ConfigError("recording bootstrap: the student and the teacher were scored on different clips")
+    if not recs:
+        raise ConfigError("recording bootstrap: no recordings")
+    n = np.array([teacher[r][1] for r in recs], np.int64)
+    d = np.array([student[r][0] - teacher[r][0] for r in recs], np.int64)
+    idx = np.random.default_rng(seed).integers(0, len(recs), size=(resamples, len(recs)))
+    diff = 100.0 * d[idx].sum(axis=1) / n[idx].sum(axis=1)
+    lo, hi = np.percentile(diff, [2.5, 97.5])
+    return {
+        "recordings": len(recs),
+        "clips": int(n.sum()),
+        "difference_points": round(100.0 * float(d.sum()) / float(n.sum()), 2),
+        "ci95_points": [round(float(lo), 2), round(float(hi), 2)],
+        "share_at_or_above_teacher": round(float(np.mean(diff >= 0.0)), 4),
+        "resamples": resamples,
+        "seed": seed,
+    }
 
 
 def _target_rows(summary: dict[str, Any]) -> list[list[str]]:
@@ -217,6 +268,26 @@ def cv_markdown(summary: dict[str, Any], command: str = "") -> str:
             + " | ".join(f"{a:.3f}" for a in r["accuracy_per_fold"])
             + " |"
         )
+    boot = summary.get("recording_bootstrap")
+    if boot:
+        b0 = next(iter(boot.values()))
+        lines += [
+            "",
+            f"How sure: these {b0['clips']} clips come from {b0['recordings']} recordings, and the clips of one "
+            "recording are near-duplicates, so the recordings are the independent samples. Resampling them with "
+            f"replacement ({b0['resamples']:,} times, seed {b0['seed']}; a recording's clips stay together) gives "
+            "the uncertainty of each student's margin over the teacher:",
+            "",
+            "| model | student - teacher (points) | 95 % interval | resamples with student >= teacher |",
+            "|---|---:|---:|---:|",
+        ]
+        for m, b in boot.items():
+            lo, hi = b["ci95_points"]
+            share = b["share_at_or_above_teacher"]
+            lines.append(f"| {m} | {b['difference_points']:+.1f} | {lo:+.1f} to {hi:+.1f} | {share:.2f} |")
+    else:
+        lines += ["", "(No recording bootstrap: the folds' metrics.json predate per-recording counts; "
+                  "re-run `tympan quantize evaluate` on each fold.)"]  # fmt: skip
     labels = sorted({lab for m in MODELS for lab in e["models"][m]["correct_per_label"]})
     if labels:
         lines += [

@@ -91,22 +91,56 @@ def mean_ap(scores: F32, targets: np.ndarray) -> float:
     return float(np.mean(aps)) if aps else float("nan")
 
 
+def recording_of(clip: Clip) -> str:
+    """The source recording a clip was cut from: UrbanSound8K's fsID and ESC-50's source file (the
+    first and the second field of their file names), else the file itself. Clips of one recording are
+    near-duplicates, so uncertainty is estimated by resampling recordings, not clips (`quantize.cv`)."""
+    parts = clip.path.stem.split("-")
+    if len(parts) == 4 and clip.dataset == "urbansound8k":
+        return parts[0]
+    if len(parts) == 4 and clip.dataset == "esc50":
+        return parts[1]
+    return clip.path.stem
+
+
+def _top_label_hits(
+    scores: F32, clips: list[Clip], mapping: dict[tuple[str, str], tuple[int, ...]]
+) -> list[tuple[Clip, bool]]:
+    """(clip, whether its top mapped label is its own) for the clips with a mapped label (a label
+    scores the max of its AudioSet classes)."""
+    if not clips:
+        return []
+    ds = clips[0].dataset
+    labels = sorted(lab for (d, lab) in mapping if d == ds)
+    cols = [list(mapping[(ds, lab)]) for lab in labels]
+    out = []
+    for s, c in zip(scores, clips, strict=True):
+        if (ds, c.label) in mapping:
+            out.append((c, labels[int(np.argmax([float(s[k].max()) for k in cols]))] == c.label))
+    return out
+
+
 def per_label_correct(
     scores: F32, clips: list[Clip], mapping: dict[tuple[str, str], tuple[int, ...]]
 ) -> dict[str, list[int]]:
     """{dataset label: [clips whose top mapped label is theirs, clips]} over the clips with a mapped
     label (a label scores the max of its AudioSet classes)."""
     out: dict[str, list[int]] = {}
-    if not clips:
-        return out
-    ds = clips[0].dataset
-    labels = sorted(lab for (d, lab) in mapping if d == ds)
-    for s, c in zip(scores, clips, strict=True):
-        if (ds, c.label) not in mapping:
-            continue
-        per_label = [float(s[list(mapping[(ds, lab)])].max()) for lab in labels]
+    for c, ok in _top_label_hits(scores, clips, mapping):
         hit = out.setdefault(c.label, [0, 0])
-        hit[0] += int(labels[int(np.argmax(per_label))] == c.label)
+        hit[0] += int(ok)
+        hit[1] += 1
+    return dict(sorted(out.items()))
+
+
+def per_recording_correct(
+    scores: F32, clips: list[Clip], mapping: dict[tuple[str, str], tuple[int, ...]]
+) -> dict[str, list[int]]:
+    """{source recording (`recording_of`): [clips right, clips]} over the clips with a mapped label."""
+    out: dict[str, list[int]] = {}
+    for c, ok in _top_label_hits(scores, clips, mapping):
+        hit = out.setdefault(recording_of(c), [0, 0])
+        hit[0] += int(ok)
         hit[1] += 1
     return dict(sorted(out.items()))
 
@@ -127,6 +161,7 @@ def compute_metrics(
             res[name] = {
                 "accuracy_mapped": round(acc, 4),
                 "correct_per_label": per_label,
+                "correct_per_recording": per_recording_correct(sc[sel], clips, mapping),
                 "map_dataset_labels": round(mean_ap(sc[sel], cs.gt[sel] > 0.5), 4),
                 "map_teacher_positives": (None if name == TEACHER else round(mean_ap(sc[sel], teacher_pos[sel]), 4)),
             }

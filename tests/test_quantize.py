@@ -1066,6 +1066,37 @@ def test_us8k_folds_hold_out_every_clip_exactly_once(tiny_world: dict[str, Path]
     assert all(h for h in held) and set.union(*held) == us8k and sum(len(h) for h in held) == len(us8k)
 
 
+def test_recording_of_names_the_source_recording() -> None:
+    from quantize.evaluate import recording_of
+    from quantize.transfer import Clip
+
+    assert recording_of(Clip(Path("a/102105-3-0-0.flac"), "urbansound8k", "dog_bark", "val")) == "102105"
+    assert recording_of(Clip(Path("a/1-100038-A-14.flac"), "esc50", "chirping_birds", "val")) == "100038"
+    assert recording_of(Clip(Path("a/bus_03.flac"), "vehicles", "bus", "val")) == "bus_03"
+    assert recording_of(Clip(Path("a/odd-name.flac"), "urbansound8k", "siren", "val")) == "odd-name"
+
+
+def test_recording_bootstrap_resamples_recordings_not_clips() -> None:
+    """Two recordings of 10 clips: the student beats the teacher on all of A and ties on B. Resampling
+    recordings gives only A+A (+100 points), A+B (+50) and B+B (0): the interval spans 0 to 100 and no
+    resample has the student below. A clip-level resample would put the interval near +50."""
+    from quantize.cv import recording_bootstrap
+
+    student = {"A": [10, 10], "B": [3, 10]}
+    teacher = {"A": [0, 10], "B": [3, 10]}
+    b = recording_bootstrap(student, teacher, resamples=4000, seed=1)
+    assert b["recordings"] == 2 and b["clips"] == 20 and b["difference_points"] == 50.0
+    assert b["ci95_points"] == [0.0, 100.0] and b["share_at_or_above_teacher"] == 1.0
+    worse = recording_bootstrap({"A": [0, 10], "B": [3, 10]}, {"A": [10, 10], "B": [3, 10]}, resamples=4000)
+    assert worse["difference_points"] == -50.0 and 0.2 < worse["share_at_or_above_teacher"] < 0.3  # B+B only
+    same = recording_bootstrap(teacher, teacher, resamples=100)
+    assert same["ci95_points"] == [0.0, 0.0] and same["share_at_or_above_teacher"] == 1.0
+    with pytest.raises(ConfigError, match="different clips"):
+        recording_bootstrap({"A": [1, 9]}, {"A": [1, 10]})
+    with pytest.raises(ConfigError, match="different clips"):
+        recording_bootstrap({"A": [1, 10]}, {"C": [1, 10]})
+
+
 def _tiny_cv_config(w: dict[str, Path]) -> Path:
     d = tiny_config(w).to_dict()
     d["heads"]["enabled"] = False
@@ -1090,9 +1121,18 @@ def test_cross_validation_end_to_end_on_tiny_data(tiny_world: dict[str, Path], c
         per_label = us["models"][m]["correct_per_label"]
         assert sum(n for _, n in per_label.values()) == 6 and set(per_label) == {"low", "high"}
         assert sum(us["models"][m]["correct_per_fold"]) == sum(c for c, _ in per_label.values())
+        per_rec = us["models"][m]["correct_per_recording"]  # one recording per clip here (fsIDs 100-105)
+        assert set(per_rec) == {str(100 + i) for i in range(6)} and all(n == 1 for _, n in per_rec.values())
+        assert sum(c for c, _ in per_rec.values()) == sum(us["models"][m]["correct_per_fold"])
+    boot = summary["recording_bootstrap"]
+    assert set(boot) == {"student_fp32", "student_int8_tflite", "student_int8_onnx"}
+    for b in boot.values():
+        assert b["recordings"] == 6 and b["clips"] == 6
+        assert b["ci95_points"][0] <= b["difference_points"] <= b["ci95_points"][1]
     assert summary["datasets"]["esc50"]["clips_per_fold"][0] > 0  # same clips in both folds: spread only
     text = md.read_text()
     assert "all 2 folds pooled" in text and "(6 clips)" in text and "| low |" in text
+    assert "come from 6 recordings" in text and "95 % interval" in text
     for i in (0, 1):
         card = (out / f"fold-{i}" / "model" / "MODEL_CARD.md").read_text()
         assert f"fold {i} of 2 class-stratified recording folds" in card
