@@ -162,6 +162,17 @@ def cv_summary(out: Path) -> dict[str, Any]:
                         t = recs.setdefault(rec, [0, 0])
                         t[0], t[1] = t[0] + c, t[1] + n
                 entry["models"][name]["correct_per_recording"] = dict(sorted(recs.items()))
+        if ds != POOLED and all("correct_per_recording" in v[m] for v in per_fold for m in MODELS):
+            # the same clips in every fold: each fold's student against the teacher, recordings resampled
+            entry["recording_bootstrap_per_fold"] = {
+                m: [
+                    recording_bootstrap(
+                        v[m]["correct_per_recording"], v[TEACHER]["correct_per_recording"], seed=seeds[0] or 0
+                    )
+                    for v in per_fold
+                ]
+                for m in (FP32, *INT8)
+            }
         summary["datasets"][ds] = entry
     if POOLED not in summary["datasets"]:
         raise ConfigError(f"{out}: the fold runs have no UrbanSound8K validation clips")
@@ -322,6 +333,25 @@ def cv_markdown(summary: dict[str, Any], command: str = "") -> str:
                     f"| {DATASET_NAMES.get(ds, ds)} | {d['clips_per_fold'][0]} | {m} | "
                     f"{sum(a) / len(a):.3f} | {min(a):.3f} | {max(a):.3f} |"
                 )
+        boot = {ds: summary["datasets"][ds]["recording_bootstrap_per_fold"] for ds in same
+                if "recording_bootstrap_per_fold" in summary["datasets"][ds]}  # fmt: skip
+        if boot:
+            lines += [
+                "",
+                "Each fold's student minus the teacher on these clips, in points, with the 95 % interval when "
+                "their recordings are resampled (as above):",
+                "",
+                "| dataset | recordings | model | " + " | ".join(f"fold {i}" for i in range(k)) + " |",
+                "|---|---|---|" + "---|" * k,
+            ]
+            for ds, per_model in boot.items():
+                for m, folds in per_model.items():
+                    cells = [
+                        f"{b['difference_points']:+.1f} ({b['ci95_points'][0]:+.1f} to {b['ci95_points'][1]:+.1f})"
+                        for b in folds
+                    ]
+                    name = DATASET_NAMES.get(ds, ds)
+                    lines.append(f"| {name} | {folds[0]['recordings']} | {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

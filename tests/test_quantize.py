@@ -1130,9 +1130,12 @@ def test_cross_validation_end_to_end_on_tiny_data(tiny_world: dict[str, Path], c
         assert b["recordings"] == 6 and b["clips"] == 6
         assert b["ci95_points"][0] <= b["difference_points"] <= b["ci95_points"][1]
     assert summary["datasets"]["esc50"]["clips_per_fold"][0] > 0  # same clips in both folds: spread only
+    esc_boot = summary["datasets"]["esc50"]["recording_bootstrap_per_fold"]["student_int8_tflite"]
+    assert len(esc_boot) == 2 and all(b["clips"] == summary["datasets"]["esc50"]["clips_per_fold"][0] for b in esc_boot)
     text = md.read_text()
     assert "all 2 folds pooled" in text and "(6 clips)" in text and "| low |" in text
     assert "come from 6 recordings" in text and "95 % interval" in text
+    assert "Each fold's student minus the teacher on these clips" in text
     for i in (0, 1):
         card = (out / f"fold-{i}" / "model" / "MODEL_CARD.md").read_text()
         assert f"fold {i} of 2 class-stratified recording folds" in card
