@@ -85,7 +85,7 @@ class LocaliserConfig:
     hist_min_rel: float = 0.2  # further sources: histogram peak relative to the dominant source's
     onset_frames: int = 3  # onset weighting: compare each cell with this many previous frames (0: off)
     onset_floor: float = 0.05  # every cell's weight is at least this (steady sounds keep some say)
-    vote_magnitude_power: float = 1.0  # a cell's vote weight x (mean |cross-spectrum| over pairs) ** this
+    vote_magnitude_power: float = 1.0  # a cell's vote weight x (sum of |cross-spectrum| over pairs) ** this
     backend: str = backends.REFERENCE
 
     def __post_init__(self) -> None:
@@ -456,7 +456,7 @@ class Localiser:
         (`edge.dsp.srp_phat.nb_vote`; column k depends on block k only).
 
         `nb_vote` weighs a cell by how peaked its steered response is; that weight is then multiplied
-        by the cell's mean cross-spectrum magnitude over the pairs to the power `vote_magnitude_power`.
+        by the cell's cross-spectrum magnitude summed over the pairs, to the power `vote_magnitude_power`.
         A block sums PHAT-normalised, onset-weighted frames, so the magnitude is high where the phases
         agree from frame to frame (one source holds the cell) and where new sound arrives, and low in
         cells that two sources or reverberation share, whose directions fall between the sources.
@@ -467,8 +467,15 @@ class Localiser:
         vote, weight = self._vote(blocks, self._nb_re, self._nb_im)
         g = self.config.vote_magnitude_power
         if g > 0.0 and weight.size:
-            mag = np.abs(blocks).mean(axis=1).T  # [B, K]
-            weight = (weight * (mag if g == 1.0 else mag**g)).astype(np.float32, copy=False)
+            # summed rather than averaged over the pairs: the same factor for every cell, so the same
+            # histogram peaks, in two numpy calls instead of four (this runs at every tracker hop)
+            mag = np.add.reduce(np.abs(blocks), axis=1)  # [K, B]
+            if g != 1.0:
+                mag **= g
+            if weight.dtype == np.float32 and weight.flags.writeable:
+                weight *= mag.T
+            else:
+                weight = (weight * mag.T).astype(np.float32)
         return vote, weight
 
     def bearings_blocks(

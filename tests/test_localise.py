@@ -350,8 +350,8 @@ def test_onset_weighting_finds_the_direct_sound_in_a_reverberant_room() -> None:
 
 
 def test_vote_weights_scale_with_the_cells_magnitude() -> None:
-    """block_votes = nb_vote's votes, its weights times the cell's mean |cross-spectrum| over pairs to
-    vote_magnitude_power (0: nb_vote's weights as they are)."""
+    """block_votes = nb_vote's votes, its weights times the cell's |cross-spectrum| summed over the pairs,
+    to vote_magnitude_power (0: nb_vote's weights as they are)."""
     from edge.dsp import backends
 
     array = load_array("respeaker-4mic-hat")
@@ -362,7 +362,7 @@ def test_vote_weights_scale_with_the_cells_magnitude() -> None:
     v0, w0 = plain.block_votes(blocks)
     v_ref, w_ref = backends.get("nb_vote")(blocks, plain._nb_re, plain._nb_im)
     assert np.array_equal(v0, v_ref) and np.array_equal(w0, w_ref)
-    mag = np.abs(blocks).mean(axis=1).T
+    mag = np.abs(blocks).sum(axis=1).T
     for g in (1.0, 2.0):
         v, w = Localiser(array, config=LocaliserConfig(vote_magnitude_power=g)).block_votes(blocks)
         assert np.array_equal(v, v0) and w.dtype == np.float32
