@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from boards.profiles import array_from_dict, list_profiles, load_array
+from boards.profiles import ArrayProfile, array_from_dict, list_profiles, load_array
 from edge.dsp.frontend import stft
 from edge.errors import ConfigError
 from edge.localise import Localiser, LocaliserConfig, active_frames
@@ -318,28 +318,35 @@ def _burst_train(seed: int) -> np.ndarray:
     return x
 
 
+ROOM_AZIMUTHS = (-150.0, -40.0, 25.0, 110.0)
+
+
+def _four_mic_room(az: float, signal: np.ndarray) -> list[tuple[ArrayProfile, np.ndarray]]:
+    """(array, STFT) of both 4-mic arrays at the same spot of a 6 x 4.5 x 3 m room, RT60 0.6 s (full
+    image order), recording `signal` from 2 m away at azimuth `az`, 15 degrees up."""
+    pra = pytest.importorskip("pyroomacoustics")
+    arrays = [load_array(n) for n in ("respeaker-4mic-hat", "respeaker-usb-4mic-v2")]
+    dim = [6.0, 4.5, 3.0]
+    e_abs, order = pra.inverse_sabine(0.6, dim)
+    room = pra.ShoeBox(dim, fs=FS, materials=pra.Material(e_abs), max_order=order)
+    centre = np.array([3.1, 2.2, 1.2])
+    a, e = np.radians(az), np.radians(15.0)
+    room.add_source((centre + 2.0 * np.array([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)])).tolist(),
+                    signal=signal)  # fmt: skip
+    mics = np.concatenate([arr.mics for arr in arrays])
+    room.add_microphone_array(pra.MicrophoneArray(mics.T + centre[:, None], FS))
+    room.simulate()
+    y = np.asarray(room.mic_array.signals, np.float32)
+    return [(arr, stft(y[4 * j : 4 * j + 4])) for j, arr in enumerate(arrays)]
+
+
 def test_onset_weighting_finds_the_direct_sound_in_a_reverberant_room() -> None:
     """RT60 0.6 s (full image order), source 2 m away and 15 degrees up: the reflections, summed over
     all frames, pull SRP-PHAT off by up to 12 degrees (measured); weighting each cell by its new power
     keeps every estimate within 3 degrees."""
-    pra = pytest.importorskip("pyroomacoustics")
-    names = ("respeaker-4mic-hat", "respeaker-usb-4mic-v2")
-    arrays = [load_array(n) for n in names]
     errs: dict[int, list[float]] = {0: [], 3: []}
-    for i, az in enumerate((-150.0, -40.0, 25.0, 110.0)):
-        dim = [6.0, 4.5, 3.0]
-        e_abs, order = pra.inverse_sabine(0.6, dim)
-        room = pra.ShoeBox(dim, fs=FS, materials=pra.Material(e_abs), max_order=order)
-        centre = np.array([3.1, 2.2, 1.2])
-        a, e = np.radians(az), np.radians(15.0)
-        room.add_source((centre + 2.0 * np.array([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)])).tolist(),
-                        signal=_burst_train(i))  # fmt: skip
-        mics = np.concatenate([arr.mics for arr in arrays])
-        room.add_microphone_array(pra.MicrophoneArray(mics.T + centre[:, None], FS))
-        room.simulate()
-        y = np.asarray(room.mic_array.signals, np.float32)
-        for j, arr in enumerate(arrays):
-            s = stft(y[4 * j : 4 * j + 4])
+    for i, az in enumerate(ROOM_AZIMUTHS):
+        for arr, s in _four_mic_room(az, _burst_train(i)):
             mask = active_frames(s)
             for k in errs:
                 loc = Localiser(arr, config=LocaliserConfig(onset_frames=k))
@@ -374,26 +381,11 @@ def test_magnitude_weighted_votes_add_no_ghost_source_in_a_reverberant_room() ->
     directions, the device's defaults (up to 3 sources): with plain votes the reflections make a second
     source in 5 of the 8 (measured); weighing each cell's vote by its magnitude (phase agreement over
     the block's frames) leaves none, and the source itself stays within 5 degrees."""
-    pra = pytest.importorskip("pyroomacoustics")
     from edge.localise import _blocks
 
-    names = ("respeaker-4mic-hat", "respeaker-usb-4mic-v2")
-    arrays = [load_array(n) for n in names]
     found: dict[float, list[tuple[int, float]]] = {0.0: [], 1.0: []}
-    for i, az in enumerate((-150.0, -40.0, 25.0, 110.0)):
-        dim = [6.0, 4.5, 3.0]
-        e_abs, order = pra.inverse_sabine(0.6, dim)
-        room = pra.ShoeBox(dim, fs=FS, materials=pra.Material(e_abs), max_order=order)
-        centre = np.array([3.1, 2.2, 1.2])
-        a, e = np.radians(az), np.radians(15.0)
-        room.add_source((centre + 2.0 * np.array([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)])).tolist(),
-                        signal=noise_burst(FS, i))  # fmt: skip
-        mics = np.concatenate([arr.mics for arr in arrays])
-        room.add_microphone_array(pra.MicrophoneArray(mics.T + centre[:, None], FS))
-        room.simulate()
-        y = np.asarray(room.mic_array.signals, np.float32)
-        for j, arr in enumerate(arrays):
-            s = stft(y[4 * j : 4 * j + 4])
+    for i, az in enumerate(ROOM_AZIMUTHS):
+        for arr, s in _four_mic_room(az, noise_burst(FS, i)):
             mask = active_frames(s)
             for g in found:
                 loc = Localiser(arr, config=LocaliserConfig(vote_magnitude_power=g))
