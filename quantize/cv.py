@@ -25,17 +25,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edge.errors import ConfigError, ModelError
 from quantize.config import PipelineConfig, from_dict, read_config_dict
-from quantize.evaluate import DATASET_NAMES, TEACHER
+from quantize.evaluate import DATASET_NAMES, TEACHER, recording_bootstrap
 from quantize.pipeline import FP32, INT8
 
 CV_JSON, CV_MD = "cv.json", "cv.md"
 MODELS = (TEACHER, FP32, *INT8)
 POOLED = "urbansound8k"  # the dataset whose validation clips differ between folds
-RESAMPLES = 10_000  # recording-bootstrap resamples
 
 
 def fold_config(base: dict[str, Any], folds: int, fold: int) -> dict[str, Any]:
@@ -184,38 +181,6 @@ def cv_summary(out: Path) -> dict[str, Any]:
             for m in (FP32, *INT8)
         }
     return summary
-
-
-def recording_bootstrap(
-    student: dict[str, list[int]], teacher: dict[str, list[int]], resamples: int = RESAMPLES, seed: int = 0
-) -> dict[str, Any]:
-    """Pooled accuracy of a student minus the teacher's, in points, with its uncertainty.
-
-    `student` and `teacher`: {recording: [clips right, clips]} over the same clips. The clips of one
-    recording are near-duplicates, so the recordings, not the clips, are the independent samples: they
-    are resampled with replacement (a cluster bootstrap, `resamples` times) and the difference is
-    recomputed on each resample. Returns the difference, its 2.5-97.5 percentile interval and the share
-    of resamples in which the student is at or above the teacher.
-    """
-    recs = sorted(teacher)
-    if sorted(student) != recs or any(student[r][1] != teacher[r][1] for r in recs):
-        raise ConfigError("recording bootstrap: the student and the teacher were scored on different clips")
-    if not recs:
-        raise ConfigError("recording bootstrap: no recordings")
-    n = np.array([teacher[r][1] for r in recs], np.int64)
-    d = np.array([student[r][0] - teacher[r][0] for r in recs], np.int64)
-    idx = np.random.default_rng(seed).integers(0, len(recs), size=(resamples, len(recs)))
-    diff = 100.0 * d[idx].sum(axis=1) / n[idx].sum(axis=1)
-    lo, hi = np.percentile(diff, [2.5, 97.5])
-    return {
-        "recordings": len(recs),
-        "clips": int(n.sum()),
-        "difference_points": round(100.0 * float(d.sum()) / float(n.sum()), 2),
-        "ci95_points": [round(float(lo), 2), round(float(hi), 2)],
-        "share_at_or_above_teacher": round(float(np.mean(diff >= 0.0)), 4),
-        "resamples": resamples,
-        "seed": seed,
-    }
 
 
 def _target_rows(summary: dict[str, Any]) -> list[list[str]]:

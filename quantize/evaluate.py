@@ -28,7 +28,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from edge.dsp.frontend import DEFAULT_FRONTEND, FrontendSpec
-from edge.errors import ModelError
+from edge.errors import ConfigError, ModelError
 from quantize.audio import F32, read_audio
 from quantize.infer import linear_softmax_np
 from quantize.teacher import TeacherCache, sigmoid
@@ -101,6 +101,41 @@ def recording_of(clip: Clip) -> str:
     if len(parts) == 4 and clip.dataset == "esc50":
         return parts[1]
     return clip.path.stem
+
+
+RESAMPLES = 10_000  # recording-bootstrap resamples
+
+
+def recording_bootstrap(
+    student: dict[str, list[int]], teacher: dict[str, list[int]], resamples: int = RESAMPLES, seed: int = 0
+) -> dict[str, Any]:
+    """Pooled accuracy of a student minus the teacher's, in points, with its uncertainty.
+
+    `student` and `teacher`: {recording: [clips right, clips]} over the same clips. The clips of one
+    recording are near-duplicates, so the recordings, not the clips, are the independent samples: they
+    are resampled with replacement (a cluster bootstrap, `resamples` times) and the difference is
+    recomputed on each resample. Returns the difference, its 2.5-97.5 percentile interval and the share
+    of resamples in which the student is at or above the teacher.
+    """
+    recs = sorted(teacher)
+    if sorted(student) != recs or any(student[r][1] != teacher[r][1] for r in recs):
+        raise ConfigError("recording bootstrap: the student and the teacher were scored on different clips")
+    if not recs:
+        raise ConfigError("recording bootstrap: no recordings")
+    n = np.array([teacher[r][1] for r in recs], np.int64)
+    d = np.array([student[r][0] - teacher[r][0] for r in recs], np.int64)
+    idx = np.random.default_rng(seed).integers(0, len(recs), size=(resamples, len(recs)))
+    diff = 100.0 * d[idx].sum(axis=1) / n[idx].sum(axis=1)
+    lo, hi = np.percentile(diff, [2.5, 97.5])
+    return {
+        "recordings": len(recs),
+        "clips": int(n.sum()),
+        "difference_points": round(100.0 * float(d.sum()) / float(n.sum()), 2),
+        "ci95_points": [round(float(lo), 2), round(float(hi), 2)],
+        "share_at_or_above_teacher": round(float(np.mean(diff >= 0.0)), 4),
+        "resamples": resamples,
+        "seed": seed,
+    }
 
 
 def _top_label_hits(
@@ -442,13 +477,19 @@ def target_rows(
                 rows.append(_row(f"accuracy {DATASET_NAMES.get(ds, ds)}: {name} vs teacher", "-", ">= teacher", None))
                 continue
             a, t = res[name]["accuracy_mapped"], res[TEACHER]["accuracy_mapped"]
+            note = f"{res['clips_mapped']} clips, labels mapped to AudioSet"
+            recs, trecs = res[name].get("correct_per_recording"), res[TEACHER].get("correct_per_recording")
+            if recs and trecs:
+                b = recording_bootstrap(recs, trecs)
+                lo, hi = b["ci95_points"]
+                note += f"; from {b['recordings']} recordings: the margin's 95 % interval {lo:+.1f} to {hi:+.1f} points"
             rows.append(
                 _row(
                     f"accuracy {DATASET_NAMES.get(ds, ds)}: {name} vs teacher zero-shot",
                     f"{a:.3f} vs {t:.3f} ({100 * (a - t):+.1f} points)",
                     ">= teacher",
                     bool(a >= t),
-                    f"{res['clips_mapped']} clips, labels mapped to AudioSet",
+                    note,
                 )
             )
     for ds, res in metrics.items():

@@ -810,6 +810,20 @@ def test_target_rows_pass_and_fail() -> None:
     assert st["accuracy drop int8 vs fp32, ESC-50 fold 5: student_int8_onnx"] == "FAIL"  # 1.5 points
     assert st["accuracy drop int8 vs fp32, UrbanSound8K fold 3 held-out: student_int8_onnx"] == "PASS"  # a gain
 
+    note = rows["accuracy ESC-50 fold 5: student_int8_tflite vs teacher zero-shot"]["note"]
+    assert "interval" not in note  # no per-recording counts in these metrics: no interval
+
+    # with per-recording counts the note gives the margin's interval over recordings: 20 recordings of
+    # 5 clips, the student right on one more clip than the teacher in 10 of them (+10 points)
+    esc = metrics["esc50"]
+    assert isinstance(esc, dict)
+    esc["teacher"]["correct_per_recording"] = {f"r{i}": [2, 5] for i in range(20)}
+    esc["student_int8_tflite"]["correct_per_recording"] = {f"r{i}": [3 if i < 10 else 2, 5] for i in range(20)}
+    rows = {r["target"]: r for r in target_rows(metrics, models)}
+    note = rows["accuracy ESC-50 fold 5: student_int8_tflite vs teacher zero-shot"]["note"]
+    lo, hi = (float(v) for v in note.split("95 % interval ")[1].split(" points")[0].split(" to "))
+    assert "from 20 recordings" in note and 0.0 < lo < 10.0 < hi < 20.0, note
+
     models["student_int8_tflite"]["bytes"] = 250_001
     models["teacher"]["macs"] = None
     rows = {r["target"]: r for r in target_rows(metrics, models)}
@@ -1080,7 +1094,7 @@ def test_recording_bootstrap_resamples_recordings_not_clips() -> None:
     """Two recordings of 10 clips: the student beats the teacher on all of A and ties on B. Resampling
     recordings gives only A+A (+100 points), A+B (+50) and B+B (0): the interval spans 0 to 100 and no
     resample has the student below. A clip-level resample would put the interval near +50."""
-    from quantize.cv import recording_bootstrap
+    from quantize.evaluate import recording_bootstrap
 
     student = {"A": [10, 10], "B": [3, 10]}
     teacher = {"A": [0, 10], "B": [3, 10]}
