@@ -467,15 +467,12 @@ class Localiser:
         vote, weight = self._vote(blocks, self._nb_re, self._nb_im)
         g = self.config.vote_magnitude_power
         if g > 0.0 and weight.size:
-            # summed rather than averaged over the pairs: the same factor for every cell, so the same
-            # histogram peaks, in two numpy calls instead of four (this runs at every tracker hop)
+            # summed, not averaged, over the pairs: one factor for every cell, so the same histogram peaks
+            # for one numpy call less (this runs at every tracker hop); `nb_vote` returns a fresh array
             mag = np.add.reduce(np.abs(blocks), axis=1)  # [K, B]
             if g != 1.0:
                 mag **= g
-            if weight.dtype == np.float32 and weight.flags.writeable:
-                weight *= mag.T
-            else:
-                weight = (weight * mag.T).astype(np.float32)
+            weight *= mag.T
         return vote, weight
 
     def bearings_blocks(

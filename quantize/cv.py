@@ -177,7 +177,7 @@ def cv_summary(out: Path) -> dict[str, Any]:
     if all("correct_per_recording" in pooled[m] for m in MODELS):
         teacher = pooled[TEACHER]["correct_per_recording"]
         summary["recording_bootstrap"] = {
-            m: recording_bootstrap(pooled[m]["correct_per_recording"], teacher, seed=summary["seeds"][0] or 0)
+            m: recording_bootstrap(pooled[m]["correct_per_recording"], teacher, seed=seeds[0] or 0)
             for m in (FP32, *INT8)
         }
     return summary

@@ -155,26 +155,11 @@ def _top_label_hits(
     return out
 
 
-def per_label_correct(
-    scores: F32, clips: list[Clip], mapping: dict[tuple[str, str], tuple[int, ...]]
-) -> dict[str, list[int]]:
-    """{dataset label: [clips whose top mapped label is theirs, clips]} over the clips with a mapped
-    label (a label scores the max of its AudioSet classes)."""
+def correct_counts(hits: list[tuple[Clip, bool]], key: Callable[[Clip], str]) -> dict[str, list[int]]:
+    """`_top_label_hits` grouped by `key` (the clip's label, or `recording_of`): {key: [right, clips]}."""
     out: dict[str, list[int]] = {}
-    for c, ok in _top_label_hits(scores, clips, mapping):
-        hit = out.setdefault(c.label, [0, 0])
-        hit[0] += int(ok)
-        hit[1] += 1
-    return dict(sorted(out.items()))
-
-
-def per_recording_correct(
-    scores: F32, clips: list[Clip], mapping: dict[tuple[str, str], tuple[int, ...]]
-) -> dict[str, list[int]]:
-    """{source recording (`recording_of`): [clips right, clips]} over the clips with a mapped label."""
-    out: dict[str, list[int]] = {}
-    for c, ok in _top_label_hits(scores, clips, mapping):
-        hit = out.setdefault(recording_of(c), [0, 0])
+    for c, ok in hits:
+        hit = out.setdefault(key(c), [0, 0])
         hit[0] += int(ok)
         hit[1] += 1
     return dict(sorted(out.items()))
@@ -190,13 +175,14 @@ def compute_metrics(
         clips = [c for c in cs.clips if c.dataset == ds]
         res: dict[str, Any] = {"clips": len(clips)}
         for name, sc in cs.scores.items():
-            per_label = per_label_correct(sc[sel], clips, mapping)
+            hits = _top_label_hits(sc[sel], clips, mapping)
+            per_label = correct_counts(hits, lambda c: c.label)
             n = sum(v[1] for v in per_label.values())
             acc = sum(v[0] for v in per_label.values()) / n if n else float("nan")
             res[name] = {
                 "accuracy_mapped": round(acc, 4),
                 "correct_per_label": per_label,
-                "correct_per_recording": per_recording_correct(sc[sel], clips, mapping),
+                "correct_per_recording": correct_counts(hits, recording_of),
                 "map_dataset_labels": round(mean_ap(sc[sel], cs.gt[sel] > 0.5), 4),
                 "map_teacher_positives": (None if name == TEACHER else round(mean_ap(sc[sel], teacher_pos[sel]), 4)),
             }
