@@ -73,6 +73,11 @@ class StudentConfig:
     dropout: float = _f(0.1, 0.0, 0.9)
     kernel_time: int = _f(5, 1, 15, "dsconv: depthwise kernel length in time at the output hop (odd)")
     min_mels: int = _f(1, 1, 64, "dsconv: blocks stride mels by 2 until this many remain")
+    causal: bool = _f(
+        False,
+        doc="dsconv: every time kernel sees only the current and earlier frames (no look-ahead), so the "
+        "streaming pipeline's newest outputs are the ones training optimised",
+    )
 
 
 @dataclass(frozen=True)
@@ -237,6 +242,8 @@ def load_config(path: Path) -> PipelineConfig:
     cfg = from_dict(PipelineConfig, raw, str(path))
     if cfg.student.arch not in STUDENT_ARCHS:
         raise ConfigError(f"{path}: student.arch {cfg.student.arch!r} is not one of {list(STUDENT_ARCHS)}")
+    if cfg.student.causal and cfg.student.arch != "dsconv":
+        raise ConfigError(f"{path}: student.causal needs arch 'dsconv', not {cfg.student.arch!r}")
     if cfg.student.kernel_time % 2 == 0:
         raise ConfigError(f"{path}: student.kernel_time {cfg.student.kernel_time} must be odd")
     for key in ("dataset_window_scale", "dataset_label_weight"):

@@ -730,6 +730,8 @@ def model_card(
         else "post-training, per-channel weights"
     )
     arch = "depthwise-separable CNN" if s.cfg.student.arch == "dsconv" else "CNN"
+    if s.cfg.student.causal:
+        arch = "causal " + arch + " (no look-ahead: each output row sees only its own and earlier frames)"
     augment = ["one random mel band of up to 8 bands masked per window" if d.spec_augment else ""]
     if d.spec_augment and d.time_mask_frames:
         augment.append(f"one run of up to {d.time_mask_frames} frames masked")

@@ -9,6 +9,10 @@ Two trunks (`StudentConfig.arch`):
   blocks stride time by 2 with a 4-tap time kernel (padding 1), so output frame j is centred on input
   frames hop*j .. hop*j+hop-1 as in "cnn"; later depthwise convs see `kernel_time` output frames
   (centred). Every layer strides mels by 2 until `min_mels` remain, so most work runs on few mels.
+  `causal`: the same layers with all of their time padding before the first frame, so output frame j
+  depends on input frames up to hop*j+hop-1 only (no look-ahead): the streaming pipeline keeps the
+  newest outputs of each window, which a centred kernel computes against zero padding where its
+  future frames would be; a causal one computes them as in training.
 Mels are averaged away at the end and a 1x1 conv (a per-frame linear layer) gives the logits.
 The fixed per-mel normalisation (training-set mean/std) is the first op, so callers feed raw log-mel.
 For export `fold_batchnorm` folds each BatchNorm into its conv; only Conv2d (grouped for depthwise),
@@ -60,14 +64,20 @@ class ConvBNReLU(nn.Module):
         stride: tuple[int, int] = (1, 1),
         padding: tuple[int, int] = (0, 0),
         groups: int = 1,
+        causal: bool = False,
     ) -> None:
         super().__init__()
+        # causal: all of the time padding before the first frame (a zero pad op; the conv pads only mels)
+        self.pad: nn.Module = nn.Identity()
+        if causal:
+            self.pad = nn.ZeroPad2d((padding[1], padding[1], 2 * padding[0], 0))
+            padding = (0, 0)
         self.conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, groups=groups, bias=False)
         self.bn: nn.Module = nn.BatchNorm2d(cout)
         self.act = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))
+        return self.act(self.bn(self.conv(self.pad(x))))
 
     def fold(self) -> None:
         if isinstance(self.bn, nn.BatchNorm2d):
@@ -96,11 +106,13 @@ class ConvBlock(nn.Module):
 class DSBlock(nn.Module):
     """Depthwise conv (+BN+ReLU) then pointwise 1x1 conv (+BN+ReLU)."""
 
-    def __init__(self, cin: int, cout: int, kernel: tuple[int, int], stride: tuple[int, int]) -> None:
+    def __init__(
+        self, cin: int, cout: int, kernel: tuple[int, int], stride: tuple[int, int], causal: bool = False
+    ) -> None:
         super().__init__()
         # a 4-tap time kernel with stride 2 and padding 1 centres output j on inputs 2j, 2j+1
         pad = (1 if kernel[0] == 4 else kernel[0] // 2, kernel[1] // 2)
-        self.dw = ConvBNReLU(cin, cin, kernel, stride, pad, groups=cin)
+        self.dw = ConvBNReLU(cin, cin, kernel, stride, pad, groups=cin, causal=causal)
         self.pw = ConvBNReLU(cin, cout, (1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -132,10 +144,10 @@ def _dsconv_trunk(cfg: StudentConfig, n_mels: int, n_time_pools: int) -> tuple[l
         if i == 0:
             kt = 4 if tstride == 2 else 3
             pad = (1, 1)
-            blocks.append(ConvBNReLU(1, c, (kt, 3), (tstride, fstride), pad))
+            blocks.append(ConvBNReLU(1, c, (kt, 3), (tstride, fstride), pad, causal=cfg.causal))
         else:
             kt = 4 if tstride == 2 else cfg.kernel_time
-            blocks.append(DSBlock(cfg.channels[i - 1], c, (kt, 3), (tstride, fstride)))
+            blocks.append(DSBlock(cfg.channels[i - 1], c, (kt, 3), (tstride, fstride), causal=cfg.causal))
         mels = (mels + 2 - 3) // fstride + 1
     return blocks, cfg.channels[-1], mels
 
@@ -154,6 +166,8 @@ class Student(nn.Module):
         self.inv_std: torch.Tensor
         self.register_buffer("mean", torch.zeros(n_mels))
         self.register_buffer("inv_std", torch.ones(n_mels))
+        if cfg.causal and cfg.arch != "dsconv":
+            raise ValueError(f"a causal student needs arch 'dsconv', not {cfg.arch!r}")
         if cfg.arch == "cnn":
             blocks, cin, mels = _cnn_trunk(cfg, n_mels, n_time_pools)
         elif cfg.arch == "dsconv":

@@ -941,8 +941,9 @@ def test_the_default_recipe_is_a_dsconv_student() -> None:
 @pytest.mark.parametrize("config", DSCONV_CONFIGS)
 def test_dsconv_student_shapes_alignment_and_mac_budget(config: str) -> None:
     """Each packaged dsconv config: [B, 96, 64] -> [B, 24, K]; >= 20x fewer MACs than YAMNet; a click
-    at frame 50 changes the output rows centred on row 12 (rows centred on 4j..4j+3) and leaves rows
-    beyond the receptive field untouched; folding BatchNorm keeps the outputs."""
+    at frame 50 changes the output rows centred on row 12 (rows centred on 4j..4j+3; a causal student:
+    row 12 and later rows only) and leaves rows beyond the receptive field untouched; folding BatchNorm
+    keeps the outputs."""
     torch = pytest.importorskip("torch")
     from quantize.student import Student, count_macs, count_params
 
@@ -964,10 +965,14 @@ def test_dsconv_student_shapes_alignment_and_mac_budget(config: str) -> None:
     assert y0.shape == (2, 24, 124)
     x[0, 50] = 5.0
     change = (m(x).detach() - y0).abs().sum(2)
-    assert int(change[0].argmax()) in (11, 12, 13)
     touched = torch.nonzero(change[0] > 0).flatten()
-    assert 0 < int(touched[0]) and int(touched[-1]) < 23  # rows beyond the receptive field are untouched
-    assert int(touched[0]) + int(touched[-1]) == 24  # ... and the touched rows are centred on row 12
+    assert int(touched[-1]) < 23  # rows beyond the receptive field are untouched
+    if cfg.student.causal:  # frame 50 is in row 12 (frames 48-51): no earlier row sees it
+        assert int(touched[0]) == 12
+    else:
+        assert int(change[0].argmax()) in (11, 12, 13)
+        assert 0 < int(touched[0])
+        assert int(touched[0]) + int(touched[-1]) == 24  # ... and the touched rows are centred on row 12
     assert float(change[1].max()) == 0.0  # windows in a batch are independent
     xr = torch.randn(4, 96, 64)
     before = m(xr).detach()
@@ -985,13 +990,18 @@ def test_student_arch_is_checked(tmp_path: Path) -> None:
     p.write_text(json.dumps({"student": {"arch": "dsconv", "kernel_time": 4}}))
     with pytest.raises(ConfigError, match="must be odd"):
         load_config(p)
+    p.write_text(json.dumps({"student": {"arch": "cnn", "causal": True}}))
+    with pytest.raises(ConfigError, match=r"student\.causal needs arch 'dsconv', not 'cnn'"):
+        load_config(p)
     assert load_config(DSCONV_CONFIG).student.arch == "dsconv"
 
 
 @pytest.mark.quantize
-def test_dsconv_student_exports_to_int8_tflite_and_onnx(tmp_path: Path) -> None:
+@pytest.mark.parametrize("causal", [False, True])
+def test_dsconv_student_exports_to_int8_tflite_and_onnx(tmp_path: Path, causal: bool) -> None:
     """A small dsconv student (BatchNorm folded) -> PT2E int8 .tflite and QDQ int8 .onnx; both agree with
-    the fp32 model on random windows."""
+    the fp32 model on random windows. The causal one (its time padding a separate pad op) also gives the
+    streaming model: the shortest window whose newest outputs equal the full window's, bit for bit."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("litert_torch")
     from quantize.config import StudentConfig
@@ -1005,7 +1015,7 @@ def test_dsconv_student_exports_to_int8_tflite_and_onnx(tmp_path: Path) -> None:
     for w in x:  # one loud time-frequency patch per window, so frames differ
         t0, f0 = rng.integers(0, 80), rng.integers(0, 48)
         w[t0 : t0 + 16, f0 : f0 + 16] += rng.uniform(3.0, 8.0)
-    m = Student(StudentConfig(arch="dsconv", channels=(8, 16, 24, 32), kernel_time=3), 6, 64, 4)
+    m = Student(StudentConfig(arch="dsconv", channels=(8, 16, 24, 32), kernel_time=3, causal=causal), 6, 64, 4)
     m.set_normalisation(x.mean((0, 1)), x.std((0, 1)))
     m.train()
     for mod in m.modules():
@@ -1028,6 +1038,15 @@ def test_dsconv_student_exports_to_int8_tflite_and_onnx(tmp_path: Path) -> None:
         assert got.shape == (8, 24, 6), name
         assert np.max(np.abs(got - ref)) < 0.1, name
         assert np.mean(got.argmax(2) == ref.argmax(2)) >= 0.9, name
+    if causal:
+        from quantize.stream import check_stream, stream_window
+
+        # output j sees input frames 4j - 6 - 2 * 8 .. 4j + 3 (strided stem and block, two 3-tap blocks at
+        # the output hop): the oldest of the 3 newest outputs starts 12 + 22 frames back, 36 at the hop
+        frames = stream_window(m, 96, 12, 4)
+        assert frames == 36
+        quantize_tflite(m, x[:32], tmp_path / "stream.tflite", per_channel=True, frames=frames)
+        assert check_stream(tmp_path / "m.tflite", tmp_path / "stream.tflite", x[32:], frames, 12) == 0.0
 
 
 # --- cross-validation over UrbanSound8K recordings -------------------------------------------
