@@ -25,7 +25,12 @@ from quantize.audio import F32
 
 def stream_window(model: Any, window_frames: int, newest_frames: int, hop: int, seed: int = 0) -> int:
     """The shortest window (a multiple of `hop`, at least `newest_frames`) whose newest
-    `newest_frames // hop` fp32 outputs equal the full window's on random log-mel input."""
+    `newest_frames // hop` fp32 logits equal the full window's on random log-mel input.
+
+    Equal to float rounding: torch may pick another conv algorithm for another input length, which
+    rounds differently (seen as 1e-7 differences in a full test run), while zero padding inside the
+    receptive field moves logits by far more than the tolerance. The int8 models that ship are then
+    compared bit for bit (`check_stream`)."""
     import torch
 
     rng = np.random.default_rng(seed)
@@ -34,9 +39,10 @@ def stream_window(model: Any, window_frames: int, newest_frames: int, hop: int, 
     n = newest_frames // hop
     model.eval()
     with torch.no_grad():
-        full = model(x)[:, -n:]
+        full = model.logits(x)[:, -n:]
+        tol = 1e-5 * (1.0 + float(full.abs().max()))
         for w in range(max(hop, newest_frames), window_frames, hop):
-            if float((model(x[:, -w:])[:, -n:] - full).abs().max()) == 0.0:
+            if float((model.logits(x[:, -w:])[:, -n:] - full).abs().max()) <= tol:
                 return w
     return window_frames
 
