@@ -545,7 +545,7 @@ def evaluate_and_package(out: Path, install_default: bool) -> Path:
             "data": {d: LICENCES[d] for d in datasets},
             **train_info,
         },
-        "metrics": {"validation": metrics, "models": model_info, "targets": targets_table},
+        "metrics": {"validation": _without_recordings(metrics), "models": model_info, "targets": targets_table},
     }
     if heads_res:
         meta["heads"] = heads_res["heads"]
@@ -607,6 +607,15 @@ def _stream_model(cfg: PipelineConfig, s: Setup, model: Any, seed: int, out: Pat
         "macs": count_macs(model, frames, DEFAULT_FRONTEND.n_mels),
         "checked": f"newest outputs identical to the full model's on {min(64, len(calib))} calibration windows",
     }
+
+
+def _without_recordings(metrics: Any) -> Any:
+    """The validation metrics without the per-recording counts (`correct_per_recording`: the run's
+    metrics.json keeps them for `quantize cv`; the targets' notes hold their intervals), so the model
+    directory's model.json stays small on the device."""
+    if isinstance(metrics, dict):
+        return {k: _without_recordings(v) for k, v in metrics.items() if k != "correct_per_recording"}
+    return metrics
 
 
 def _median_s(fn: Any, repeats: int) -> float:

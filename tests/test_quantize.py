@@ -364,6 +364,10 @@ def test_pipeline_end_to_end_on_tiny_data(tiny_world: dict[str, Path]) -> None:
     assert metrics["models"]["teacher"]["macs"] == 64 * N_TEACHER  # the tiny teacher: one [1,64]x[64,521] MatMul
     assert metrics["models"]["teacher"]["params"] == 64 * N_TEACHER  # W; its bias feeds an Add, not a MAC op
     assert {r["status"] for r in metrics["targets"]} <= {"PASS", "FAIL", "n/a"}
+    # per-recording counts (for `quantize cv`) stay in the run's metrics.json, not in the shipped model.json
+    models = ("teacher", "student_fp32", "student_int8_tflite", "student_int8_onnx")
+    assert all("correct_per_recording" in v[m] for v in metrics["validation"].values() for m in models)
+    assert "correct_per_recording" not in json.dumps(meta["metrics"]["validation"])
 
     student = Student(cfg.student, 6, 64, 4)
     student.load_state_dict(torch.load(out / "student_fp32.pt"))
