@@ -46,7 +46,7 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from edge.bench import median_cpu  # noqa: E402  (a warm-up run, then the median of process CPU time)
+from edge.bench import host_cpu, median_cpu  # noqa: E402  (median_cpu: a warm-up run, then the median of process CPU time)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FS = 16000
@@ -399,7 +399,7 @@ def main() -> None:
     except native.NativeUnavailable:
         simd = "not built"
     result = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared), {platform.processor() or 'cpu'}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared), {host_cpu()}",
         "python": platform.python_version(),
         "native_simd": simd,
         "timer": "process CPU time, median of repeats, one thread",

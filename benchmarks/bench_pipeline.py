@@ -24,6 +24,7 @@ from importlib import resources
 import numpy as np
 
 from boards.profiles import load_array
+from edge.bench import host_cpu
 from edge.bench import median_cpu as median_time  # a warm-up run, then the median of process CPU time
 from edge.cli import FILE_BLOCK_MS, LIVE_BLOCK_MS
 from edge.dsp.frontend import logmel_from_spectra, stft
@@ -106,7 +107,7 @@ def main() -> None:
             f"pipeline on {LIVE_BLOCK_MS:g} ms audio blocks (SED + DOA, no tracker)", lambda: on_blocks(tracking=False)
         )
     result = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {host_cpu()}",
         "python": platform.python_version(),
         "audio_s": dur,
         "repeats": args.repeats,

@@ -42,6 +42,29 @@ DEFAULT_SECONDS = 2.0
 DEFAULT_REPEATS = 5
 
 
+
+def host_cpu() -> str:
+    """The CPU in a few words, for benchmark headers: its model name and the int8 dot-product
+    instructions it has (they decide how fast, and on x86-64 how exactly, int8 models run), e.g.
+    "Intel(R) Xeon(R) Processor; int8 dot products: avx512_vnni, avx_vnni, amx_int8"."""
+    name, flags = "", set[str]()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip().lower()
+                if key in ("model name", "hardware", "cpu model") and not name:
+                    name = value.strip()
+                elif key in ("flags", "features") and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    name = name or platform.processor() or platform.machine()
+    dot = [f for f in ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm") if f in flags]
+    if not flags:
+        return name
+    return f"{name}; int8 dot products: {', '.join(dot) if dot else 'none'}"
+
 @dataclass(frozen=True)
 class BenchRow:
     stage: str
@@ -165,9 +188,8 @@ def run_bench(
         add("DSP total", b, sum(parts))
     if with_model:
         rows.extend(_model_rows(array, x, chosen, repeats, dur))
-    cpu = platform.processor() or platform.machine()
     return {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {cpu}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {host_cpu()}",
         "native_simd": _native_simd(),
         "audio_s": dur,
         "channels": array.n_mics,

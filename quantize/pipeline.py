@@ -132,7 +132,7 @@ def transfer_file(s: Setup, seed: int, split: str) -> Path:
         {
             "transfer": transfer,
             "labels": s.labels.mids,
-            "teacher": s.teacher.fingerprint,
+            "teacher": s.teacher.fingerprint + (f"-{s.teacher.execution}" if s.teacher.execution else ""),
             "seed": seed,
             "clips": [str(c.path) for c in s.clips],
             "bg": [str(b) for b in s.backgrounds],
@@ -534,6 +534,7 @@ def evaluate_and_package(out: Path, install_default: bool) -> Path:
             "file": Path(cfg.paths.teacher).name,
             "format": type(s.teacher).__name__,
             "sha256_16": s.teacher.fingerprint,
+            "execution": s.teacher.execution or "default",
             "outputs": "logits (soft targets: sigmoid(logit / T))",
             "class_map": Path(cfg.paths.teacher_class_map).name,
             "licence": "Apache-2.0",

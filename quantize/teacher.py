@@ -58,6 +58,8 @@ class Teacher(ABC):
         self.window_frames = window_frames
         self.spec = spec
         self.fingerprint = file_sha256(path)[:16]
+        # how the file is run, when that changes its logits (cached logits are kept per execution)
+        self.execution = ""
 
     @property
     def n_samples(self) -> int:
@@ -81,15 +83,17 @@ class Teacher(ABC):
         return out
 
     def describe(self) -> dict[str, Any]:
-        return {"path": str(self.path), "kind": type(self).__name__, "sha256_16": self.fingerprint}
+        return {"path": str(self.path), "kind": type(self).__name__, "sha256_16": self.fingerprint,
+                "execution": self.execution or "default"}  # fmt: skip
 
 
 class OnnxTeacher(Teacher):
     """YAMNet as ONNX: log-mel patch [1, 1, frames, mels] (uint8-quantised or float) -> scores."""
 
-    def __init__(self, path: Path, window_frames: int, spec: FrontendSpec = DEFAULT_FRONTEND) -> None:
+    def __init__(
+        self, path: Path, window_frames: int, spec: FrontendSpec = DEFAULT_FRONTEND, fused: bool = False
+    ) -> None:
         import onnx
-        import onnxruntime as ort
         from onnx import numpy_helper
 
         super().__init__(path, window_frames, spec)
@@ -123,13 +127,14 @@ class OnnxTeacher(Teacher):
         self._probabilities = _ends_in_sigmoid(graph)
         odims = [d.dim_value for d in graph.output[0].type.tensor_type.shape.dim]
         self._n_classes = int(odims[-1])
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = 1
-        so.log_severity_level = 3
-        try:
-            self._sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own exception types
-            raise ModelError(f"{path}: onnxruntime cannot load the teacher ({e})") from None
+        # fused: ONNX Runtime's fused int8 kernels, the fastest way to run it, for timing only (their
+        # logits depend on the CPU, see `onnx_session`)
+        self._qdq = any(n.op_type in QDQ_OPS for n in graph.node) and not fused
+        if self._qdq:
+            self.execution = "qdq-unfused"
+        elif fused:
+            self.execution = "fused"
+        self._sess = onnx_session(path, self._qdq)
         self._in_name = graph.input[0].name
 
     @property
@@ -153,6 +158,34 @@ class OnnxTeacher(Teacher):
                 raise ModelError(f"{self.path}: quantised output but no class_scores_scale / zero_point")
             scores = (self._out_scale * (scores - self._out_zp)).astype(np.float32)
         return probs_to_logits(scores) if self._probabilities else scores
+
+
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+
+def onnx_session(path: Path, qdq: bool) -> Any:
+    """One-thread ONNX Runtime CPU session for a teacher; a QDQ graph (`qdq`) runs unfused.
+
+    With its default optimisations ONNX Runtime fuses DequantizeLinear -> Conv -> QuantizeLinear into
+    its int8 kernels, and on x86-64 CPUs without VNNI those multiply uint8 activations by int8 weights
+    in 16-bit pairwise sums that saturate: the shipped YAMNet's logits then depend on the CPU that runs
+    it (measured: up to 20 apart from a VNNI CPU's on ESC-50 windows, other top classes; its ESC-50
+    fold 5 zero-shot accuracy 0.630 instead of 0.692). Run unfused (basic optimisations only), each
+    convolution dequantises its int8 operands exactly, sums in float32 and quantises again: the same
+    logits on every CPU (checked bit for bit between this machine's VNNI CPU and an emulated Haswell)
+    and within two output quantisation steps of the exact integer model.
+    """
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    if qdq:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    try:
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types
+        raise ModelError(f"{path}: onnxruntime cannot load the teacher ({e})") from None
 
 
 def _ends_in_sigmoid(graph: Any) -> bool:
@@ -243,16 +276,19 @@ def _unzip_onnx(zip_path: Path, cache_dir: Path) -> Path:
     return found[0]
 
 
-def load_teacher(path: Path, cache_dir: Path, window_frames: int, spec: FrontendSpec = DEFAULT_FRONTEND) -> Teacher:
-    """A teacher from `.onnx`, `.onnx.zip` / `.zip` (unzipped into cache_dir) or `.tflite`."""
+def load_teacher(
+    path: Path, cache_dir: Path, window_frames: int, spec: FrontendSpec = DEFAULT_FRONTEND, fused: bool = False
+) -> Teacher:
+    """A teacher from `.onnx`, `.onnx.zip` / `.zip` (unzipped into cache_dir) or `.tflite`; `fused`: an
+    ONNX teacher on ONNX Runtime's fused int8 kernels (for timing; see `onnx_session`)."""
     if not path.is_file():
         raise ModelError(f"{path}: teacher model not found")
     name = path.name.lower()
     if name.endswith(".zip"):
         cache_dir.mkdir(parents=True, exist_ok=True)
-        return OnnxTeacher(_unzip_onnx(path, cache_dir), window_frames, spec)
+        return OnnxTeacher(_unzip_onnx(path, cache_dir), window_frames, spec, fused)
     if name.endswith(".onnx"):
-        return OnnxTeacher(path, window_frames, spec)
+        return OnnxTeacher(path, window_frames, spec, fused)
     if name.endswith(".tflite"):
         return TfliteTeacher(path, window_frames, spec)
     raise ModelError(f"{path}: unknown teacher format (want .onnx, .onnx.zip or .tflite)")
@@ -263,7 +299,8 @@ class TeacherCache:
 
     def __init__(self, teacher: Teacher, cache_dir: Path) -> None:
         self.teacher = teacher
-        self.dir = cache_dir / f"logits-{teacher.fingerprint}-{teacher.window_frames}"
+        run = f"-{teacher.execution}" if teacher.execution else ""
+        self.dir = cache_dir / f"logits-{teacher.fingerprint}{run}-{teacher.window_frames}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.hits = 0
         self.misses = 0

@@ -452,13 +452,15 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--scenes {args.scenes} --two-source-scenes {args.two_source_scenes}: need some scenes")
     summary = evaluate(Path(args.data), args.arrays, args.scenes, args.two_source_scenes, not args.no_peers,
                        args.seed, progress=lambda s: print(s, file=__import__("sys").stderr))  # fmt: skip
+    from edge.bench import host_cpu
+
     meta = {
         "description": (
             f"{args.scenes} single-source and {args.two_source_scenes} two-source scenes (seed {args.seed}) per "
             "array; rooms RT60 0.15-0.8 s, SNR 5-30 dB, distance 0.8-3 m, elevation -30..45 deg; ESC-50 "
             "clips as sources (see edge/evaluation/doa_eval.py)."
         ),
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, Python {platform.python_version()}",
+        "machine": f"{platform.machine()}, {host_cpu()}, Python {platform.python_version()}",
         "caveat": "CPU time is process time on a shared, noisy machine; compare methods within this run only.",
     }
     result = {"meta": meta, "targets": targets(summary), **summary}
