@@ -141,7 +141,7 @@ class HeadsConfig:
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    model_id: str = _f("tympan-sed-s8")
+    model_id: str = _f("tympan-sed-s12")
     window_frames: int = _f(96, 16, 1024)
     output_hop_frames: int = _f(4, 1, 16)
     paths: PathsConfig = field(default_factory=PathsConfig)
