@@ -51,7 +51,11 @@ def test_short_gaps_are_bridged_long_gaps_split() -> None:
 
 
 def test_blips_shorter_than_min_on_are_ignored() -> None:
-    assert feed(track(60, [(10, 11), (30, 31)]), chunk=5) == []
+    two = SedConfig(min_on_frames=2)
+    assert feed(track(60, [(10, 11), (30, 31)]), chunk=5, config=two) == []
+    # two frames are enough; with min_on_frames 1 a one-frame blip is an event
+    assert [e.phase for e in feed(track(60, [(10, 12)]), chunk=5, config=two)] == ["on", "off"]
+    assert [e.phase for e in feed(track(60, [(10, 11)]), chunk=5, config=SedConfig(min_on_frames=1))] == ["on", "off"]
 
 
 def test_hysteresis_keeps_event_while_above_off_threshold() -> None:
