@@ -9,30 +9,36 @@ audio blocks already in memory (as a microphone delivers them) with and without 
 (`PipelineConfig.tracking`). The events are the same whatever the block size (tests/test_pipeline.py).
 Writes `benchmarks/results/pipeline.md` and `.json`.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_pipeline.py [--repeats 7]
+    .venv/bin/python benchmarks/bench_pipeline.py [--repeats 7]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
-from collections.abc import Callable
-from importlib import resources
 
-import numpy as np
+# one thread for numpy's BLAS too (set before numpy loads): process CPU time would count its spinning
+# worker threads otherwise (measured: the SED benchmark's pipeline 10.2 instead of 4-5 ms per audio s)
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
 
-from boards.profiles import load_array
-from edge.bench import host_cpu
-from edge.bench import median_cpu as median_time  # a warm-up run, then the median of process CPU time
-from edge.cli import FILE_BLOCK_MS, LIVE_BLOCK_MS
-from edge.dsp.frontend import logmel_from_spectra, stft
-from edge.inference import RUNTIMES, Model
-from edge.localise import Localiser, active_frames
-from edge.messages import Block
-from edge.pipeline import EdgePipeline, PipelineConfig, run
-from edge.sources import FileSource, read_audio
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from importlib import resources  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from boards.profiles import load_array  # noqa: E402
+from edge.bench import host_cpu  # noqa: E402
+from edge.bench import median_cpu as median_time  # a warm-up run, then the median of process CPU time  # noqa: E402
+from edge.cli import FILE_BLOCK_MS, LIVE_BLOCK_MS  # noqa: E402
+from edge.dsp.frontend import logmel_from_spectra, stft  # noqa: E402
+from edge.inference import RUNTIMES, Model  # noqa: E402
+from edge.localise import Localiser, active_frames  # noqa: E402
+from edge.messages import Block  # noqa: E402
+from edge.pipeline import EdgePipeline, PipelineConfig, run  # noqa: E402
+from edge.sources import FileSource, read_audio  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
