@@ -42,7 +42,6 @@ DEFAULT_SECONDS = 2.0
 DEFAULT_REPEATS = 5
 
 
-
 def host_cpu() -> str:
     """The CPU in a few words, for benchmark headers: its model name and the int8 dot-product
     instructions it has (they decide how fast, and on x86-64 how exactly, int8 models run), e.g.
@@ -64,6 +63,7 @@ def host_cpu() -> str:
     if not flags:
         return name
     return f"{name}; int8 dot products: {', '.join(dot) if dot else 'none'}"
+
 
 @dataclass(frozen=True)
 class BenchRow:

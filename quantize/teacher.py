@@ -170,7 +170,8 @@ def onnx_session(path: Path, qdq: bool) -> Any:
     its int8 kernels, and on x86-64 CPUs without VNNI those multiply uint8 activations by int8 weights
     in 16-bit pairwise sums that saturate: the shipped YAMNet's logits then depend on the CPU that runs
     it (measured: up to 20 apart from a VNNI CPU's on ESC-50 windows, other top classes; its ESC-50
-    fold 5 zero-shot accuracy 0.630 instead of 0.692). Run unfused (basic optimisations only), each
+    fold 5 zero-shot accuracy was 0.630 on the earlier hosts without VNNI, 0.692 fused on a VNNI
+    CPU). Run unfused (basic optimisations only), each
     convolution dequantises its int8 operands exactly, sums in float32 and quantises again: the same
     logits on every CPU (checked bit for bit between this machine's VNNI CPU and an emulated Haswell)
     and within two output quantisation steps of the exact integer model.
