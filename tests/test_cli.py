@@ -247,3 +247,16 @@ def test_a_command_that_cannot_load_is_reported_not_fatal(
     assert "listen" in out and "command 'broken' is unavailable" in err
     rc, _, err = cli(capsys, "broken")
     assert rc == 1 and "command 'broken' is unavailable" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "1"), ("3", "3")])
+def test_tympan_puts_blas_on_one_thread_unless_told(given: str | None, expected: str) -> None:
+    """numpy's BLAS gets one thread before numpy loads (its workers only spin beside a one-core
+    pipeline), and a value the user set is kept."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    if given is not None:
+        env["OPENBLAS_NUM_THREADS"] = given
+    # edge.main must set it before anything imports numpy (numpy's BLAS reads it when numpy loads)
+    code = "import sys, os, edge.main; print(os.environ['OPENBLAS_NUM_THREADS'], 'numpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [expected, "False"]
