@@ -36,7 +36,7 @@ from edge.messages import Event, Phase, Scores
 class SedConfig:
     threshold_scale: float = 1.0
     off_ratio: float = 0.6
-    min_on_frames: int = 1
+    min_on_frames: int = 2
     max_gap_frames: int = 6
     top_k: int = 3
     update_interval_s: float = 2.0
