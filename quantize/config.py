@@ -87,7 +87,7 @@ class DistillConfig:
     lr: float = _f(3e-3, 1e-6, 1.0)
     weight_decay: float = _f(1e-4, 0.0, 1.0)
     temperature: float = _f(2.0, 0.1, 20.0)
-    alpha: float = _f(0.3, 0.0, 1.0, "weight of the teacher (KD) terms vs the ground-truth terms")
+    alpha: float = _f(0.7, 0.0, 1.0, "weight of the teacher (KD) terms vs the ground-truth terms")
     frame_weight: float = _f(0.5, 0.0, 1.0, "weight of frame-level vs clip-level terms")
     threads: int = _f(1, 1, 64)
     max_minutes: float = _f(60.0, 0.1, 1000.0, "stop training after this many CPU minutes of the process")
@@ -141,7 +141,7 @@ class HeadsConfig:
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    model_id: str = _f("tympan-sed-s12")
+    model_id: str = _f("tympan-sed-s13")
     window_frames: int = _f(96, 16, 1024)
     output_hop_frames: int = _f(4, 1, 16)
     paths: PathsConfig = field(default_factory=PathsConfig)
