@@ -66,22 +66,28 @@ HOLDS_S = (0.0, 0.48, 0.96, 2.0, 5.0, 30.0)
 BASELINE_THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7)
 
 
-def yamnet_scores(teacher: Any, timed: Any, scene: Scene, cols: list[list[int]]) -> tuple[np.ndarray, float]:
-    """Window probabilities [W, C] (sigmoid of `teacher`'s logits, max over a class's aliases), and the
-    CPU seconds of `timed` (the same file on ONNX Runtime's fused int8 kernels, as a deployment runs it:
-    faster, but its logits depend on the CPU, see `quantize.teacher.onnx_session`) on the same windows."""
+def _yamnet_windows(x: np.ndarray, n: int) -> np.ndarray:
+    """The channel mix's 0.975 s windows every 0.48 s [W, n]."""
+    hop = round(HOP_S * 16000)
+    return np.stack([x[s : s + n] for s in range(0, max(len(x) - n, 0) + 1, hop)])
+
+
+def yamnet_scores(teacher: Any, scene: Scene, cols: list[list[int]]) -> np.ndarray:
+    """Window probabilities [W, C]: sigmoid of `teacher`'s logits, max over a class's aliases."""
     from quantize.teacher import sigmoid
 
-    x = scene.audio.mean(axis=0)
-    n = teacher.n_samples
-    hop = round(HOP_S * 16000)
-    starts = list(range(0, max(len(x) - n, 0) + 1, hop))
-    windows = np.stack([x[s : s + n] for s in starts])
-    p = sigmoid(teacher.logits(windows))
+    p = sigmoid(teacher.logits(_yamnet_windows(scene.audio.mean(axis=0), teacher.n_samples)))
+    return np.stack([p[:, c].max(axis=1) for c in cols], axis=1)
+
+
+def yamnet_cpu(timed: Any, scene: Scene) -> float:
+    """CPU seconds of `timed` (the teacher file on ONNX Runtime's fused int8 kernels, as a deployment
+    runs it: faster, but its logits depend on the CPU, see `quantize.teacher.onnx_session`) on the
+    scene's windows, its log-mel included."""
+    windows = _yamnet_windows(scene.audio.mean(axis=0), timed.n_samples)
     t0 = time.process_time()
     timed.logits(windows)
-    cpu = time.process_time() - t0
-    return np.stack([p[:, c].max(axis=1) for c in cols], axis=1), cpu
+    return time.process_time() - t0
 
 
 def nvr_events(
@@ -177,9 +183,8 @@ def main() -> None:
     win_s = teacher.n_samples / 16000
     wins, cpus = {}, []
     for s in scenes:
-        w, cpu = yamnet_scores(teacher, timed, s, cols)
-        wins[s.name] = w
-        cpus.append(cpu / s.duration_s)
+        wins[s.name] = yamnet_scores(teacher, s, cols)
+        cpus.append(yamnet_cpu(timed, s) / s.duration_s)
     best: tuple[float, float, float] | None = None
     sweep = []
     for thr in BASELINE_THRESHOLDS:
@@ -213,7 +218,7 @@ def main() -> None:
     for _ in range(args.cpu_repeats - 1):
         for i, s in enumerate(scenes):
             t_cpu[i].append(se.run_scene(s, model, array, tuned).cpu_s / s.duration_s)
-            b_cpu[i].append(yamnet_scores(teacher, timed, s, cols)[1] / s.duration_s)
+            b_cpu[i].append(yamnet_cpu(timed, s) / s.duration_s)
     for m, per in ((tympan, t_cpu), (base, b_cpu)):
         m["cpu_ms_per_audio_s"] = round(1000 * statistics.median(statistics.median(v) for v in per), 2)
         m["cpu_repeats"] = max(1, args.cpu_repeats)

@@ -132,7 +132,7 @@ def transfer_file(s: Setup, seed: int, split: str) -> Path:
         {
             "transfer": transfer,
             "labels": s.labels.mids,
-            "teacher": s.teacher.fingerprint + (f"-{s.teacher.execution}" if s.teacher.execution else ""),
+            "teacher": s.teacher.cache_key,
             "seed": seed,
             "clips": [str(c.path) for c in s.clips],
             "bg": [str(b) for b in s.backgrounds],

@@ -62,6 +62,12 @@ class Teacher(ABC):
         self.execution = ""
 
     @property
+    def cache_key(self) -> str:
+        """The file's fingerprint and, when it changes the logits, how it is run: what cached logits
+        and transfer sets are keyed by."""
+        return f"{self.fingerprint}-{self.execution}" if self.execution else self.fingerprint
+
+    @property
     def n_samples(self) -> int:
         return window_samples(self.window_frames, self.spec)
 
@@ -129,12 +135,12 @@ class OnnxTeacher(Teacher):
         self._n_classes = int(odims[-1])
         # fused: ONNX Runtime's fused int8 kernels, the fastest way to run it, for timing only (their
         # logits depend on the CPU, see `onnx_session`)
-        self._qdq = any(n.op_type in QDQ_OPS for n in graph.node) and not fused
-        if self._qdq:
+        qdq = any(n.op_type in QDQ_OPS for n in graph.node) and not fused
+        if qdq:
             self.execution = "qdq-unfused"
         elif fused:
             self.execution = "fused"
-        self._sess = onnx_session(path, self._qdq)
+        self._sess = onnx_session(path, qdq)
         self._in_name = graph.input[0].name
 
     @property
@@ -300,8 +306,7 @@ class TeacherCache:
 
     def __init__(self, teacher: Teacher, cache_dir: Path) -> None:
         self.teacher = teacher
-        run = f"-{teacher.execution}" if teacher.execution else ""
-        self.dir = cache_dir / f"logits-{teacher.fingerprint}{run}-{teacher.window_frames}"
+        self.dir = cache_dir / f"logits-{teacher.cache_key}-{teacher.window_frames}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.hits = 0
         self.misses = 0
