@@ -2,8 +2,8 @@
 
 Embedding. The shipped student has one output, frame probabilities over its K AudioSet classes (no
 embedding layer is exposed). Its representation of a sound is therefore the K-vector of log
-probabilities, pooled over the sound's frames by linear-softmax (`sum p^2 / sum p`, as clip scores
-are) and L2-normalised: `embed`. Sounds the student was not trained on still give distinctive
+probabilities, pooled over the sound's frames by linear-softmax (`sum p^2 / sum p`, the peak scale
+the thresholds use) and L2-normalised: `embed`. Sounds the student was not trained on still give distinctive
 patterns over its classes (a washing machine looks partly like "Mechanical fan", partly like "Water").
 Measured against log-mel statistics on the ESC-50 classes the student never saw, it is the better
 representation by a wide margin (benchmarks/results/enroll.md).

@@ -3,7 +3,12 @@
 A model directory holds `model.json` (id, frontend, window and hop, label file, thresholds, hashes),
 `labels.csv` (index, mid, display_name) and the model files. The model takes one window of raw
 log-mel [1, window_frames, n_mels] and returns frame-level probabilities
-[1, window_frames // output_hop_frames, K]. Clip scores are the linear-softmax pooling of frames.
+[1, window_frames // output_hop_frames, K]. A recording's clip scores (`Model.tag`) pool the frame
+probabilities as `model.json`'s `pooling` says: "mean" (the mean over the frames that cover the
+recording: the rule the distillation pipeline's report measures a model with, and the one YAMNet
+documents for its patch scores) or "linear_softmax" (older model directories: the max over
+half-overlapping windows of each window's sum p^2 / sum p). Thresholds are calibrated on the
+linear-softmax score (`Model.peak`), which follows a frame's peak: the sound event detector's scale.
 
 Runtimes form a registry; the board profile (or `--runtime`) picks one, `auto` prefers LiteRT.
 """
@@ -155,6 +160,9 @@ def default_model_dir() -> str:
     return str(resources.files("edge").joinpath("models", DEFAULT_MODEL))
 
 
+POOLINGS = ("mean", "linear_softmax")  # model.json `pooling`: how `Model.tag` makes clip scores
+
+
 def pool_clip(frames: npt.NDArray[np.float32], axis: int = 0) -> npt.NDArray[np.float32]:
     """Linear-softmax pooling over the frame axis: [T, K] -> [K]  (sum p^2 / sum p)."""
     s = frames.sum(axis=axis)
@@ -233,6 +241,9 @@ class Model:
         self.labels = _read_labels(os.path.join(model_dir, labels_file))
         self.heads = _read_heads(meta.get("heads"), len(self.labels), meta_path)
         self.n_outputs = len(self.labels) + sum(len(h.classes) for h in self.heads)
+        self.pooling = str(meta.get("pooling", "linear_softmax"))
+        if self.pooling not in POOLINGS:
+            raise ModelError(f"{meta_path}: pooling {self.pooling!r} unknown; expected one of {', '.join(POOLINGS)}")
         self.default_threshold = float(thresholds.get("default", 0.5))
         per_class: dict[str, float] = dict(thresholds.get("per_class", {}))
         self.thresholds = np.array(
@@ -331,22 +342,41 @@ class Model:
         """One window -> every output column [out_frames, K + head classes] (the heads' after the labels)."""
         return self._rt.run(window[None].astype(np.float32))[0]
 
-    def tag(self, logmel: npt.NDArray[np.float32], hop_frames: int | None = None) -> npt.NDArray[np.float32]:
-        """Clip scores [K] of a whole recording: the max over windows of each window's pooled score.
+    def tag(self, logmel: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Clip scores [K] of a whole recording, pooled as the model's `pooling` says (module doc)."""
+        if self.pooling == "mean":
+            return self.recording_frames(logmel).mean(axis=0)
+        return self.peak(logmel)
 
-        Recordings shorter than a window are padded with the log-mel of silence.
-        """
-        from edge.dsp.frontend import silence_floor
-
+    def peak(self, logmel: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """The scale the thresholds are calibrated on: the max over half-overlapping windows of each
+        window's linear-softmax pooled score [K] (a recording shorter than a window is padded with the
+        log-mel of silence)."""
         w = self.window_frames
-        hop = hop_frames or w // 2
-        if len(logmel) < w:
-            pad = np.full((w - len(logmel), logmel.shape[1]), silence_floor(self.frontend), np.float32)
-            logmel = np.concatenate([logmel, pad])
-        starts = list(range(0, len(logmel) - w + 1, hop))
+        logmel = self._pad_to_window(logmel)
+        starts = list(range(0, len(logmel) - w + 1, w // 2))
         if starts[-1] != len(logmel) - w:
             starts.append(len(logmel) - w)
         return np.max([pool_clip(self.predict(logmel[s : s + w])) for s in starts], axis=0)
+
+    def recording_frames(self, logmel: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Frame probabilities [T', K] of a whole recording: windows side by side from its start (the
+        last padded with the log-mel of silence), keeping the output frames whose first input frame
+        lies in the recording (at least one)."""
+        w, hop = self.window_frames, self.output_hop_frames
+        n = len(logmel)
+        padded = self._pad_to_window(logmel, -(-max(n, 1) // w) * w)
+        frames = np.concatenate([self.predict(padded[s : s + w]) for s in range(0, len(padded), w)])
+        return frames[: max(1, -(-n // hop))]
+
+    def _pad_to_window(self, logmel: npt.NDArray[np.float32], length: int | None = None) -> npt.NDArray[np.float32]:
+        from edge.dsp.frontend import silence_floor
+
+        want = max(length or self.window_frames, len(logmel))
+        if len(logmel) >= want:
+            return logmel
+        pad = np.full((want - len(logmel), logmel.shape[1]), silence_floor(self.frontend), np.float32)
+        return np.concatenate([logmel, pad])
 
 
 def _pick_runtime(runtime: str) -> str:

@@ -2,7 +2,8 @@
 
 The default clip is the bundled sample scene (`edge/data/sample_scene.flac`) with its truth
 (`sample_scene.json`): each true event's interval is cut from the scene and tagged, and one of the
-AudioSet labels its ESC-50 class stands for must be among the model's top `TOP_K` clip scores and at or
+AudioSet labels its ESC-50 class stands for must be among the model's top `TOP_K` clip scores
+(`Model.tag`) with its peak score (`Model.peak`, the scale the thresholds are calibrated on) at or
 above that label's threshold. A bundle may carry its own clip and labels instead (the whole clip is
 tagged, the same rule applies). A model that does not load, whose labels are shuffled, or that hears
 something else fails.
@@ -78,9 +79,10 @@ def run_selftest(
     done = []
     for c in cases:
         seg = x[:, int(c.start_s * sr) : None if c.end_s is None else int(c.end_s * sr)]
-        scores = model.tag(logmel(seg, model.frontend))
+        feats = logmel(seg, model.frontend)
+        scores, peak = model.tag(feats), model.peak(feats)
         top = [int(i) for i in np.argsort(-scores)[:TOP_K]]
-        hit = [i for i in top if names[i] in c.labels and scores[i] >= model.thresholds[i]]
+        hit = [i for i in top if names[i] in c.labels and peak[i] >= model.thresholds[i]]
         if not hit:
             heard = ", ".join(f"{names[i]} {scores[i]:.2f}" for i in top)
             return SelfTestResult(

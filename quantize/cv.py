@@ -115,6 +115,15 @@ def _pct(c: int, n: int) -> str:
     return f"{c / n:.3f} ({c}/{n})" if n else "-"
 
 
+def _pooling(run_dir: Path) -> str:
+    """How a fold run's evaluation made clip scores: its model.json `pooling` (runs evaluated before it
+    was recorded used the linear-softmax pooling)."""
+    try:
+        return str(json.loads((run_dir / "model" / "model.json").read_text()).get("pooling", "linear_softmax"))
+    except (OSError, ValueError):
+        return "linear_softmax"
+
+
 def cv_summary(out: Path) -> dict[str, Any]:
     """fold-*/metrics.json of a cross-validation directory -> pooled and per-fold accuracy."""
     runs = sorted(out.glob("fold-*/metrics.json"), key=lambda p: int(p.parent.name.split("-")[1]))
@@ -131,7 +140,14 @@ def cv_summary(out: Path) -> dict[str, Any]:
         raise ConfigError(f"{out}: the fold runs differ in more than the held-out fold")
     metrics = [json.loads(p.read_text()) for p in runs]
     seeds = sorted({json.loads((p.parent / "run.json").read_text()).get("seed") for p in runs})
-    summary: dict[str, Any] = {"folds": k, "seeds": seeds, "model_id": cfgs[0].model_id, "datasets": {}}
+    poolings = sorted({_pooling(p.parent) for p in runs})
+    summary: dict[str, Any] = {
+        "folds": k,
+        "seeds": seeds,
+        "model_id": cfgs[0].model_id,
+        "clip_pooling": poolings[0] if len(poolings) == 1 else "mixed: " + ", ".join(poolings),
+        "datasets": {},
+    }
     for ds in metrics[0]["validation"]:
         per_fold = [m["validation"].get(ds) for m in metrics]
         if any(v is None for v in per_fold):
@@ -211,6 +227,20 @@ def _target_rows(summary: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _pooling_sentence(pooling: str) -> str:
+    if pooling == "mean":
+        return (
+            "Clip scores: each model's mean over the clip (the teacher's over its 0.96 s patches, a "
+            "student's over its frames; `quantize.evaluate`)."
+        )
+    if pooling == "linear_softmax":
+        return (
+            "Clip scores: the teacher's max over its patches, a student's linear-softmax pooling of its "
+            "frames (runs evaluated before the mean became the rule)."
+        )
+    return f"Clip scores: the folds were evaluated with different rules ({pooling}); re-evaluate them."
+
+
 def cv_markdown(summary: dict[str, Any], command: str = "") -> str:
     k = summary["folds"]
     e = summary["datasets"][POOLED]
@@ -221,7 +251,8 @@ def cv_markdown(summary: dict[str, Any], command: str = "") -> str:
         "",
         f"Each of the {k} students trained on the same recipe with one class-stratified fold of the UrbanSound8K "
         "fold-3 recordings held out (slices of a recording stay together); each UrbanSound8K clip below is "
-        "scored once, by the student that never trained on its recording, and by the teacher (zero-shot).",
+        "scored once, by the student that never trained on its recording, and by the teacher (zero-shot). "
+        + _pooling_sentence(summary.get("clip_pooling", "linear_softmax")),
         *([f"Command: `{command}`"] if command else []),
         "",
         "## Targets",

@@ -1,8 +1,14 @@
 """Validation clips + teacher + student (fp32, int8 tflite, int8 onnx) -> metrics dict + report.md.
 
-Clip scores: the teacher's are the max over its 0.96 s patches (hop `teacher_hop_frames`) of its
-probabilities restricted to the student's classes; a student's are the linear-softmax pooling of
-its frame probabilities over the whole clip (non-overlapping windows), as the edge runtime does.
+Clip scores (`CLIP_POOLING`): each model's mean over the clip, the rule YAMNet documents for its own
+clip predictions (the TF Hub model page's example takes the class "with the top score when
+mean-aggregated across frames"): the teacher's mean over its 0.96 s patches (hop `teacher_hop_frames`)
+of its probabilities restricted to the student's classes; a student's mean of its frame probabilities
+over the frames covering the clip (non-overlapping windows from the clip's start), as the edge runtime's
+`Model.tag` does for a model whose model.json says `"pooling": "mean"`. Accuracy and mAP use them.
+Peak scores stand beside them: the teacher's max over its patches, a student's linear-softmax pooling of
+its frames (sum p^2 / sum p, the clip term it is trained with); the teacher's positives (probability
+>= 0.5) and the per-class thresholds use those, the scale of the sound event detector's frames.
 
 Metrics per dataset: accuracy restricted to the dataset labels that map to AudioSet classes (a label
 scores the max of its classes), mAP against the mapped dataset labels, mAP against the teacher's
@@ -36,6 +42,7 @@ from quantize.transfer import Clip, clip_windows, gt_vector, windows_logmel
 
 FrameModel = Callable[[F32], F32]  # windows [N, F, M] -> frame probabilities [N, F/hop, K]
 TEACHER = "teacher"
+CLIP_POOLING = "mean"  # model.json `pooling` of the models this module evaluates (edge.inference.POOLINGS)
 
 
 @dataclass(frozen=True)
@@ -43,9 +50,10 @@ class ClipScores:
     """Per validation clip: clip scores [N, K] per model name, frame probabilities per student."""
 
     clips: list[Clip]
-    scores: dict[str, F32]
+    scores: dict[str, F32]  # clip scores (means) [N, K]
     frames: dict[str, list[F32]]
     gt: F32  # [N, K]
+    peak: dict[str, F32]  # peak scores [N, K] (module doc)
 
 
 def score_clips(
@@ -59,22 +67,33 @@ def score_clips(
     teacher_hop_frames: int,
     spec: FrontendSpec = DEFAULT_FRONTEND,
 ) -> ClipScores:
+    from edge.dsp.frontend import n_frames
+
     scores: dict[str, list[F32]] = {name: [] for name in [TEACHER, *models]}
+    peak: dict[str, list[F32]] = {name: [] for name in [TEACHER, *models]}
     frames: dict[str, list[F32]] = {name: [] for name in models}
     bar = Progress("evaluate: clips", len(clips))
     for clip in clips:
         x = read_audio(clip.path, spec)
         t_starts = clip_windows(x, teacher_hop_frames, window_frames, spec)
-        scores[TEACHER].append(sigmoid(cache.logits(clip.path, t_starts, x)[:, teacher_cols]).max(axis=0))
+        tp = sigmoid(cache.logits(clip.path, t_starts, x)[:, teacher_cols])
+        scores[TEACHER].append(tp.mean(axis=0))
+        peak[TEACHER].append(tp.max(axis=0))
         w = windows_logmel(x, clip_windows(x, window_frames, window_frames, spec), window_frames, spec)
+        covered = None
         for name, fn in models.items():
             fr = fn(w).reshape(-1, k)
+            if covered is None:  # output frames whose first input frame lies in the clip (at least one)
+                out_hop = window_frames // (len(fr) // len(w))  # input frames per output frame
+                covered = max(1, min(len(fr), -(-n_frames(x.shape[0], spec) // out_hop)))
             frames[name].append(fr)
-            scores[name].append(linear_softmax_np(fr, 0))
+            scores[name].append(fr[:covered].mean(axis=0))
+            peak[name].append(linear_softmax_np(fr, 0))
         bar.update()
     bar.close()
     gt = np.stack([gt_vector(c, mapping, k) for c in clips]) if clips else np.zeros((0, k), np.float32)
-    return ClipScores(clips, {n: np.stack(v) for n, v in scores.items()}, frames, gt)
+    stack = lambda d: {n: np.stack(v) if v else np.zeros((0, k), np.float32) for n, v in d.items()}  # noqa: E731
+    return ClipScores(clips, stack(scores), frames, gt, stack(peak))
 
 
 def average_precision(scores: F32, positive: np.ndarray) -> float:
@@ -169,7 +188,7 @@ def compute_metrics(
     cs: ClipScores, mapping: dict[tuple[str, str], tuple[int, ...]], fp32_name: str, int8_names: list[str]
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    teacher_pos = cs.scores[TEACHER] >= 0.5
+    teacher_pos = cs.peak[TEACHER] >= 0.5
     for ds in sorted({c.dataset for c in cs.clips}):
         sel = np.array([c.dataset == ds for c in cs.clips])
         clips = [c for c in cs.clips if c.dataset == ds]

@@ -1,7 +1,8 @@
 """Model file (.tflite / .onnx) + log-mel windows [N, F, M] -> frame probabilities [N, F / hop, K].
 
 Evaluation runs the exported files through the very runtimes the edge uses (`edge.inference`), so the
-report measures what a device will run. Clip scores use the edge's linear-softmax pooling.
+report measures what a device will run. `linear_softmax_np` is the edge's linear-softmax pooling (the
+peak scores of `quantize.evaluate`).
 """
 
 from __future__ import annotations

@@ -362,6 +362,7 @@ def evaluate_and_package(out: Path, install_default: bool) -> Path:
     from quantize.config import from_dict
     from quantize.distill import predict_frames
     from quantize.evaluate import (
+        CLIP_POOLING,
         TEACHER,
         FrameModel,
         biggest_drops,
@@ -469,10 +470,10 @@ def evaluate_and_package(out: Path, install_default: bool) -> Path:
             "ms_per_audio_second": ms_per_s(onx.latency_s(w1, reps), window_s),
         },
     }
-    targets = np.maximum(cs.gt, (cs.scores[TEACHER] >= 0.5).astype(np.float32))
+    targets = np.maximum(cs.gt, (cs.peak[TEACHER] >= 0.5).astype(np.float32))
     default_threshold = 0.5
-    per_class = pick_thresholds(
-        cs.scores[INT8[0]],
+    per_class = pick_thresholds(  # on the peak scores: the scale of the detector's frames
+        cs.peak[INT8[0]],
         targets,
         s.labels.names,
         default_threshold,
@@ -528,7 +529,7 @@ def evaluate_and_package(out: Path, install_default: bool) -> Path:
         "window_frames": cfg.window_frames,
         "output_hop_frames": cfg.output_hop_frames,
         "thresholds": {"default": default_threshold, "per_class": per_class, "raised_by_conditions": raised},
-        "pooling": "linear_softmax",
+        "pooling": CLIP_POOLING,
         "teacher": {
             "model": "YAMNet",
             "file": Path(cfg.paths.teacher).name,
@@ -774,8 +775,12 @@ Tympan's on-device sound event detector: a {meta["metrics"]["models"]["student_f
   `edge.dsp.frontend`: 16 kHz, 25 ms Hann, 10 ms hop, 64 HTK mels 125-7500 Hz, log(mel + 0.001)).
   Normalisation is inside the model.
 - Output: [1, 24, {len(s.labels)}] sigmoid probabilities, one row per 40 ms (4 input frames).
-- Clip score: linear-softmax pooling over frames (sum p^2 / sum p). Thresholds per class in
-  `model.json` (chosen to maximise F1 on the validation clips where a class has at least
+- Clip score (`tympan tag`, the accuracy rows below): the mean of the frame probabilities over the
+  frames covering the recording (`"pooling": "mean"`); the teacher's accuracy rows use its own
+  documented rule, the mean over its patches.
+- Thresholds per class in `model.json`, on the peak scale: the linear-softmax pooling of frames
+  (sum p^2 / sum p), which follows a frame's peak as the event detector sees it (chosen to maximise F1
+  on the validation clips where a class has at least
   {ev.threshold_min_positives} positives, never below {ev.threshold_floor}; {tr_default} elsewhere).
   They were picked on the same validation clips the metrics below use, so treat them as a
   starting point.

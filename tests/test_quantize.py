@@ -217,6 +217,35 @@ def test_teacher_cache_reuses_logits(tiny_world: dict[str, Path]) -> None:
     assert (cache.misses, cache.hits) == (3, 3)
 
 
+def test_clip_scores_are_means_over_the_frames_covering_the_clip(tiny_world: dict[str, Path]) -> None:
+    """A student's clip score is the mean over the output frames that start inside the clip (the
+    silence padding the last window is not counted); its peak score is the linear-softmax over all
+    frames; the teacher's clip score is the mean over its patches and its peak the max."""
+    from quantize.evaluate import score_clips
+    from quantize.transfer import Clip
+
+    t = load_teacher(tiny_world["teacher"], tiny_world["tmp"] / "c", 96)
+    cache = TeacherCache(t, tiny_world["tmp"] / "c")
+    wav = tiny_world["tmp"] / "short.flac"
+    sf.write(wav, tone(300.0, 1.3, np.random.default_rng(3), burst=False), SR)  # 128 frames: 2 windows
+    floor = float(np.log(1e-3))
+
+    def padding_detector(w: np.ndarray) -> np.ndarray:  # 1 where an output frame sees only padding
+        blocks = w.reshape(w.shape[0], 24, 4, w.shape[2])
+        pad = (blocks <= floor + 1e-3).all(axis=(2, 3)).astype(np.float32)
+        return np.repeat(pad[..., None], 2, axis=2)  # [N, 24, K=2]
+
+    cs = score_clips(
+        [Clip(wav, "esc50", "low", "val")], cache, np.array([0, 1]), {}, 2, {"pad": padding_detector}, 96, 48
+    )
+    frames = cs.frames["pad"][0]
+    assert frames.shape == (48, 2) and frames.sum() > 0  # the second window runs past the clip
+    np.testing.assert_array_equal(cs.scores["pad"][0], 0.0)
+    np.testing.assert_allclose(cs.peak["pad"][0], linear_softmax_np(frames, 0))
+    assert cs.peak["pad"][0][0] > 0.5
+    assert np.all(cs.scores["teacher"][0] <= cs.peak["teacher"][0] + 1e-7)
+
+
 def test_teacher_with_other_input_shape_is_refused(tmp_path: Path) -> None:
     bad = make_teacher_onnx(tmp_path / "t50.onnx", frames=50)
     with pytest.raises(ModelError, match=r"does not match Tympan's frontend"):
@@ -563,7 +592,7 @@ def test_shipped_default_model_is_consistent() -> None:
     meta = check_model_dir(DEFAULT_MODEL_DIR)
     labels = load_labels(DEFAULT_MODEL_DIR / "labels.csv")
     assert meta["num_classes"] == len(labels) >= 100
-    assert meta["format_version"] == 1 and meta["pooling"] == "linear_softmax"
+    assert meta["format_version"] == 1 and meta["pooling"] == "mean"
     assert set(meta["thresholds"]["per_class"]) == set(labels.names)
     x = np.full((1, meta["window_frames"], meta["frontend"]["n_mels"]), np.log(1e-3), np.float32)
     for runner in (
