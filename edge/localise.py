@@ -86,6 +86,10 @@ class LocaliserConfig:
     onset_frames: int = 3  # onset weighting: compare each cell with this many previous frames (0: off)
     onset_floor: float = 0.05  # every cell's weight is at least this (steady sounds keep some say)
     vote_magnitude_power: float = 1.0  # a cell's vote weight x (sum of |cross-spectrum| over pairs) ** this
+    # simultaneous sources (bearings_blocks): rounds of giving each cell to the nearest source within
+    # `reassign_window_deg` of its vote and locating each source again from its own cells (0: off)
+    reassign_rounds: int = 2
+    reassign_window_deg: float = 45.0
     backend: str = backends.REFERENCE
 
     def __post_init__(self) -> None:
@@ -109,6 +113,10 @@ class LocaliserConfig:
             raise ConfigError(f"localiser onset_floor={self.onset_floor!r}: must be in [0, 1]")
         if not 0.0 <= self.vote_magnitude_power <= 4.0:
             raise ConfigError(f"localiser vote_magnitude_power={self.vote_magnitude_power!r}: must be in [0, 4]")
+        if not 0 <= self.reassign_rounds <= 10:
+            raise ConfigError(f"localiser reassign_rounds={self.reassign_rounds!r}: must be in [0, 10]")
+        if not 0.0 < self.reassign_window_deg <= 180.0:
+            raise ConfigError(f"localiser reassign_window_deg={self.reassign_window_deg!r}: must be in (0, 180]")
 
 
 def unit_vectors(az_deg: npt.ArrayLike, el_deg: npt.ArrayLike) -> npt.NDArray[np.float64]:
@@ -535,7 +543,71 @@ class Localiser:
                     mirror=b.mirror,
                 )
             )
+        if len(out) >= 2 and cfg.reassign_rounds > 0:
+            return self._reassign(blocks, vote, weight, tuple(out))
         return tuple(out) if out else first
+
+    def _reassign(
+        self,
+        blocks: npt.NDArray[np.complexfloating],
+        vote: npt.NDArray[np.int64],
+        weight: npt.NDArray[np.float32],
+        found: tuple[Bearing, ...],
+    ) -> tuple[Bearing, ...]:
+        """Simultaneous sources located again from their own cells, `reassign_rounds` times: each cell
+        goes to the source nearest its vote (if within `reassign_window_deg`), and each source's
+        direction becomes the method's estimate (`bearings`) from the sum of its cells' cross-spectra,
+        weighted as their votes are: the peak of that map nearest the source (within twice the window).
+
+        A peak of the summed map, or of the vote histogram, is pulled toward a second source whose
+        cells and reverberation overlap it; the cells a source owns alone are not. Measured on rooms of
+        the DOA benchmark (6 planar arrays, two equal sources >= 45 degrees apart, 24 scenes each; the
+        number of sources given; SRP-PHAT), both found, of 144, without / 1 / 2 / 3 rounds: development
+        scenes (seed 1) 98 / 111 / 113 / 113, the benchmark's own scenes (seed 0) 95 / 109 / 107 / 105;
+        windows of 20, 30 and 45 degrees (3 rounds, development) 110, 111, 113. Two white-noise sources,
+        which share every cell, keep improving with more rounds (tests/test_localise.py); each round
+        costs one estimate per source (about 0.1 ms on a 4-mic array here). Rounds stop early once no
+        source moves. A source whose new direction comes within `min_separation_deg` of a stronger one
+        keeps its earlier direction; `power` and `spread` stay the histogram's."""
+        cfg = self.config
+        zero = np.float32(0.0)
+        cur = list(found)
+        for _ in range(cfg.reassign_rounds):
+            # owners per azimuth of the vote grid, then per cell through its vote (no [S, B, K] arrays)
+            az = np.array([b.azimuth for b in cur])
+            dist = np.abs((self._az_vals[None, :] - az[:, None] + 180.0) % 360.0 - 180.0)  # [S, A]
+            owner = np.where(dist.min(axis=0) <= cfg.reassign_window_deg, dist.argmin(axis=0), -1)[vote]  # [B, K]
+            nxt: list[Bearing] = []
+            for s, b in enumerate(cur):
+                est = self._own_estimate(blocks, np.where(owner == s, weight, zero), b)
+                if est is not None and all(_ang_dist(est.azimuth, o.azimuth) >= cfg.min_separation_deg for o in nxt):
+                    b = dataclasses.replace(b, azimuth=est.azimuth, elevation=est.elevation, mirror=est.mirror)
+                nxt.append(b)
+            moved = max(_ang_dist(a.azimuth, b.azimuth) for a, b in zip(cur, nxt, strict=True))
+            cur = nxt
+            if moved < 2.0 * cfg.refine_step_deg:  # settled: another round would give the same cells
+                break
+        return tuple(cur)
+
+    def _own_estimate(
+        self, blocks: npt.NDArray[np.complexfloating], own: npt.NDArray[np.float32], b: Bearing
+    ) -> Bearing | None:
+        """The method's estimate from the cells weighted by `own` [B, K], nearest `b` (None: none near)."""
+        if not own.any():
+            return None
+        cross = np.einsum("kpb,bk->pb", blocks, own.astype(np.complex64))
+        limit = 2.0 * self.config.reassign_window_deg
+        near = [g for g in self._top_bearing(cross) if _ang_dist(g.azimuth, b.azimuth) <= limit]
+        return near[0] if near else None
+
+    def _top_bearing(self, cross: npt.NDArray[np.complexfloating]) -> tuple[Bearing, ...]:
+        """The method's strongest direction of summed cross-spectra (`bearings` with one source)."""
+        cfg = self.config
+        if not self._music and self._axis is None:
+            cc = self._gcc_window(cross)
+            peaks = self._srp_peaks(cc, self._srp_grid, cfg.min_rel_power, 1, cfg.min_separation_deg)
+            return tuple(self._bearing(az, el, spread, power) for az, el, spread, power in peaks.tolist())
+        return self.bearings(cross)[:1]
 
     def _vote_peak(self, hist: list[float], k: int, circular: bool) -> Bearing:
         """The histogram peak at index k, refined to the weighted mean direction of its +/- 3 bins (in

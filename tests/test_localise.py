@@ -118,6 +118,8 @@ def test_silence_gives_no_bearing() -> None:
         {"min_rel_power": 2.0},
         {"vote_magnitude_power": -1.0},
         {"vote_magnitude_power": 5.0},
+        {"reassign_rounds": 11},
+        {"reassign_window_deg": 0.0},
     ],
 )
 def test_bad_config_rejected(bad: dict) -> None:
@@ -206,6 +208,46 @@ def test_simultaneous_sources_are_both_found_by_their_votes(name: str, azs: tupl
     for az in azs:
         assert min(ang_err(f.azimuth, az) for f in found) <= 5.0, (found, azs)
     assert max(f.power for f in found) == 1.0
+
+
+def two_source_room(mics: np.ndarray, azs: tuple[float, float], rt60: float) -> np.ndarray:
+    """Two white-noise sources at once (1.5 and 2 m, 15 degrees above the array plane, equal power at
+    the array) in a reverberant image-source room."""
+    pra = pytest.importorskip("pyroomacoustics")
+    room_dim = [5.0, 4.2, 2.8]
+    e_abs, order = pra.inverse_sabine(rt60, room_dim)
+    room = pra.ShoeBox(room_dim, fs=FS, materials=pra.Material(e_abs), max_order=min(order, 8))
+    centre = np.array([2.6, 2.0, 1.2])
+    for i, (az, dist) in enumerate(zip(azs, (1.5, 2.0), strict=True)):
+        a, e = np.radians(az), np.radians(15.0)
+        src = centre + dist * np.array([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)])
+        room.add_source(src.tolist(), signal=noise_burst(FS, 5 + i) * dist)
+    room.add_microphone_array(pra.MicrophoneArray(np.asarray(mics).T + centre[:, None], FS))
+    room.simulate()
+    return np.asarray(room.mic_array.signals)[:, :FS].astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("name", "azs"), [("respeaker-usb-4mic-v2", (-100.0, 20.0)), ("respeaker-4mic-hat", (30.0, 80.0))]
+)
+def test_simultaneous_sources_in_a_reverberant_room_are_located_from_their_own_cells(
+    name: str, azs: tuple[float, float]
+) -> None:
+    """RT60 0.6 s, a 4-mic array, two white-noise sources 50-120 degrees apart (they share every cell:
+    the hard case). The vote histogram alone puts one of them 12 and 24 degrees off here (reverberation
+    and the other source pull it); giving each cell to the nearest source and locating each source from
+    its own cells (`reassign_rounds`, 2 by default) brings both within 10 degrees, the benchmark's "found"
+    (measured: 5.8 and 0.8, 1.4 and 8.4)."""
+    from edge.localise import _blocks
+
+    array = load_array(name)
+    s = stft(two_source_room(array.mics, azs, 0.6))
+    loc = Localiser(array, config=LocaliserConfig(max_sources=2))
+    cross, w = loc.weighted_cross(s, active_frames(s))
+    found = loc.bearings_blocks(_blocks(cross), n_frames=float(w.sum()))
+    assert len(found) == 2
+    for az in azs:
+        assert min(ang_err(f.azimuth, az) for f in found) <= 10.0, (found, azs)
 
 
 def test_locate_recording_reports_simultaneous_sources() -> None:
