@@ -713,7 +713,9 @@ def test_alsa_capture_at_the_device_rate_is_resampled(alsa: dict[str, Any]) -> N
     """A device opened at 48 kHz: the blocks are the 48 kHz capture resampled as a file would be."""
     result, y, _ = capture(alsa, THREE_OF_FOUR, device="tympan_test48", device_rate=48000, block_size=1600)
     assert result["device_rate"] == 48000
-    assert result["dropped_buffers"] == 0
+    # no dropped_buffers check: the test device is an unpaced ALSA file PCM, which on a loaded host fills
+    # the queue after the second captured here (measured: 2719 buffers dropped with three trainings
+    # beside it); a buffer dropped within it would show as silence in the samples compared below
     assert y is not None
     assert y.shape == (3, 16000)
     mapped = (alsa["raw48"].T[THREE_OF_FOUR["channel_map"]] / 32768).astype(np.float32)
