@@ -88,7 +88,7 @@ class LocaliserConfig:
     vote_magnitude_power: float = 1.0  # a cell's vote weight x (sum of |cross-spectrum| over pairs) ** this
     # simultaneous sources (bearings_blocks): rounds of giving each cell to the nearest source within
     # `reassign_window_deg` of its vote and locating each source again from its own cells (0: off)
-    reassign_rounds: int = 2
+    reassign_rounds: int = 1
     reassign_window_deg: float = 45.0
     backend: str = backends.REFERENCE
 
@@ -556,30 +556,37 @@ class Localiser:
     ) -> tuple[Bearing, ...]:
         """Simultaneous sources located again from their own cells, `reassign_rounds` times: each cell
         goes to the source nearest its vote (if within `reassign_window_deg`), and each source's
-        direction becomes the method's estimate (`bearings`) from the sum of its cells' cross-spectra,
-        weighted as their votes are: the peak of that map nearest the source (within twice the window).
+        direction becomes the method's strongest direction (`_top_bearing`) of the sum of its cells'
+        cross-spectra, weighted as their votes are, if that lies within twice the window of it.
 
         A peak of the summed map, or of the vote histogram, is pulled toward a second source whose
         cells and reverberation overlap it; the cells a source owns alone are not. Measured on rooms of
         the DOA benchmark (6 planar arrays, two equal sources >= 45 degrees apart, 24 scenes each; the
         number of sources given; SRP-PHAT), both found, of 144, without / 1 / 2 / 3 rounds: development
         scenes (seed 1) 98 / 111 / 113 / 113, the benchmark's own scenes (seed 0) 95 / 109 / 107 / 105;
-        windows of 20, 30 and 45 degrees (3 rounds, development) 110, 111, 113. Two white-noise sources,
-        which share every cell, keep improving with more rounds (tests/test_localise.py); each round
-        costs one estimate per source (about 0.1 ms on a 4-mic array here). Rounds stop early once no
-        source moves. A source whose new direction comes within `min_separation_deg` of a stronger one
-        keeps its earlier direction; `power` and `spread` stay the histogram's."""
+        windows of 20, 30 and 45 degrees (3 rounds, development) 110, 111, 113. One round is the
+        default: as good as more on those scenes, and each round costs one SRP search per source (about
+        0.25 ms a round for two sources on a 4-mic array here; the pipeline localises at every tracker
+        hop). Two white-noise sources, which share every cell, keep improving with more rounds
+        (tests/test_localise.py). Rounds stop early once no source moves. A source whose new direction
+        comes within `min_separation_deg` of a stronger one keeps its earlier direction; `power` and
+        `spread` stay the histogram's."""
         cfg = self.config
-        zero = np.float32(0.0)
+        by_bin = np.ascontiguousarray(blocks.transpose(2, 1, 0))  # [B, P, K]
+        sources = np.arange(len(found))
+        limit = 2.0 * cfg.reassign_window_deg
         cur = list(found)
         for _ in range(cfg.reassign_rounds):
-            # owners per azimuth of the vote grid, then per cell through its vote (no [S, B, K] arrays)
+            # owners per azimuth of the vote grid, then per cell through its vote (no [S, B, K] distances)
             az = np.array([b.azimuth for b in cur])
             dist = np.abs((self._az_vals[None, :] - az[:, None] + 180.0) % 360.0 - 180.0)  # [S, A]
             owner = np.where(dist.min(axis=0) <= cfg.reassign_window_deg, dist.argmin(axis=0), -1)[vote]  # [B, K]
+            own = (owner[:, :, None] == sources) * weight[:, :, None]  # [B, K, S]
+            crosses = np.matmul(by_bin, own.astype(np.complex64))  # [B, P, S]: each source's own cells summed
             nxt: list[Bearing] = []
             for s, b in enumerate(cur):
-                est = self._own_estimate(blocks, np.where(owner == s, weight, zero), b)
+                got = self._top_bearing(np.ascontiguousarray(crosses[:, :, s].T)) if own[:, :, s].any() else ()
+                est = got[0] if got and _ang_dist(got[0].azimuth, b.azimuth) <= limit else None
                 if est is not None and all(_ang_dist(est.azimuth, o.azimuth) >= cfg.min_separation_deg for o in nxt):
                     b = dataclasses.replace(b, azimuth=est.azimuth, elevation=est.elevation, mirror=est.mirror)
                 nxt.append(b)
@@ -588,17 +595,6 @@ class Localiser:
             if moved < 2.0 * cfg.refine_step_deg:  # settled: another round would give the same cells
                 break
         return tuple(cur)
-
-    def _own_estimate(
-        self, blocks: npt.NDArray[np.complexfloating], own: npt.NDArray[np.float32], b: Bearing
-    ) -> Bearing | None:
-        """The method's estimate from the cells weighted by `own` [B, K], nearest `b` (None: none near)."""
-        if not own.any():
-            return None
-        cross = np.einsum("kpb,bk->pb", blocks, own.astype(np.complex64))
-        limit = 2.0 * self.config.reassign_window_deg
-        near = [g for g in self._top_bearing(cross) if _ang_dist(g.azimuth, b.azimuth) <= limit]
-        return near[0] if near else None
 
     def _top_bearing(self, cross: npt.NDArray[np.complexfloating]) -> tuple[Bearing, ...]:
         """The method's strongest direction of summed cross-spectra (`bearings` with one source)."""
