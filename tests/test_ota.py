@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -335,7 +336,13 @@ def test_listen_with_mqtt_takes_a_retained_bundle_and_stops_for_the_restart(
     pub.write_bytes(PUB.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     op = Operator(broker.url)
     op.c.publish(f"tympan/v1/{SITE}/{DEV}/ota", bundles["new"], qos=1, retain=True).wait_for_publish(5)
-    scene = str(Path(default_model_dir()).parent.parent / "data" / "sample_scene.flac")
+    # the sample scene, then 10 minutes of silence (a few kB of FLAC): the listener must still be running
+    # when the install ends (the bare 10 s scene took about as long as the install on a slow host)
+    import soundfile as sf
+
+    x, rate = sf.read(str(Path(default_model_dir()).parent.parent / "data" / "sample_scene.flac"), dtype="int16")
+    scene = str(tmp_path / "scene_then_silence.flac")
+    sf.write(scene, np.concatenate([x, np.zeros((600 * rate, x.shape[1]), np.int16)]), rate, subtype="PCM_16")
     ota = tmp_path / "ota"
     try:
         rc = main(["listen", "--input", scene, "--board", "respeaker-4mic-hat", "--mqtt", broker.url,
