@@ -163,6 +163,12 @@ def default_model_dir() -> str:
 POOLINGS = ("mean", "linear_softmax")  # model.json `pooling`: how `Model.tag` makes clip scores
 
 
+def covered_frames(n_frames: int, hop_frames: int) -> int:
+    """How many output frames (one per `hop_frames` input frames, from the recording's start) cover a
+    recording of `n_frames` log-mel frames: those whose first input frame lies in it, at least one."""
+    return max(1, -(-n_frames // hop_frames))
+
+
 def pool_clip(frames: npt.NDArray[np.float32], axis: int = 0) -> npt.NDArray[np.float32]:
     """Linear-softmax pooling over the frame axis: [T, K] -> [K]  (sum p^2 / sum p)."""
     s = frames.sum(axis=axis)
@@ -348,6 +354,11 @@ class Model:
             return self.recording_frames(logmel).mean(axis=0)
         return self.peak(logmel)
 
+    def tag_and_peak(self, logmel: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """(`tag`, `peak`) of a recording; one pass when they are the same (a linear-softmax model)."""
+        peak = self.peak(logmel)
+        return (self.tag(logmel) if self.pooling == "mean" else peak), peak
+
     def peak(self, logmel: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """The scale the thresholds are calibrated on: the max over half-overlapping windows of each
         window's linear-softmax pooled score [K] (a recording shorter than a window is padded with the
@@ -367,7 +378,7 @@ class Model:
         n = len(logmel)
         padded = self._pad_to_window(logmel, -(-max(n, 1) // w) * w)
         frames = np.concatenate([self.predict(padded[s : s + w]) for s in range(0, len(padded), w)])
-        return frames[: max(1, -(-n // hop))]
+        return frames[: covered_frames(n, hop)]
 
     def _pad_to_window(self, logmel: npt.NDArray[np.float32], length: int | None = None) -> npt.NDArray[np.float32]:
         from edge.dsp.frontend import silence_floor

@@ -79,8 +79,7 @@ def run_selftest(
     done = []
     for c in cases:
         seg = x[:, int(c.start_s * sr) : None if c.end_s is None else int(c.end_s * sr)]
-        feats = logmel(seg, model.frontend)
-        scores, peak = model.tag(feats), model.peak(feats)
+        scores, peak = model.tag_and_peak(logmel(seg, model.frontend))
         top = [int(i) for i in np.argsort(-scores)[:TOP_K]]
         hit = [i for i in top if names[i] in c.labels and peak[i] >= model.thresholds[i]]
         if not hit:

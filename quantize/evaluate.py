@@ -68,6 +68,7 @@ def score_clips(
     spec: FrontendSpec = DEFAULT_FRONTEND,
 ) -> ClipScores:
     from edge.dsp.frontend import n_frames
+    from edge.inference import covered_frames
 
     scores: dict[str, list[F32]] = {name: [] for name in [TEACHER, *models]}
     peak: dict[str, list[F32]] = {name: [] for name in [TEACHER, *models]}
@@ -83,9 +84,8 @@ def score_clips(
         covered = None
         for name, fn in models.items():
             fr = fn(w).reshape(-1, k)
-            if covered is None:  # output frames whose first input frame lies in the clip (at least one)
-                out_hop = window_frames // (len(fr) // len(w))  # input frames per output frame
-                covered = max(1, min(len(fr), -(-n_frames(x.shape[0], spec) // out_hop)))
+            if covered is None:  # the output frames covering the clip, as the edge's `Model.tag` keeps them
+                covered = covered_frames(n_frames(x.shape[0], spec), window_frames // (len(fr) // len(w)))
             frames[name].append(fr)
             scores[name].append(fr[:covered].mean(axis=0))
             peak[name].append(linear_softmax_np(fr, 0))

@@ -141,18 +141,27 @@ def test_music_finds_a_plane_wave_at_its_azimuth(name: str, method: str, az: flo
     assert err <= 2.0, f"{name} {method}: {b[0].azimuth} vs {az}"
 
 
-def room_scene(mics: np.ndarray, az: float, el: float, rt60: float = 0.2, dist: float = 1.5) -> np.ndarray:
+def room_render(
+    mics: np.ndarray, sources: list[tuple[float, float, float, np.ndarray]], rt60: float
+) -> np.ndarray:
+    """Image-source room (5 x 4.2 x 2.8 m, the array at its centre): each source (azimuth, elevation,
+    distance, signal) rendered at the mics."""
     pra = pytest.importorskip("pyroomacoustics")
     room_dim = [5.0, 4.2, 2.8]
     e_abs, order = pra.inverse_sabine(rt60, room_dim)
     room = pra.ShoeBox(room_dim, fs=FS, materials=pra.Material(e_abs), max_order=min(order, 8))
     centre = np.array([2.6, 2.0, 1.2])
-    a, e = np.radians(az), np.radians(el)
-    src = centre + dist * np.array([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)])
-    room.add_source(src.tolist(), signal=noise_burst(FS // 2, 5))
+    for az, el, dist, signal in sources:
+        a, e = np.radians(az), np.radians(el)
+        src = centre + dist * np.array([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)])
+        room.add_source(src.tolist(), signal=signal)
     room.add_microphone_array(pra.MicrophoneArray(np.asarray(mics).T + centre[:, None], FS))
     room.simulate()
     return np.asarray(room.mic_array.signals)
+
+
+def room_scene(mics: np.ndarray, az: float, el: float, rt60: float = 0.2, dist: float = 1.5) -> np.ndarray:
+    return room_render(mics, [(az, el, dist, noise_burst(FS // 2, 5))], rt60)
 
 
 @pytest.mark.parametrize("name", ARRAYS)
@@ -213,18 +222,9 @@ def test_simultaneous_sources_are_both_found_by_their_votes(name: str, azs: tupl
 def two_source_room(mics: np.ndarray, azs: tuple[float, float], rt60: float) -> np.ndarray:
     """Two white-noise sources at once (1.5 and 2 m, 15 degrees above the array plane, equal power at
     the array) in a reverberant image-source room."""
-    pra = pytest.importorskip("pyroomacoustics")
-    room_dim = [5.0, 4.2, 2.8]
-    e_abs, order = pra.inverse_sabine(rt60, room_dim)
-    room = pra.ShoeBox(room_dim, fs=FS, materials=pra.Material(e_abs), max_order=min(order, 8))
-    centre = np.array([2.6, 2.0, 1.2])
-    for i, (az, dist) in enumerate(zip(azs, (1.5, 2.0), strict=True)):
-        a, e = np.radians(az), np.radians(15.0)
-        src = centre + dist * np.array([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)])
-        room.add_source(src.tolist(), signal=noise_burst(FS, 5 + i) * dist)
-    room.add_microphone_array(pra.MicrophoneArray(np.asarray(mics).T + centre[:, None], FS))
-    room.simulate()
-    return np.asarray(room.mic_array.signals)[:, :FS].astype(np.float32)
+    dists = (1.5, 2.0)
+    sources = [(az, 15.0, d, noise_burst(FS, 5 + i) * d) for i, (az, d) in enumerate(zip(azs, dists, strict=True))]
+    return room_render(mics, sources, rt60)[:, :FS].astype(np.float32)
 
 
 @pytest.mark.parametrize(

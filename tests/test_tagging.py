@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from edge.dsp.frontend import logmel
 from edge.errors import ModelError
@@ -83,8 +84,6 @@ def test_tag_is_what_the_report_measured(tmp_path: Path) -> None:
     m = Model(default_model_dir(), runtime="litert")
     assert m.pooling == "mean"
     clip = tmp_path / "clip.flac"
-    import soundfile as sf
-
     x = read_audio(str(SCENE))[0, : int(16000 * 2.7)]
     sf.write(clip, x, 16000)
     runner = TfliteRunner(Path(m.file))
