@@ -62,6 +62,7 @@ class TransferConfig:
 
 
 STUDENT_ARCHS = ("cnn", "dsconv")
+STUDENT_STEMS = ("conv", "patch")
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,12 @@ class StudentConfig:
         False,
         doc="dsconv: every time kernel sees only the current and earlier frames (no look-ahead), so the "
         "streaming pipeline's newest outputs are the ones training optimised",
+    )
+    stem: str = _f(
+        "conv",
+        doc="dsconv: 'conv' (a 4x3 conv striding time and mels by 2) or 'patch' (each 2x2 block of "
+        "frames and mels to channels, then a 1x1 conv: a GEMM on the device, not a slow one-channel "
+        "depthwise conv)",
     )
 
 
@@ -244,6 +251,10 @@ def load_config(path: Path) -> PipelineConfig:
         raise ConfigError(f"{path}: student.arch {cfg.student.arch!r} is not one of {list(STUDENT_ARCHS)}")
     if cfg.student.causal and cfg.student.arch != "dsconv":
         raise ConfigError(f"{path}: student.causal needs arch 'dsconv', not {cfg.student.arch!r}")
+    if cfg.student.stem not in STUDENT_STEMS:
+        raise ConfigError(f"{path}: student.stem {cfg.student.stem!r} is not one of {list(STUDENT_STEMS)}")
+    if cfg.student.stem != "conv" and cfg.student.arch != "dsconv":
+        raise ConfigError(f"{path}: student.stem {cfg.student.stem!r} needs arch 'dsconv', not {cfg.student.arch!r}")
     if cfg.student.kernel_time % 2 == 0:
         raise ConfigError(f"{path}: student.kernel_time {cfg.student.kernel_time} must be odd")
     for key in ("dataset_window_scale", "dataset_label_weight"):

@@ -320,20 +320,30 @@ def load_student(cfg: PipelineConfig, out: Path, n_classes: int, heads: bool = T
     from quantize.heads import STUDENT_HEADS_PT
     from quantize.student import Student
 
+    def load(model: Any, f: Path) -> None:
+        try:
+            model.load_state_dict(torch.load(f))
+        except RuntimeError as e:  # the weights of another network than the config describes
+            first = str(e).strip().splitlines()[-1].strip()
+            raise ModelError(
+                f"{f}: these weights do not fit the student that {out / 'config.json'} describes ({first}); "
+                "was the config edited after the run (student.arch, channels, stem, causal)?"
+            ) from None
+
     n_heads = head_count(out) if heads else 0
     if n_heads:
         model = Student(cfg.student, n_classes, DEFAULT_FRONTEND.n_mels, cfg.output_hop_frames)
         model.fold_batchnorm()
         model.add_aux_head(n_heads)
-        model.load_state_dict(torch.load(out / STUDENT_HEADS_PT))
+        load(model, out / STUDENT_HEADS_PT)
         model.eval()
         return model
     model = Student(cfg.student, n_classes, DEFAULT_FRONTEND.n_mels, cfg.output_hop_frames)
     if (out / STUDENT_QAT_PT).exists():
         model.fold_batchnorm()
-        model.load_state_dict(torch.load(out / STUDENT_QAT_PT))
+        load(model, out / STUDENT_QAT_PT)
     else:
-        model.load_state_dict(torch.load(out / STUDENT_PT))
+        load(model, out / STUDENT_PT)
         model.fold_batchnorm()
     model.eval()
     return model

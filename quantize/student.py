@@ -13,6 +13,8 @@ Two trunks (`StudentConfig.arch`):
   depends on input frames up to hop*j+hop-1 only (no look-ahead): the streaming pipeline keeps the
   newest outputs of each window, which a centred kernel computes against zero padding where its
   future frames would be; a causal one computes them as in training.
+  `stem` "patch" replaces the stem conv with `PatchStem`: each 2x2 block of frames and mels becomes 4
+  channels of a 1x1 conv (no overlap between output rows), which runs as a GEMM on the device.
 Mels are averaged away at the end and a 1x1 conv (a per-frame linear layer) gives the logits.
 The fixed per-mel normalisation (training-set mean/std) is the first op, so callers feed raw log-mel.
 For export `fold_batchnorm` folds each BatchNorm into its conv; only Conv2d (grouped for depthwise),
@@ -103,6 +105,32 @@ class ConvBlock(nn.Module):
             self.bn = nn.Identity()
 
 
+class PatchStem(nn.Module):
+    """Each (2 frames x 2 mels) block of the one-channel input -> 4 channels, then a 1x1 conv (+ BatchNorm
+    + ReLU): output [B, cout, T/2, M/2], output row j seeing input frames 2j and 2j+1 only.
+
+    The same receptive field per output as a (2, 2) conv with stride (2, 2), written so that the int8
+    graph has a 1x1 CONV_2D (a GEMM with K = 4) where a one-input-channel conv becomes a DEPTHWISE_CONV_2D
+    with a channel multiplier: measured with ai-edge-litert 2.3 (XNNPACK, one thread) on 960 frames,
+    0.30 ms against 0.72 ms for the 4x3 stride-2 conv stem of the same output shape."""
+
+    def __init__(self, cout: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, cout, 1, bias=False)
+        self.bn: nn.Module = nn.BatchNorm2d(cout)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, t, m = x.shape
+        h = x.reshape(b, t // 2, 2, m // 2, 2).permute(0, 2, 4, 1, 3).reshape(b, 4, t // 2, m // 2)
+        return self.act(self.bn(self.conv(h)))
+
+    def fold(self) -> None:
+        if isinstance(self.bn, nn.BatchNorm2d):
+            self.conv = fold_conv_bn(self.conv, self.bn)
+            self.bn = nn.Identity()
+
+
 class DSBlock(nn.Module):
     """Depthwise conv (+BN+ReLU) then pointwise 1x1 conv (+BN+ReLU)."""
 
@@ -141,6 +169,14 @@ def _dsconv_trunk(cfg: StudentConfig, n_mels: int, n_time_pools: int) -> tuple[l
     for i, c in enumerate(cfg.channels):
         tstride = 2 if i < n_time_pools else 1
         fstride = 2 if mels // 2 >= cfg.min_mels else 1
+        if i == 0 and cfg.stem == "patch":
+            if (tstride, fstride) != (2, 2) or mels % 2:
+                raise ValueError(
+                    f"a patch stem halves time and mels: needs an output hop >= 2 and an even mel count, got {n_mels}"
+                )
+            blocks.append(PatchStem(c))
+            mels //= 2
+            continue
         if i == 0:
             kt = 4 if tstride == 2 else 3
             pad = (1, 1)
@@ -217,7 +253,7 @@ class Student(nn.Module):
 
     def fold_batchnorm(self) -> None:
         for b in self.blocks:
-            assert isinstance(b, ConvBlock | ConvBNReLU | DSBlock)
+            assert isinstance(b, ConvBlock | ConvBNReLU | DSBlock | PatchStem)
             b.fold()
 
 
