@@ -255,6 +255,11 @@ def load_config(path: Path) -> PipelineConfig:
         raise ConfigError(f"{path}: student.stem {cfg.student.stem!r} is not one of {list(STUDENT_STEMS)}")
     if cfg.student.stem != "conv" and cfg.student.arch != "dsconv":
         raise ConfigError(f"{path}: student.stem {cfg.student.stem!r} needs arch 'dsconv', not {cfg.student.arch!r}")
+    if cfg.student.stem == "patch" and (cfg.output_hop_frames < 2 or cfg.student.min_mels > 32):
+        raise ConfigError(
+            f"{path}: student.stem 'patch' halves time and mels: needs output_hop_frames >= 2 and "
+            f"student.min_mels <= 32, got {cfg.output_hop_frames} and {cfg.student.min_mels}"
+        )
     if cfg.student.kernel_time % 2 == 0:
         raise ConfigError(f"{path}: student.kernel_time {cfg.student.kernel_time} must be odd")
     for key in ("dataset_window_scale", "dataset_label_weight"):

@@ -1036,6 +1036,9 @@ def test_student_arch_is_checked(tmp_path: Path) -> None:
     p.write_text(json.dumps({"student": {"arch": "cnn", "stem": "patch"}}))
     with pytest.raises(ConfigError, match=r"student\.stem 'patch' needs arch 'dsconv', not 'cnn'"):
         load_config(p)
+    p.write_text(json.dumps({"output_hop_frames": 1, "student": {"arch": "dsconv", "stem": "patch"}}))
+    with pytest.raises(ConfigError, match=r"stem 'patch' halves time and mels: needs output_hop_frames >= 2"):
+        load_config(p)
     assert load_config(DSCONV_CONFIG).student.arch == "dsconv"
 
 
