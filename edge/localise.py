@@ -60,7 +60,7 @@ from boards.profiles import SPEED_OF_SOUND_M_S, ArrayProfile
 from edge.dsp import backends
 from edge.dsp.frontend import DEFAULT_FRONTEND, FrontendSpec
 from edge.dsp.gcc_phat import mic_pairs
-from edge.dsp.srp_phat import SrpGrid, gauss_taps, profile_sources, srp_lags
+from edge.dsp.srp_phat import SrpGrid, gauss_taps, mirrored_steering, profile_sources, srp_lags
 from edge.dsp.srp_phat import ang_dist as _ang_dist
 from edge.dsp.srp_phat import half_width as _half_width
 from edge.dsp.srp_phat import half_width_of as _half_width_of
@@ -183,8 +183,15 @@ class Localiser:
         if tables is None:
             tables = {}
             if cfg.max_sources > 1:  # per-cell votes for further sources (bearings_blocks)
-                nb = self._nb_steer(self._az_vals)
+                h = len(self._az_vals) // 2
+                opposite = len(self._az_vals) % 2 == 0 and np.allclose(
+                    self._az_vals[h:] - self._az_vals[:h], 180.0, rtol=0.0, atol=1e-9
+                )
+                # a full circle: the second half of the azimuths turns the first by 180 degrees, whose
+                # steering is the exact conjugate (the vote kernel computes half the products)
+                nb = mirrored_steering(self._nb_steer(self._az_vals[:h])) if opposite else self._nb_steer(self._az_vals)
                 tables["nb_re"], tables["nb_im"] = np.ascontiguousarray(nb.real), np.ascontiguousarray(nb.imag)
+                tables["nb_mirror"] = np.array(opposite)
             if self._music:
                 tables["steer"] = self._steering(az, el)  # [B, M, G]
             else:
@@ -198,6 +205,7 @@ class Localiser:
             _TABLES[key] = tables
         if cfg.max_sources > 1:
             self._nb_re, self._nb_im = tables["nb_re"], tables["nb_im"]
+            self._nb_mirror = bool(tables["nb_mirror"])
         if self._music:
             self._steer = tables["steer"]
         else:
@@ -213,6 +221,7 @@ class Localiser:
             self._srp_grid: SrpGrid = tables["srp_grid"]
         self._cross = backends.get("phat_cross_spectra", cfg.backend)
         self._onset = backends.get("onset_weights", cfg.backend)
+        self._cross_blocks = backends.get("cross_blocks", cfg.backend)
         self._srp = backends.get("srp_map", cfg.backend)
         self._srp_peaks = backends.get("srp_peaks", cfg.backend)
         self._vote = backends.get("nb_vote", cfg.backend)
@@ -346,6 +355,24 @@ class Localiser:
         ws = w if frames is None else w[frames]
         return cross, ws.mean(axis=1, dtype=np.float64)
 
+    def block_cross(
+        self,
+        spectra: npt.NDArray[np.complexfloating],
+        frames: npt.NDArray[np.intp] | npt.NDArray[np.bool_] | None = None,
+        block: int | None = None,
+    ) -> tuple[npt.NDArray[np.complex64], npt.NDArray[np.float64]]:
+        """`weighted_cross` of a whole recording summed over consecutive blocks of `block` selected
+        frames (all in one block when None), without the per-frame array: ([K, P, B] sums, each block's
+        summed frame weight [K]). One block's sum and weight are `bearings`' cross_sum and n_frames;
+        blocks of BLOCK_FRAMES are `bearings_blocks`' input (`edge.dsp.gcc_phat.cross_blocks`)."""
+        n = spectra.shape[2]
+        sel = np.arange(n) if frames is None else frames
+        size = max(n, 1) if block is None else block  # a block of at least N frames: all in one
+        cfg = self.config
+        out: tuple[npt.NDArray[np.complex64], npt.NDArray[np.float64]]
+        out = self._cross_blocks(spectra, self.pairs, self.bins, sel, size, cfg.onset_frames, cfg.onset_floor)
+        return out
+
     def power_map(
         self, cross_sum: npt.NDArray[np.complexfloating], n_frames: float | None = None
     ) -> npt.NDArray[np.float32]:
@@ -472,7 +499,7 @@ class Localiser:
         of sources given): both found 0.60 -> 0.67 and 0.48 -> 0.56 (two scene sets); single sources
         with the device's defaults: spurious second sources 43 % -> 17 % of scenes, the dominant
         source's error unchanged."""
-        vote, weight = self._vote(blocks, self._nb_re, self._nb_im)
+        vote, weight = self._vote(blocks, self._nb_re, self._nb_im, self._nb_mirror)
         g = self.config.vote_magnitude_power
         if g > 0.0 and weight.size:
             # summed, not averaged, over the pairs: one factor for every cell, so the same histogram peaks
@@ -674,9 +701,21 @@ class Localiser:
         return az, el
 
 
+def frame_energy(spectra: npt.NDArray[np.complexfloating]) -> npt.NDArray[np.floating]:
+    """Each frame's energy summed over channels and bins, spectra [C, F, T] -> [T]: re^2 + im^2 of the
+    interleaved floats in one pass (no |X| square root, no temporary [C, F, T] array)."""
+    x = np.asarray(spectra)
+    if x.ndim != 3 or x.dtype not in (np.complex64, np.complex128):
+        return np.asarray(np.sum(np.abs(x) ** 2, axis=(0, 1)))
+    x = np.ascontiguousarray(x)
+    f: npt.NDArray[np.floating] = x.view(np.float32 if x.dtype == np.complex64 else np.float64)
+    f = f.reshape(x.shape[0] * x.shape[1], -1)
+    return np.asarray(np.einsum("ij,ij->j", f, f).reshape(-1, 2).sum(axis=1))
+
+
 def active_frames(spectra: npt.NDArray[np.complexfloating], range_db: float = 20.0) -> npt.NDArray[np.bool_]:
     """Frames whose energy (all channels) is within `range_db` of the loudest frame."""
-    e = np.sum(np.abs(spectra) ** 2, axis=(0, 1))
+    e = frame_energy(spectra)
     if e.size == 0 or e.max() <= 0:
         return np.zeros(e.shape, bool)
     return np.asarray(10 * np.log10(e / e.max() + 1e-30) > -range_db)
@@ -703,7 +742,7 @@ def locate_recording(
     idx = np.flatnonzero(mask)
     if idx.size == 0:
         return ()
-    energy = np.sum(np.abs(spectra) ** 2, axis=(0, 1))
+    energy = frame_energy(spectra)
     cross, frame_w = localiser.weighted_cross(spectra, idx)
     segs = [np.arange(i, min(i + segment_frames, idx.size)) for i in range(0, idx.size, segment_frames)]
     found: list[tuple[float, float, int]] = []  # (azimuth, energy, segment index)

@@ -126,6 +126,15 @@ def check_all(kern: dict[str, Callable[..., Any]], ref: dict[str, Callable[..., 
     cw = kern["phat_cross_spectra"](s_ref, pairs, BINS, ow_ref)
     e = absmax(cw, ref["phat_cross_spectra"](s_ref, pairs, BINS, ow_ref))
     row("phat_cross_spectra", case + ", weighted", e, TOL["phat"], e <= TOL["phat"])
+    t = s_ref.shape[2]
+    sel = np.flatnonzero(np.arange(t) % 5 != 2)[:-1]  # frames with gaps
+    for block, onset in ((4, 3), (t, 3), (4, 0)):
+        b_ref, w_ref = ref["cross_blocks"](s_ref, pairs, BINS, sel, block, onset, 0.05)
+        b, wb = kern["cross_blocks"](s_ref, pairs, BINS, sel, block, onset, 0.05)
+        e = absmax(b, b_ref) / min(block, len(sel))  # sums of up to `block` unit cells, in another order
+        ok = b.shape == b_ref.shape and b.dtype == np.complex64 and e <= TOL["phat"]
+        ok = ok and bool(np.allclose(wb, w_ref, rtol=1e-5))
+        row("cross_blocks", f"{case}, {'all' if block == t else block}/{onset}"[:22], e, TOL["phat"], ok)
     cc_ref = ref["gcc"](c_ref.sum(axis=0), BINS, spec.n_fft, 16)
     cc = kern["gcc"](c_ref.sum(axis=0), BINS, spec.n_fft, 16)
     row("gcc", case, rel(cc, cc_ref), TOL["gcc"])
@@ -266,8 +275,8 @@ def check_nb_vote(native: Callable[..., Any], ref: Callable[..., Any]) -> None:
         blocks = (rng.standard_normal((k, p, b)) + 1j * rng.standard_normal((k, p, b))).astype(np.complex64)
         blocks[0, :, :3] = 0.0  # silent cells
         vote_ref, weight_ref = ref(blocks, sr, si)
-        vote, weight = native(blocks, sr, si)
-        ok = vote.dtype == np.int64 and weight.dtype == np.float32 and vote.shape == vote_ref.shape
+        vote, weight = native(blocks, sr, si, loc._nb_mirror)  # the full circle's mirrored steering
+        ok = loc._nb_mirror and vote.dtype == np.int64 and weight.dtype == np.float32 and vote.shape == vote_ref.shape
         unit = blocks / (np.abs(blocks) + 1e-12)
         resp = np.einsum("kpb,bpg->bkg", unit.astype(np.complex128), sr + 1j * si.astype(np.float64)).real
         bb, kk = np.nonzero(vote != vote_ref)

@@ -113,6 +113,19 @@ def _check_all(kern: dict[str, Kernel], x: np.ndarray, tol: dict[str, float]) ->
     assert np.array_equal(hist, np.random.default_rng(2).exponential(size=hist.shape).astype(np.float32))  # not mutated
     cw = kern["phat_cross_spectra"](s_ref, pairs, BINS, ow_ref)
     assert np.max(np.abs(cw - ref["phat_cross_spectra"](s_ref, pairs, BINS, ow_ref))) <= tol["phat"]
+    # a recording's DOA input summed per block of selected frames: frames with gaps, blocks of 4 (a
+    # shorter last one) and one block of all; with and without onset weights
+    t = s_ref.shape[2]
+    sel = np.flatnonzero(np.arange(t) % 5 != 2)[:-1]
+    for block in (4, t):
+        for onset, floor in ((0, 0.0), (3, 0.05)):
+            blk_ref, fw_ref = ref["cross_blocks"](s_ref, pairs, BINS, sel, block, onset, floor)
+            blk, fw = kern["cross_blocks"](s_ref, pairs, BINS, sel, block, onset, floor)
+            assert blk.shape == blk_ref.shape == (-(-len(sel) // block), len(pairs), BINS.stop - BINS.start)
+            assert blk.dtype == np.complex64 and fw.dtype == np.float64
+            # sums of up to T unit-magnitude cells, in another order
+            assert np.max(np.abs(blk - blk_ref)) <= tol["phat"] * block
+            np.testing.assert_allclose(fw, fw_ref, rtol=1e-5)
     cc_ref = ref["gcc"](c_ref.sum(axis=0), BINS, SPEC.n_fft, 16)
     cc = kern["gcc"](c_ref.sum(axis=0), BINS, SPEC.n_fft, 16)
     assert np.max(np.abs(cc - cc_ref)) <= tol["gcc"] * np.max(np.abs(cc_ref))
@@ -307,6 +320,16 @@ def test_neon_build_equals_reference_under_qemu(tmp_path: Path) -> None:
     np.testing.assert_allclose(read("hist.out", np.float32, hist_ref.shape), hist_ref, rtol=1e-6)
     cross_w = read("phat_w.out", np.complex64, (t, len(pairs), BINS.stop - BINS.start))
     assert np.max(np.abs(cross_w - backends.get("phat_cross_spectra")(s, pairs, BINS, ow_ref))) <= 1e-5
+    sel = np.flatnonzero(np.arange(t) % 5 != 2)
+    want_blocks, want_w = backends.get("cross_blocks")(s, pairs, BINS, sel, 4, 3, 0.05)
+    got_blocks = read("blocks.out", np.complex64, want_blocks.shape)
+    assert np.max(np.abs(got_blocks - want_blocks)) <= 4e-5
+    got_fw = read("blocks_fw.out", np.float64, (t,))
+    np.testing.assert_allclose(np.add.reduceat(got_fw[sel], np.arange(0, len(sel), 4)), want_w, rtol=1e-6)
+    assert np.all(got_fw[np.arange(t) % 5 == 2] == 0.0)
+    want_one, _ = backends.get("cross_blocks")(s, pairs, BINS, sel, len(sel), 3, 0.05)
+    got_one = read("block1.out", np.complex64, want_one.shape[1:])
+    assert np.max(np.abs(got_one - want_one[0])) <= 1e-5 * len(sel)
     srp_ref = backends.get("srp_map")(cc, lag)
     assert np.max(np.abs(read("srp.out", np.float32, (len(lag),)) - srp_ref)) <= 1e-5 * np.max(np.abs(srp_ref))
     np.testing.assert_allclose(read("power.out", np.float64, (t,)), backends.get("frame_power")(s, w), rtol=1e-5)
@@ -377,6 +400,15 @@ def test_native_kernels_reject_bad_inputs() -> None:
         kern["stft_int16"](np.zeros((100, 2), np.float32), SPEC)
     with pytest.raises(InputError, match="pairs"):
         kern["phat_cross_spectra"](s, np.array([[0, 9]]), BINS)
+    with pytest.raises(InputError, match="pairs"):
+        kern["cross_blocks"](s, np.array([[0, 9]]), BINS, np.arange(5), 4)
+    for bad in (np.array([3, 2]), np.array([0, s.shape[2]]), np.array([-1, 0])):
+        with pytest.raises(InputError, match="ascending"):
+            kern["cross_blocks"](s, mic_pairs(4), BINS, bad, 4)
+    with pytest.raises(InputError, match="block"):
+        kern["cross_blocks"](s, mic_pairs(4), BINS, np.arange(5), 0)
+    with pytest.raises(InputError, match="mask"):
+        kern["cross_blocks"](s, mic_pairs(4), BINS, np.ones(3, bool), 4)
     with pytest.raises(InputError, match="lag_index"):
         kern["srp_map"](np.zeros((6, 64), np.float32), np.zeros((10, 5)))
     with pytest.raises(InputError, match="weights"):

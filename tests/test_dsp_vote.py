@@ -34,16 +34,35 @@ def test_reference_is_the_steered_response_argmax() -> None:
     assert np.all(vote[:3, 0] == 0) and np.all(weight[:3, 0] == 0.0)  # all-zero cells: first direction
 
 
+def test_localiser_steering_of_a_full_circle_is_mirrored() -> None:
+    """A full circle of azimuths: directions g + G/2 are g turned by 180 degrees, whose narrowband
+    steering is exactly the conjugate (what the kernel's `mirror` relies on); a half circle (a linear
+    array's azimuths) is not mirrored."""
+    loc = Localiser(load_array("respeaker-4mic-hat"))
+    g = loc._nb_re.shape[2]
+    assert loc._nb_mirror and g % 2 == 0
+    np.testing.assert_allclose(loc._az_vals[g // 2 :] - loc._az_vals[: g // 2], 180.0)
+    assert np.array_equal(loc._nb_re[:, :, g // 2 :], loc._nb_re[:, :, : g // 2])
+    assert np.array_equal(loc._nb_im[:, :, g // 2 :], -loc._nb_im[:, :, : g // 2])
+    # and it is the plane-wave steering of those azimuths (to float32 rounding)
+    direct = loc._nb_steer(loc._az_vals)
+    assert np.max(np.abs(loc._nb_re + 1j * loc._nb_im - direct)) < 1e-5
+    assert not Localiser(load_array("ps3-eye"))._nb_mirror
+
+
 @pytest.mark.parametrize("variant", native.machine_variants())
 @pytest.mark.parametrize("k", [1, 5, 34])
-def test_native_nb_vote_equals_reference(variant: str, k: int) -> None:
+@pytest.mark.parametrize("mirror", [False, True])
+def test_native_nb_vote_equals_reference(variant: str, k: int, mirror: bool) -> None:
     try:
         kern = native.Kernels(native.load_variant(variant))
     except native.NativeUnavailable as e:
         pytest.skip(f"native build unavailable: {e}")
     blocks, sr, si = _inputs(k, seed=k)
-    vote_ref, weight_ref = backends.get("nb_vote")(blocks, sr, si)
-    vote, weight = kern.nb_vote(blocks, sr, si)
+    if not mirror:  # a steering without the symmetry: every column is computed
+        sr, si = np.ascontiguousarray(sr[:, :, :-3]), np.ascontiguousarray(si[:, :, :-3])
+    vote_ref, weight_ref = backends.get("nb_vote")(blocks, sr, si, mirror)
+    vote, weight = kern.nb_vote(blocks, sr, si, mirror)
     assert vote.dtype == np.int64 and weight.dtype == np.float32 and vote.shape == vote_ref.shape
     np.testing.assert_allclose(weight, weight_ref, atol=1e-5)
     # a cell may flip only between near-equal directions (rounding of the sums)
@@ -60,6 +79,8 @@ def test_native_nb_vote_rejects_mismatched_steering() -> None:
     blocks, sr, si = _inputs(2)
     with pytest.raises(Exception, match="does not match"):
         backends.get("nb_vote", "native")(blocks, sr[:, :-1], si[:, :-1])
+    with pytest.raises(Exception, match="even"):
+        backends.get("nb_vote", "native")(blocks, sr[:, :, :-1], si[:, :, :-1], True)
     vote, _ = backends.get("nb_vote", "native")(blocks[:0], sr, si)
     assert vote.shape == (blocks.shape[2], 0)
 

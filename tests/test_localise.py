@@ -250,6 +250,38 @@ def test_simultaneous_sources_in_a_reverberant_room_are_located_from_their_own_c
         assert min(ang_err(f.azimuth, az) for f in found) <= 10.0, (found, azs)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "native"])
+def test_block_cross_sums_the_weighted_cross_spectra_of_the_selected_frames(backend: str) -> None:
+    """`block_cross` (one kernel call, no per-frame array) = the selected rows of `weighted_cross`
+    summed: all of them (what `bearings` takes), and per block of BLOCK_FRAMES (`bearings_blocks`)."""
+    from edge.dsp import backends
+    from edge.localise import BLOCK_FRAMES, _blocks
+
+    if backend not in backends.backends():
+        pytest.skip(f"{backend} backend unavailable")
+    array = load_array("respeaker-6mic-hat")
+    s = stft(plane_wave(noise_burst(FS, 30), array.mics, 75.0) * np.linspace(0.01, 1.0, FS, dtype=np.float32))
+    loc = Localiser(array, config=LocaliserConfig(max_sources=2, backend=backend))
+    mask = active_frames(s)
+    assert 10 < mask.sum() < len(mask)  # the quiet start is left out
+    cross, w = loc.weighted_cross(s, mask)
+    total, n = loc.block_cross(s, mask)
+    assert total.shape == (1, *cross.shape[1:])
+    assert np.max(np.abs(total[0] - cross.sum(axis=0))) <= 1e-5 * len(cross)
+    assert n[0] == pytest.approx(w.sum(), rel=1e-6)
+    assert loc.bearings(total[0], n[0])[0].azimuth == pytest.approx(
+        loc.bearings(cross.sum(axis=0), float(w.sum()))[0].azimuth, abs=0.05
+    )
+    blocks, nb = loc.block_cross(s, mask, BLOCK_FRAMES)
+    assert np.max(np.abs(blocks - _blocks(cross))) <= 1e-5 * BLOCK_FRAMES
+    assert nb.sum() == pytest.approx(w.sum(), rel=1e-6)
+    everything, n_all = loc.block_cross(s)  # no selection: every frame
+    all_cross, all_w = loc.weighted_cross(s)
+    assert np.max(np.abs(everything[0] - all_cross.sum(axis=0))) <= 1e-5 * s.shape[2]
+    assert n_all[0] == pytest.approx(all_w.sum(), rel=1e-6)
+    assert loc.block_cross(s, np.zeros(s.shape[2], bool))[0].shape == (0, *cross.shape[1:])
+
+
 def test_locate_recording_reports_simultaneous_sources() -> None:
     from edge.localise import locate_recording
 

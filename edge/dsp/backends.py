@@ -42,6 +42,7 @@ KERNELS = (
     "logmel_batch",
     "phat_cross_spectra",
     "onset_weights",
+    "cross_blocks",
     "gcc",
     "srp_map",
     "srp_refine",

@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.dsp.backends import REFERENCE, register
+from edge.errors import InputError
 
 EPS = 1e-12
 
@@ -72,6 +73,55 @@ def onset_weights(
     x = spectra[:, bins, :]
     power = np.sum(x.real * x.real + x.imag * x.imag, axis=0, dtype=np.float32).T  # [T, B]
     return onset_weights_of_power(np.ascontiguousarray(power), np.asarray(history, np.float32), floor)
+
+
+def block_index(frames: npt.ArrayLike, n_frames: int, block: int) -> tuple[npt.NDArray[np.intp], int]:
+    """Selected frames (ascending indices, or a boolean mask over `n_frames`) in blocks of `block`:
+    (the frame indices [N], the number of blocks ceil(N / block)). Raises InputError on indices out
+    of range or not ascending, or a block < 1."""
+    f = np.asarray(frames)
+    if f.dtype == np.bool_:
+        if f.shape != (n_frames,):
+            raise InputError(f"frame mask of shape {f.shape}: expected ({n_frames},)")
+        idx = np.flatnonzero(f)
+    else:
+        idx = f.astype(np.intp, copy=False).reshape(-1)
+        if idx.size and (idx[0] < 0 or idx[-1] >= n_frames or np.any(np.diff(idx) <= 0)):
+            raise InputError(f"frame indices must be ascending, in [0, {n_frames}); got {idx[:8].tolist()}...")
+    if block < 1:
+        raise InputError(f"block of {block} frames: must be >= 1")
+    return idx, -(-idx.size // block)
+
+
+@register(REFERENCE, "cross_blocks")
+def cross_blocks(
+    spectra: npt.NDArray[np.complexfloating],
+    pairs: npt.NDArray[np.intp],
+    bins: slice,
+    frames: npt.ArrayLike,
+    block: int,
+    onset_frames: int = 0,
+    floor: float = 0.0,
+) -> tuple[npt.NDArray[np.complex64], npt.NDArray[np.float64]]:
+    """A recording's DOA input: the PHAT cross-spectra (`phat_cross_spectra`) of spectra [C, F, T],
+    each cell times its onset weight (`onset_weights` over all T frames from a zero history of
+    `onset_frames` frames; no weighting when 0), of the selected `frames` (ascending indices or a
+    mask) summed over consecutive blocks of `block` of them (the last block may hold fewer).
+
+    Returns (sums [ceil(N / block), P, B] complex64, each block's weight [ceil(N / block)] float64: the
+    sum over its frames of the mean of the frame's cell weights, its frame count without weighting).
+    The same as summing the selected rows of the per-frame cross-spectra, without that [T, P, B] array."""
+    b0, b1, _ = bins.indices(spectra.shape[1])
+    idx, _ = block_index(frames, spectra.shape[2], block)
+    w = None
+    if onset_frames:
+        w, _ = onset_weights(spectra, bins, np.zeros((onset_frames, max(0, b1 - b0)), np.float32), floor)
+    if idx.size == 0:
+        return np.zeros((0, len(pairs), max(0, b1 - b0)), np.complex64), np.zeros(0)
+    cross = phat_cross_spectra(spectra, pairs, bins, w)[idx]
+    starts = np.arange(0, idx.size, block)
+    fw = np.ones(idx.size) if w is None else w[idx].mean(axis=1, dtype=np.float64)
+    return np.add.reduceat(cross, starts, axis=0), np.add.reduceat(fw, starts)
 
 
 @register(REFERENCE, "gcc")

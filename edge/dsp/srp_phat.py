@@ -305,15 +305,30 @@ def vote_hist(
 NB_EPS = 1e-12  # |x| floor of the unit cross-spectra in nb_vote
 
 
+def mirrored_steering(half: npt.NDArray[np.complexfloating]) -> npt.NDArray[np.complex64]:
+    """Steering [B, P, H] of H directions -> [B, P, 2H]: those directions, then the same turned by 180
+    degrees in the array plane, whose pair delays are the negatives: exactly the conjugates (what
+    `nb_vote(..., mirror=True)` may rely on)."""
+    h = np.asarray(half, np.complex64)
+    return np.ascontiguousarray(np.concatenate([h, np.conj(h)], axis=2))
+
+
 @register(REFERENCE, "nb_vote")
 def nb_vote(
-    blocks: npt.NDArray[np.complexfloating], steer_re: npt.NDArray[np.floating], steer_im: npt.NDArray[np.floating]
+    blocks: npt.NDArray[np.complexfloating],
+    steer_re: npt.NDArray[np.floating],
+    steer_im: npt.NDArray[np.floating],
+    mirror: bool = False,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
     """blocks [K, P, B] cross-spectra (summed per block of frames); steer_re, steer_im [B, P, G] real and
     imaginary parts of a narrowband pair steering -> (vote [B, K], weight [B, K]): each (bin, block)
     cell's unit cross-spectra u = x / (|x| + NB_EPS) steered over the G directions,
     resp = sum_p Re(u_p steer_p); vote is the (first) direction of the largest resp, weight the largest
-    minus the mean over the directions, over P."""
+    minus the mean over the directions, over P.
+
+    `mirror`: the caller's promise that G is even and directions g + G/2 have the conjugate steering of
+    directions g (the opposite azimuths in the array plane: `mirrored_steering`); a backend may then
+    compute half the products (the native one does). The reference computes them all."""
     unit = blocks / (np.abs(blocks) + NB_EPS)  # [K, P, B]
     u = unit.transpose(2, 0, 1)  # [B, K, P]
     resp = np.matmul(u.real, steer_re) - np.matmul(u.imag, steer_im)  # [B, K, G]

@@ -28,6 +28,8 @@ int tp_phat_cross(const float *, int64_t, int64_t, int64_t, const int64_t *, int
                   const float *, float *, float *);
 void tp_onset_weights(const float *, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float, float *, float *,
                       float *);
+int tp_cross_blocks(const float *, int64_t, int64_t, int64_t, const int64_t *, int64_t, int64_t, int64_t, float,
+                    int64_t, float, const int64_t *, int64_t, float *, double *, float *);
 void tp_srp_map(const float *, int64_t, int64_t, const double *, int64_t, float *);
 void tp_frame_power(const float *, int64_t, int64_t, int64_t, const double *, double *);
 double tp_leq_dbfs(const float *, int64_t);
@@ -107,6 +109,24 @@ int main(int argc, char **argv) {
     spit("hist.out", hist, (size_t)(3 * (B1 - B0)) * sizeof(float));
     tp_phat_cross(spec, C, F, T, pairs, P, B0, B1, 1e-12f, ow, tmp, cross); /* both [B, T] */
     spit("phat_w.out", cross, ncross * sizeof(float));
+
+    /* a recording's DOA input: onset weights from a zero history of 3 frames, the weighted cross-spectra
+     * summed per block of 4 of the frames t % 5 != 2 (the others left out), then all in one block */
+    int64_t *blk = malloc((size_t)T * sizeof(int64_t)), *blk1 = malloc((size_t)T * sizeof(int64_t)), used = 0;
+    for (int64_t t = 0; t < T; t++) {
+        const int skip = t % 5 == 2;
+        blk[t] = skip ? -1 : used / 4;
+        blk1[t] = skip ? -1 : 0;
+        used += !skip;
+    }
+    const int64_t NB = (used + 3) / 4, NS = NB * P * (B1 - B0) * 2;
+    float *sums = malloc((size_t)NS * sizeof(float)), *cwork = malloc((size_t)(4 * T + 3) * sizeof(float));
+    double *fw = malloc((size_t)T * sizeof(double));
+    if (tp_cross_blocks(spec, C, F, T, pairs, P, B0, B1, 1e-12f, 3, 0.05f, blk, NB, cwork, fw, sums)) return 3;
+    spit("blocks.out", sums, (size_t)NS * sizeof(float));
+    spit("blocks_fw.out", fw, (size_t)T * sizeof(double));
+    if (tp_cross_blocks(spec, C, F, T, pairs, P, B0, B1, 1e-12f, 3, 0.05f, blk1, 1, cwork, fw, sums)) return 3;
+    spit("block1.out", sums, (size_t)(P * (B1 - B0)) * 2 * sizeof(float));
 
     float *srp = malloc((size_t)G * sizeof(float));
     tp_srp_map(cc, P, L, lag, G, srp);

@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "tympan_dsp.c"
-ABI_VERSION = 13  # TP_ABI_VERSION in tympan_dsp.c
+ABI_VERSION = 16  # TP_ABI_VERSION in tympan_dsp.c
 VARIANTS = ("avx2", "sse2", "neon", "portable")
 # Compiler flags per variant (the package build in setup.py uses the same).
 VARIANT_FLAGS: dict[str, tuple[str, ...]] = {
@@ -84,6 +84,9 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "tp_logmel": (None, [_P, _I, _I, _I, _I, _P, _P, _P, _P, ctypes.c_float, _P, _P]),
     "tp_phat_cross": (ctypes.c_int, [_P, _I, _I, _I, _P, _I, _I, _I, ctypes.c_float, _P, _P, _P]),
     "tp_onset_weights": (None, [_P, _I, _I, _I, _I, _I, _I, ctypes.c_float, _P, _P, _P]),
+    "tp_cross_blocks": (
+        ctypes.c_int, [_P, _I, _I, _I, _P, _I, _I, _I, ctypes.c_float, _I, ctypes.c_float, _P, _I, _P, _P, _P]
+    ),
     "tp_srp_map": (None, [_P, _I, _I, _P, _I, _P]),
     "tp_srp_refine": (None, [_P, _I, _I, _P, *[ctypes.c_double] * 4, _P, _P, _P, _I, ctypes.c_double, _P, _P]),
     # cc, P, L, lag, G, az_start, az_vals, A, grid_az, grid_el, circular, min_rel, max_src, min_sep, diff,
@@ -93,7 +96,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
         [_P, _I, _I, _P, _I, _P, _P, _I, _P, _P, _I, _D, _I, _D, _P, *[_D] * 4, _P, _P, _P, _I, _D, *[_P] * 5],
     ),
     "tp_vote_hist": (_I, [_P, _P, _I, _I, _P, _I, _I, _P, _P, _P]),
-    "tp_nb_vote": (None, [_P, _I, _I, _I, _P, _P, _I, ctypes.c_float, _P, _P, _P]),
+    "tp_nb_vote": (None, [_P, _I, _I, _I, _P, _P, _I, _I, ctypes.c_float, _P, _P, _P]),
     "tp_frame_power": (None, [_P, _I, _I, _I, _P, _P]),
     "tp_ring_accumulate": (None, [_I, _I, _I, _I, _P, _P, _I, _P, _P, _P, _P]),
     "tp_leq_dbfs": (ctypes.c_double, [_P, _I]),
@@ -505,6 +508,46 @@ class Kernels:
         )
         return out.T, hist
 
+    def cross_blocks(
+        self,
+        spectra: npt.NDArray[np.complexfloating],
+        pairs: npt.NDArray[np.intp],
+        bins: slice,
+        frames: npt.ArrayLike,
+        block: int,
+        onset_frames: int = 0,
+        floor: float = 0.0,
+    ) -> tuple[npt.NDArray[np.complex64], npt.NDArray[np.float64]]:
+        """As `edge.dsp.gcc_phat.cross_blocks`, in one C call: per bin, its onset weights, then its
+        weighted PHAT cross-spectra summed per block."""
+        from edge.dsp.gcc_phat import block_index
+
+        s = _c64(spectra)
+        c, f, t = s.shape
+        b0, b1, step = bins.indices(f)
+        if step != 1:
+            raise ConfigError(f"native cross_blocks needs a contiguous bin range, got {bins!r}")
+        pr = np.ascontiguousarray(pairs, dtype=np.int64)
+        if pr.size and (pr.min() < 0 or pr.max() >= c):
+            raise InputError(f"microphone pairs {pr.tolist()} do not fit {c} channels")
+        if onset_frames < 0:
+            raise InputError(f"cross_blocks: onset_frames={onset_frames} must be >= 0")
+        idx, n_blocks = block_index(frames, t, block)
+        out = np.empty((n_blocks, len(pr), max(0, b1 - b0)), np.complex64)
+        if idx.size == 0:
+            return out, np.zeros(0)
+        blk = np.full(t, -1, np.int64)
+        blk[idx] = np.arange(idx.size) // block
+        fw = np.zeros(t, np.float64)
+        _, pwork = self._scratch((4 * t + onset_frames,))
+        if self.lib.tp_cross_blocks(
+            _ptr(s), c, f, t, _ptr(pr), len(pr), b0, b1, EPS, onset_frames, float(np.float32(floor)), _ptr(blk),
+            n_blocks, pwork, _ptr(fw), _ptr(out),
+        ):  # fmt: skip
+            raise InputError(f"microphone pairs {pr.tolist()} do not fit {c} channels")
+        weights = np.add.reduceat(fw[idx], np.arange(0, idx.size, block))
+        return out, weights
+
     def gcc(
         self, cross: npt.NDArray[np.complexfloating], bins: slice, n_fft: int, upsample: int
     ) -> npt.NDArray[np.float32]:
@@ -610,8 +653,10 @@ class Kernels:
         blocks: npt.NDArray[np.complexfloating],
         steer_re: npt.NDArray[np.floating],
         steer_im: npt.NDArray[np.floating],
+        mirror: bool = False,
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        """As `edge.dsp.srp_phat.nb_vote`: blocks [K, P, B], steering [B, P, G] -> vote, weight [B, K]."""
+        """As `edge.dsp.srp_phat.nb_vote`: blocks [K, P, B], steering [B, P, G] -> vote, weight [B, K];
+        with `mirror` (G even) only the first G / 2 directions' products are computed."""
         x = _c64(blocks)
         sr = np.ascontiguousarray(steer_re, dtype=np.float32)
         si = np.ascontiguousarray(steer_im, dtype=np.float32)
@@ -624,7 +669,11 @@ class Kernels:
         if vote.size == 0:
             return vote, weight
         _, pscratch = self._scratch((2 * k * p + 16,))
-        self.lib.tp_nb_vote(_ptr(x), k, p, b, _ptr(sr), _ptr(si), g, NB_EPS, pscratch, _ptr(vote), _ptr(weight))
+        if mirror and g % 2:
+            raise InputError(f"nb_vote: mirrored steering needs an even number of directions, got {g}")
+        self.lib.tp_nb_vote(
+            _ptr(x), k, p, b, _ptr(sr), _ptr(si), g, int(bool(mirror)), NB_EPS, pscratch, _ptr(vote), _ptr(weight)
+        )
         return vote, weight
 
     def vote_hist(

@@ -20,7 +20,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define TP_ABI_VERSION 13
+#define TP_ABI_VERSION 16
 #define SQRT_HALF_BITS 0x3f3504f3 /* the bits of sqrt(1/2) as a float */
 #ifndef M_PI
 #define M_PI 3.14159265358979323846
@@ -634,6 +634,152 @@ TP_API int tp_phat_cross(const float *spec, int64_t C, int64_t F, int64_t T, con
 }
 
 /*
+ * A recording's DOA input in one call (edge.dsp.gcc_phat.cross_blocks), bin by bin (each bin's rows
+ * of the C channels are read once from memory and then from cache):
+ *   with K > 0, the onset weights of the bin's cells from a zero history of K frames (the arithmetic
+ *   of tp_onset_weights, so the same weights), else weight 1;
+ *   each used frame's weight added to fw[t] (double), divided by B at the end: the mean over the bins;
+ *   the PHAT cross-spectra of the P pairs times the weights, summed over the frames of each block.
+ * blk: [T] the block of each frame (-1: not used; a block's frames ascending, blocks in frame order);
+ * out: [NB, P, B] complex64 and fw: [T] float64, overwritten (fw 0 on unused frames). One block: each
+ * (pair, bin) summed in SIMD lanes, then across the lanes; more blocks: each block's frames added one
+ * after another. work: scratch of 4 T + K floats. Returns 0, or -1 (nothing written) when a pair
+ * names a channel outside [0, C) or a block index is >= NB.
+ */
+TP_API int tp_cross_blocks(const float *spec, int64_t C, int64_t F, int64_t T, const int64_t *pairs, int64_t P,
+                           int64_t b0, int64_t b1, float eps, int64_t K, float floor, const int64_t *blk, int64_t NB,
+                           float *work, double *fw, float *out) {
+    for (int64_t p = 0; p < 2 * P; p++) {
+        if (pairs[p] < 0 || pairs[p] >= C) return -1;
+    }
+    int64_t lo = T, hi = 0; /* the used frames lie in [lo, hi) */
+    for (int64_t t = 0; t < T; t++) {
+        if (blk[t] >= NB) return -1;
+        if (blk[t] >= 0) {
+            lo = t < lo ? t : lo;
+            hi = t + 1;
+        }
+    }
+    const int64_t B = b1 - b0;
+    memset(out, 0, (size_t)(2 * NB * P * B) * sizeof(float));
+    for (int64_t t = 0; t < T; t++) fw[t] = 0.0;
+    if (lo >= hi || B <= 0) return 0;
+    float *wt = work, *pw = work + T, *tmp = work + 2 * T + K;
+    for (int64_t b = 0; b < B; b++) {
+        if (K > 0) {
+            float *p = pw + K;
+            for (int64_t k = 0; k < K; k++) pw[k] = 0.0f;
+            for (int64_t t = 0; t < T; t++) p[t] = 0.0f;
+            for (int64_t c = 0; c < C; c++) {
+                const float *x = spec + 2 * ((c * F + b0 + b) * T);
+                int64_t t = 0;
+                for (; t + W <= T; t += W) {
+                    vf re, im;
+                    vload_c(x + 2 * t, &re, &im);
+                    VSTORE(p + t, VADD(VLOAD(p + t), VADD(VMUL(re, re), VMUL(im, im))));
+                }
+                for (; t < T; t++) {
+                    const float e = x[2 * t] * x[2 * t];
+                    const float f = x[2 * t + 1] * x[2 * t + 1];
+                    p[t] += e + f;
+                }
+            }
+            for (int64_t t = 0; t < T; t++) {
+                float prev = p[t - 1];
+                for (int64_t j = 2; j <= K; j++) prev = p[t - j] > prev ? p[t - j] : prev;
+                float v = (p[t] - prev) / (p[t] > 1e-30f ? p[t] : 1e-30f);
+                v = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
+                v = v * v;
+                if (floor != 0.0f) {
+                    v = v * (1.0f - floor);
+                    v = v + floor;
+                }
+                const int used = blk[t] >= 0;
+                wt[t] = used ? v : 0.0f;
+                fw[t] += used ? (double)v : 0.0;
+            }
+        } else {
+            for (int64_t t = 0; t < T; t++) {
+                wt[t] = blk[t] >= 0 ? 1.0f : 0.0f;
+                fw[t] += (double)wt[t];
+            }
+        }
+        for (int64_t q = 0; q < P; q++) {
+            const int64_t ci = pairs[2 * q], cj = pairs[2 * q + 1];
+            const float *xi = spec + 2 * ((ci * F + b0 + b) * T);
+            const float *xj = spec + 2 * ((cj * F + b0 + b) * T);
+            float *dst = out + 2 * (q * B + b);
+            vf accr = VSET1(0.0f), acci = VSET1(0.0f);
+            int64_t t = lo;
+            for (; t + W <= hi; t += W) {
+                vf ar, ai, br, bi;
+                vload_c(xi + 2 * t, &ar, &ai);
+                vload_c(xj + 2 * t, &br, &bi);
+                vf re = VFMA(ar, br, VMUL(ai, bi));
+                vf im = VSUB(VMUL(ai, br), VMUL(ar, bi));
+                vf den = VADD(VSQRT(VFMA(re, re, VMUL(im, im))), VSET1(eps));
+                const vf wv = VLOAD(wt + t);
+                vf ur = VMUL(VDIV(re, den), wv), ui = VMUL(VDIV(im, den), wv);
+                if (NB == 1) {
+                    accr = VADD(accr, ur);
+                    acci = VADD(acci, ui);
+                } else {
+                    vstore_c(tmp + 2 * t, ur, ui);
+                }
+            }
+            float sr = 0.0f, si = 0.0f;
+            for (; t < hi; t++) {
+                const float ar = xi[2 * t], ai = xi[2 * t + 1], br = xj[2 * t], bi = xj[2 * t + 1];
+                const float re = SFMA(ar, br, ai * bi), im = ai * br - ar * bi;
+                const float den = sqrtf(SFMA(re, re, im * im)) + eps;
+                const float ur = re / den * wt[t], ui = im / den * wt[t];
+                if (NB == 1) {
+                    sr += ur;
+                    si += ui;
+                } else {
+                    tmp[2 * t] = ur;
+                    tmp[2 * t + 1] = ui;
+                }
+            }
+            if (NB == 1) {
+                float lr[W], li[W];
+                VSTORE(lr, accr);
+                VSTORE(li, acci);
+                for (int i = 0; i < W; i++) {
+                    sr += lr[i];
+                    si += li[i];
+                }
+                dst[0] = sr;
+                dst[1] = si;
+                continue;
+            }
+            int64_t k = -1;
+            for (t = lo; t < hi; t++) {
+                const int64_t kt = blk[t];
+                if (kt < 0) continue;
+                if (kt != k) {
+                    if (k >= 0) {
+                        dst[2 * k * P * B] = sr;
+                        dst[2 * k * P * B + 1] = si;
+                    }
+                    k = kt;
+                    sr = tmp[2 * t];
+                    si = tmp[2 * t + 1];
+                } else {
+                    sr += tmp[2 * t];
+                    si += tmp[2 * t + 1];
+                }
+            }
+            dst[2 * k * P * B] = sr;
+            dst[2 * k * P * B + 1] = si;
+        }
+    }
+    const double inv_b = 1.0 / (double)B;
+    for (int64_t t = 0; t < T; t++) fw[t] *= inv_b;
+    return 0;
+}
+
+/*
  * Onset weights (edge.dsp.gcc_phat.onset_weights): for each bin b0 <= b < b1 and frame t, the power
  * of the cell summed over the channels (in channel order, re*re + im*im), and the weight
  * floor + (1 - floor) * v * v, v = ((p - max of the K previous powers) / max(p, 1e-30)) clipped to
@@ -909,13 +1055,13 @@ static inline __attribute__((always_inline)) void nb_cells(const int nk, const f
                                                           const float *br, const float *bi, int64_t P, int64_t G,
                                                           int64_t *vote, float *weight) {
     /* per lane: the largest response and the first direction that reached it */
-    vf vmax[2], vsum[2], vidx[2];
+    vf vmax[4], vsum[4], vidx[4];
     for (int c = 0; c < nk; c++) vmax[c] = VSET1(-INFINITY), vsum[c] = VZERO(), vidx[c] = VZERO();
     vf vg = VLOAD(LANE_IOTA);
     const vf vstep = VSET1((float)W);
     int64_t g = 0;
     for (; g + W <= G; g += W) {
-        vf a1[2], a2[2];
+        vf a1[4], a2[4];
         for (int c = 0; c < nk; c++) a1[c] = VZERO(), a2[c] = VZERO();
         for (int64_t p = 0; p < P; p++) {
             const vf sr = VLOAD(br + p * G + g), si = VLOAD(bi + p * G + g);
@@ -963,16 +1109,86 @@ static inline __attribute__((always_inline)) void nb_cells(const int nk, const f
     }
 }
 
+/* nb_cells for a steering whose directions g + H (H = G / 2) are the directions g turned by 180 degrees
+ * in the array plane (conjugate steering): only the columns g < H are read, and direction g + H's
+ * response is a1 + a2 where g's is a1 - a2; the same votes and weights (the sums in another order). */
+static inline __attribute__((always_inline)) void nb_cells_mirror(const int nk, const float *ur, const float *ui,
+                                                                 const float *br, const float *bi, int64_t P,
+                                                                 int64_t G, int64_t *vote, float *weight) {
+    const int64_t H = G / 2;
+    vf vmax[4], wmax[4], vidx[4], widx[4], vsum[4];
+    for (int c = 0; c < nk; c++) {
+        vmax[c] = wmax[c] = VSET1(-INFINITY);
+        vidx[c] = widx[c] = vsum[c] = VZERO();
+    }
+    vf vg = VLOAD(LANE_IOTA), vh = VADD(VLOAD(LANE_IOTA), VSET1((float)H));
+    const vf vstep = VSET1((float)W);
+    int64_t g = 0;
+    for (; g + W <= H; g += W) {
+        vf a1[4], a2[4];
+        for (int c = 0; c < nk; c++) a1[c] = VZERO(), a2[c] = VZERO();
+        for (int64_t p = 0; p < P; p++) {
+            const vf sr = VLOAD(br + p * G + g), si = VLOAD(bi + p * G + g);
+            for (int c = 0; c < nk; c++) {
+                a1[c] = VFMA(VSET1(ur[c * P + p]), sr, a1[c]);
+                a2[c] = VFMA(VSET1(ui[c * P + p]), si, a2[c]);
+            }
+        }
+        for (int c = 0; c < nk; c++) {
+            const vf r = VSUB(a1[c], a2[c]), q = VADD(a1[c], a2[c]);
+            vidx[c] = VSELGT(r, vmax[c], vg, vidx[c]);
+            vmax[c] = VMAX(vmax[c], r);
+            widx[c] = VSELGT(q, wmax[c], vh, widx[c]);
+            wmax[c] = VMAX(wmax[c], q);
+            vsum[c] = VADD(vsum[c], VADD(r, q));
+        }
+        vg = VADD(vg, vstep);
+        vh = VADD(vh, vstep);
+    }
+    for (int c = 0; c < nk; c++) {
+        float lanes[5 * W];
+        VSTORE(lanes, vmax[c]);
+        VSTORE(lanes + W, wmax[c]);
+        VSTORE(lanes + 2 * W, vidx[c]);
+        VSTORE(lanes + 3 * W, widx[c]);
+        VSTORE(lanes + 4 * W, vsum[c]);
+        float best = lanes[0], sum = 0.0f;
+        for (int j = 0; j < 2 * W; j++) best = lanes[j] > best ? lanes[j] : best;
+        for (int j = 0; j < W; j++) sum += lanes[4 * W + j];
+        int64_t arg = G; /* the first direction of the largest response: the smallest index */
+        for (int j = 0; j < 2 * W; j++) {
+            if (lanes[j] == best && (int64_t)lanes[2 * W + j] < arg) arg = (int64_t)lanes[2 * W + j];
+        }
+        const float *u_r = ur + c * P, *u_i = ui + c * P;
+        for (int64_t h = g; h < H; h++) {
+            float a1 = 0.0f, a2 = 0.0f;
+            for (int64_t p = 0; p < P; p++) {
+                a1 = SFMA(u_r[p], br[p * G + h], a1);
+                a2 = SFMA(u_i[p], bi[p * G + h], a2);
+            }
+            const float r = a1 - a2, q = a1 + a2;
+            if (r > best || (r == best && h < arg)) best = r, arg = h;
+            if (q > best || (q == best && h + H < arg)) best = q, arg = h + H;
+            sum += r + q;
+        }
+        if (arg >= G) arg = 0;
+        vote[c] = arg;
+        weight[c] = (best - sum / (float)G) / (float)P;
+    }
+}
+
 /*
  * Narrowband votes of time-frequency cells (the localiser's multi-source histogram): for each bin b and
  * block k the unit cross-spectra u_p = x / (|x| + eps) steered over G directions,
  * resp[g] = sum_p Re(u_p) sr[b, p, g] - Im(u_p) si[b, p, g]; vote[b, k] = the first g of the largest
  * resp, weight[b, k] = (max - mean over g) / P.
  * x: [K, P, B] complex64; sr, si: [B, P, G] float32 (the steering's real and imaginary parts);
- * vote: [B, K] int64; weight: [B, K] float32; scratch: 2 K P floats.
+ * vote: [B, K] int64; weight: [B, K] float32; scratch: 2 K P floats. mirror (G even): directions
+ * g + G / 2 are the directions g turned by 180 degrees, their steering the conjugate (only the first
+ * G / 2 columns are read; nb_cells_mirror).
  */
 TP_API void tp_nb_vote(const float *x, int64_t K, int64_t P, int64_t B, const float *sr, const float *si, int64_t G,
-                       float eps, float *scratch, int64_t *vote, float *weight) {
+                       int64_t mirror, float eps, float *scratch, int64_t *vote, float *weight) {
     float *ur = scratch, *ui = scratch + K * P; /* [K, P] each */
     for (int64_t b = 0; b < B; b++) {
         const float *br = sr + b * P * G, *bi = si + b * P * G;
@@ -985,6 +1201,15 @@ TP_API void tp_nb_vote(const float *x, int64_t K, int64_t P, int64_t B, const fl
             }
         }
         int64_t k = 0;
+        if (mirror) {
+            for (; k + 4 <= K; k += 4)
+                nb_cells_mirror(4, ur + k * P, ui + k * P, br, bi, P, G, vote + b * K + k, weight + b * K + k);
+            for (; k + 2 <= K; k += 2)
+                nb_cells_mirror(2, ur + k * P, ui + k * P, br, bi, P, G, vote + b * K + k, weight + b * K + k);
+            if (k < K) nb_cells_mirror(1, ur + k * P, ui + k * P, br, bi, P, G, vote + b * K + k, weight + b * K + k);
+            continue;
+        }
+        for (; k + 4 <= K; k += 4) nb_cells(4, ur + k * P, ui + k * P, br, bi, P, G, vote + b * K + k, weight + b * K + k);
         for (; k + 2 <= K; k += 2) nb_cells(2, ur + k * P, ui + k * P, br, bi, P, G, vote + b * K + k, weight + b * K + k);
         if (k < K) nb_cells(1, ur + k * P, ui + k * P, br, bi, P, G, vote + b * K + k, weight + b * K + k);
     }
