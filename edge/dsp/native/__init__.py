@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "tympan_dsp.c"
-ABI_VERSION = 16  # TP_ABI_VERSION in tympan_dsp.c
+ABI_VERSION = 17  # TP_ABI_VERSION in tympan_dsp.c
 VARIANTS = ("avx2", "sse2", "neon", "portable")
 # Compiler flags per variant (the package build in setup.py uses the same).
 VARIANT_FLAGS: dict[str, tuple[str, ...]] = {
@@ -78,6 +78,8 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "tp_cpu_has_avx2": (ctypes.c_int, []),
     "tp_simd_width": (ctypes.c_int, []),
     "tp_stft_f32": (None, [_P, _I, _I, _I, _I, _P, _I, _I, _P, _P, _P, _P, _P]),
+    # x, C, xs, T, hop, win, wlen, M, tw, rot, rev | NM, bstart, blen, wofs, wts, log_offset, work, out
+    "tp_logmel_f32": (None, [_P, _I, _I, _I, _I, _P, _I, _I, _P, _P, _P, _I, _P, _P, _P, _P, _FL, _P, _P]),
     "tp_frame_f32": (None, [_P, _I, _I, _I, _I, _P, _I, _I, _P]),
     "tp_frame_i16": (None, [_P, _I, _I, _I, _P, _I, _I, _P]),
     "tp_transpose_c64": (None, [_P, _I, _I, _I, _P]),
@@ -450,9 +452,32 @@ class Kernels:
     def logmel_batch(
         self, x: npt.NDArray[np.floating], spec: FrontendSpec = DEFAULT_FRONTEND
     ) -> npt.NDArray[np.float32]:
-        """As `edge.dsp.frontend.logmel_batch`: [B, C, N] -> [B, T, n_mels] (this build's STFT and log-mel
-        per recording)."""
-        return logmel_batch_with(x, spec, self.stft, self.logmel_from_spectra)
+        """As `edge.dsp.frontend.logmel_batch`: [B, C, N] -> [B, T, n_mels]. Mono recordings (C = 1) go
+        through one fused C call (`tp_logmel_f32`: STFT, magnitude, mel and log per SIMD group of frames,
+        the spectra never written out; the same values as `stft` then `logmel_from_spectra`, bit for bit);
+        several channels through this build's STFT and log-mel of their mean, one recording at a time."""
+        a = np.asarray(x)
+        tables = _fft_ptrs(spec.n_fft) if self.fused_fft else None
+        if a.ndim != 3 or a.shape[1] != 1 or tables is None:
+            return logmel_batch_with(x, spec, self.stft, self.logmel_from_spectra)
+        mono = a[:, 0, :]
+        if mono.dtype != np.float32 or mono.strides[1] != 4 or mono.strides[0] % 4 or mono.strides[0] < 0:
+            mono = np.ascontiguousarray(mono, dtype=np.float32)
+        b, n = mono.shape
+        t = n_frames(n, spec)
+        out = np.empty((b, t, spec.n_mels), np.float32)
+        if out.size == 0:
+            return out
+        m = spec.n_fft // 2
+        _, pwin = _window(spec.win)
+        ptw, prot, prev = tables[1]
+        _, (pstart, plen, pofs, pw) = _mel_ptrs(spec)
+        _, pwork = self._scratch((2 * m * 8 + (m + 1) * 8 + 16,))
+        self.lib.tp_logmel_f32(
+            _ptr(mono), b, mono.strides[0] // 4 if b > 1 else n, t, spec.hop, pwin, spec.win, m, ptw, prot, prev,
+            spec.n_mels, pstart, plen, pofs, pw, spec.log_offset, pwork, _ptr(out),
+        )  # fmt: skip
+        return out
 
     def phat_cross_spectra(
         self,

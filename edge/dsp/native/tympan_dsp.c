@@ -20,7 +20,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define TP_ABI_VERSION 16
+#define TP_ABI_VERSION 17
 #define SQRT_HALF_BITS 0x3f3504f3 /* the bits of sqrt(1/2) as a float */
 #ifndef M_PI
 #define M_PI 3.14159265358979323846
@@ -318,6 +318,122 @@ TP_API void tp_frame_f32(const float *x, int64_t C, int64_t xs, int64_t T, int64
  */
 TP_API int tp_simd_width(void) { return W; }
 
+/* One group of the fused STFT: lane l's frame starts at src[l] (lanes l >= nt are zero), windowed,
+ * zero-padded to 2M points and transformed: the M-point complex FFT of z[k] = x[2k] + i x[2k+1] in zr, zi
+ * ([M][W] each, natural order); the caller splits it into the real signal's bins (stft_bin). */
+static inline __attribute__((always_inline)) void stft_group(const float *const *src, int64_t nt, const float *win,
+                                                            int64_t wlen, int64_t M, const float *tw,
+                                                            const int32_t *rev, float *zr, float *zi) {
+    /* load: sample n of lane l -> (n even ? zr : zi)[rev[n / 2]][l] */
+    /* lanes past the last frame (nt < W) hold zeros; lanes never mix, so a frame's values do
+     * not depend on which lane it fell in */
+    int64_t n0 = 0;
+    for (; n0 + W <= wlen; n0 += W) {
+        const vf wv = VLOAD(win + n0);
+        vf r[W];
+        for (int k = 0; k < W; k++) r[k] = k < nt ? VMUL(VLOAD(src[k] + n0), wv) : VZERO();
+        vtranspose(r);
+        for (int k = 0; k < W; k++) {
+            const int64_t n = n0 + k;
+            VSTORE(((n & 1) ? zi : zr) + rev[n >> 1] * W, r[k]);
+        }
+    }
+    for (int64_t n = n0; n < 2 * M; n++) {
+        float *dst = ((n & 1) ? zi : zr) + rev[n >> 1] * W;
+        if (n >= wlen) {
+            VSTORE(dst, VZERO());
+            continue;
+        }
+        for (int64_t l = 0; l < W; l++) dst[l] = l < nt ? src[l][n] * win[n] : 0.0f;
+    }
+    /* complex FFT of M points, in place, natural-order output; the first two stages have the
+     * twiddles 1 and -i, so they are done without multiplications (the same values as with) */
+    for (int64_t i = 0; i + 4 <= M; i += 4) {
+        float *r0 = zr + i * W, *i0 = zi + i * W;
+        const vf ar = VLOAD(r0), ai = VLOAD(i0), br = VLOAD(r0 + W), bi = VLOAD(i0 + W);
+        const vf cr = VLOAD(r0 + 2 * W), ci = VLOAD(i0 + 2 * W), dr = VLOAD(r0 + 3 * W), di = VLOAD(i0 + 3 * W);
+        const vf s0r = VADD(ar, br), s0i = VADD(ai, bi), s1r = VSUB(ar, br), s1i = VSUB(ai, bi);
+        const vf s2r = VADD(cr, dr), s2i = VADD(ci, di), s3r = VSUB(cr, dr), s3i = VSUB(ci, di);
+        /* len 4: (s0, s2) with twiddle 1, (s1, s3) with twiddle -i: s3 * -i = (s3i, -s3r) */
+        VSTORE(r0, VADD(s0r, s2r));
+        VSTORE(i0, VADD(s0i, s2i));
+        VSTORE(r0 + 2 * W, VSUB(s0r, s2r));
+        VSTORE(i0 + 2 * W, VSUB(s0i, s2i));
+        VSTORE(r0 + W, VADD(s1r, s3i));
+        VSTORE(i0 + W, VSUB(s1i, s3r));
+        VSTORE(r0 + 3 * W, VSUB(s1r, s3i));
+        VSTORE(i0 + 3 * W, VADD(s1i, s3r));
+    }
+    /* the next stages two at a time (len and 2 len): each group of four points a, a + len / 2,
+     * a + len, a + 3 len / 2 is closed under both, so it stays in registers between them; every
+     * butterfly is the same operations as one stage at a time would do */
+    int64_t len = 8;
+    for (; 2 * len <= M; len <<= 2) {
+        const int64_t q = len >> 1, s1 = M / len, s2 = M / (2 * len);
+        for (int64_t j = 0; j < q; j++) {
+            const vf w1r = VSET1(tw[2 * j * s1]), w1i = VSET1(tw[2 * j * s1 + 1]);
+            const vf w2r = VSET1(tw[2 * j * s2]), w2i = VSET1(tw[2 * j * s2 + 1]);
+            const vf w3r = VSET1(tw[2 * (j + q) * s2]), w3i = VSET1(tw[2 * (j + q) * s2 + 1]);
+            for (int64_t i = 0; i < M; i += 2 * len) {
+                float *ar_ = zr + (i + j) * W, *ai_ = zi + (i + j) * W;
+                float *br_ = ar_ + q * W, *bi_ = ai_ + q * W;
+                float *cr_ = ar_ + len * W, *ci_ = ai_ + len * W;
+                float *dr_ = cr_ + q * W, *di_ = ci_ + q * W;
+                const vf ar = VLOAD(ar_), ai = VLOAD(ai_), br = VLOAD(br_), bi = VLOAD(bi_);
+                const vf cr = VLOAD(cr_), ci = VLOAD(ci_), dr = VLOAD(dr_), di = VLOAD(di_);
+                /* stage len: (a, b) and (c, d), twiddle w1 */
+                const vf v1r = VSUB(VMUL(br, w1r), VMUL(bi, w1i)), v1i = VADD(VMUL(br, w1i), VMUL(bi, w1r));
+                const vf v2r = VSUB(VMUL(dr, w1r), VMUL(di, w1i)), v2i = VADD(VMUL(dr, w1i), VMUL(di, w1r));
+                const vf a1r = VADD(ar, v1r), a1i = VADD(ai, v1i), b1r = VSUB(ar, v1r), b1i = VSUB(ai, v1i);
+                const vf c1r = VADD(cr, v2r), c1i = VADD(ci, v2i), d1r = VSUB(cr, v2r), d1i = VSUB(ci, v2i);
+                /* stage 2 len: (a, c) with twiddle w2, (b, d) with w3 */
+                const vf v3r = VSUB(VMUL(c1r, w2r), VMUL(c1i, w2i)), v3i = VADD(VMUL(c1r, w2i), VMUL(c1i, w2r));
+                const vf v4r = VSUB(VMUL(d1r, w3r), VMUL(d1i, w3i)), v4i = VADD(VMUL(d1r, w3i), VMUL(d1i, w3r));
+                VSTORE(ar_, VADD(a1r, v3r));
+                VSTORE(ai_, VADD(a1i, v3i));
+                VSTORE(cr_, VSUB(a1r, v3r));
+                VSTORE(ci_, VSUB(a1i, v3i));
+                VSTORE(br_, VADD(b1r, v4r));
+                VSTORE(bi_, VADD(b1i, v4i));
+                VSTORE(dr_, VSUB(b1r, v4r));
+                VSTORE(di_, VSUB(b1i, v4i));
+            }
+        }
+    }
+    for (; len <= M; len <<= 1) { /* a last single stage */
+        const int64_t half = len >> 1, step = M / len;
+        for (int64_t j = 0; j < half; j++) { /* one twiddle, all the butterflies that use it */
+            const vf wr = VSET1(tw[2 * j * step]), wi = VSET1(tw[2 * j * step + 1]);
+            for (int64_t i = 0; i < M; i += len) {
+                float *pr = zr + (i + j) * W, *pi = zi + (i + j) * W;
+                float *qr = pr + half * W, *qi = pi + half * W;
+                const vf ur = VLOAD(pr), ui = VLOAD(pi), xr = VLOAD(qr), xi = VLOAD(qi);
+                const vf vr = VSUB(VMUL(xr, wr), VMUL(xi, wi));
+                const vf vi = VADD(VMUL(xr, wi), VMUL(xi, wr));
+                VSTORE(pr, VADD(ur, vr));
+                VSTORE(pi, VADD(ui, vi));
+                VSTORE(qr, VSUB(ur, vr));
+                VSTORE(qi, VSUB(ui, vi));
+            }
+        }
+    }
+}
+
+/* Bin k (0 <= k <= M) of the real signal of W lanes from their complex FFT (stft_group):
+ * X[k] = E[k] + exp(-2 pi i k / 2M) O[k]. */
+static inline __attribute__((always_inline)) void stft_bin(const float *zr, const float *zi, int64_t M, const float *rot,
+                                                          int64_t k, vf *xr_out, vf *xi_out) {
+    const vf halfv = VSET1(0.5f);
+    const int64_t kk = k == M ? 0 : k, mk = k == 0 ? 0 : M - k;
+    const vf a = VLOAD(zr + kk * W), b = VLOAD(zi + kk * W);
+    const vf cc = VLOAD(zr + mk * W), d = VLOAD(zi + mk * W);
+    const vf er = VMUL(VADD(a, cc), halfv), ei = VMUL(VSUB(b, d), halfv);
+    const vf orr = VMUL(VADD(b, d), halfv), oi = VMUL(VSUB(cc, a), halfv);
+    const vf wr = VSET1(rot[2 * k]), wi = VSET1(rot[2 * k + 1]);
+    *xr_out = VADD(er, VSUB(VMUL(wr, orr), VMUL(wi, oi)));
+    *xi_out = VADD(ei, VADD(VMUL(wr, oi), VMUL(wi, orr)));
+}
+
 TP_API void tp_stft_f32(const float *x, int64_t C, int64_t xs, int64_t T, int64_t hop, const float *win,
                         int64_t wlen, int64_t M, const float *tw, const float *rot, const int32_t *rev, float *work,
                         float *out) {
@@ -335,124 +451,66 @@ TP_API void tp_stft_f32(const float *x, int64_t C, int64_t xs, int64_t T, int64_
             lc[l] = f / T, lt[l] = f % T;
             src[l] = x + lc[l] * xs + lt[l] * hop;
         }
-        {
-            /* load: sample n of lane l -> (n even ? zr : zi)[rev[n / 2]][l] */
-            /* lanes past the last frame (nt < W) hold zeros; lanes never mix, so a frame's values do
-             * not depend on which lane it fell in */
-            int64_t n0 = 0;
-            for (; n0 + W <= wlen; n0 += W) {
-                const vf wv = VLOAD(win + n0);
-                vf r[W];
-                for (int k = 0; k < W; k++) r[k] = k < nt ? VMUL(VLOAD(src[k] + n0), wv) : VZERO();
-                vtranspose(r);
-                for (int k = 0; k < W; k++) {
-                    const int64_t n = n0 + k;
-                    VSTORE(((n & 1) ? zi : zr) + rev[n >> 1] * W, r[k]);
+        stft_group(src, nt, win, wlen, M, tw, rev, zr, zi);
+        for (int64_t k = 0; k <= M; k++) {
+            vf xr, xi;
+            stft_bin(zr, zi, M, rot, k, &xr, &xi);
+            if (nt == W && lc[0] == lc[W - 1]) { /* one channel, consecutive frames */
+                vstore_c(out + 2 * ((lc[0] * F + k) * T + lt[0]), xr, xi);
+            } else {
+                vstore_c(tmp, xr, xi);
+                for (int64_t l0 = 0; l0 < nt;) { /* each channel's run of lanes */
+                    int64_t l1 = l0 + 1;
+                    while (l1 < nt && lc[l1] == lc[l0]) l1++;
+                    memcpy(out + 2 * ((lc[l0] * F + k) * T + lt[l0]), tmp + 2 * l0,
+                           (size_t)(2 * (l1 - l0)) * sizeof(float));
+                    l0 = l1;
                 }
             }
-            for (int64_t n = n0; n < 2 * M; n++) {
-                float *dst = ((n & 1) ? zi : zr) + rev[n >> 1] * W;
-                if (n >= wlen) {
-                    VSTORE(dst, VZERO());
-                    continue;
-                }
-                for (int64_t l = 0; l < W; l++) dst[l] = l < nt ? src[l][n] * win[n] : 0.0f;
-            }
-            /* complex FFT of M points, in place, natural-order output; the first two stages have the
-             * twiddles 1 and -i, so they are done without multiplications (the same values as with) */
-            for (int64_t i = 0; i + 4 <= M; i += 4) {
-                float *r0 = zr + i * W, *i0 = zi + i * W;
-                const vf ar = VLOAD(r0), ai = VLOAD(i0), br = VLOAD(r0 + W), bi = VLOAD(i0 + W);
-                const vf cr = VLOAD(r0 + 2 * W), ci = VLOAD(i0 + 2 * W), dr = VLOAD(r0 + 3 * W), di = VLOAD(i0 + 3 * W);
-                const vf s0r = VADD(ar, br), s0i = VADD(ai, bi), s1r = VSUB(ar, br), s1i = VSUB(ai, bi);
-                const vf s2r = VADD(cr, dr), s2i = VADD(ci, di), s3r = VSUB(cr, dr), s3i = VSUB(ci, di);
-                /* len 4: (s0, s2) with twiddle 1, (s1, s3) with twiddle -i: s3 * -i = (s3i, -s3r) */
-                VSTORE(r0, VADD(s0r, s2r));
-                VSTORE(i0, VADD(s0i, s2i));
-                VSTORE(r0 + 2 * W, VSUB(s0r, s2r));
-                VSTORE(i0 + 2 * W, VSUB(s0i, s2i));
-                VSTORE(r0 + W, VADD(s1r, s3i));
-                VSTORE(i0 + W, VSUB(s1i, s3r));
-                VSTORE(r0 + 3 * W, VSUB(s1r, s3i));
-                VSTORE(i0 + 3 * W, VADD(s1i, s3r));
-            }
-            /* the next stages two at a time (len and 2 len): each group of four points a, a + len / 2,
-             * a + len, a + 3 len / 2 is closed under both, so it stays in registers between them; every
-             * butterfly is the same operations as one stage at a time would do */
-            int64_t len = 8;
-            for (; 2 * len <= M; len <<= 2) {
-                const int64_t q = len >> 1, s1 = M / len, s2 = M / (2 * len);
-                for (int64_t j = 0; j < q; j++) {
-                    const vf w1r = VSET1(tw[2 * j * s1]), w1i = VSET1(tw[2 * j * s1 + 1]);
-                    const vf w2r = VSET1(tw[2 * j * s2]), w2i = VSET1(tw[2 * j * s2 + 1]);
-                    const vf w3r = VSET1(tw[2 * (j + q) * s2]), w3i = VSET1(tw[2 * (j + q) * s2 + 1]);
-                    for (int64_t i = 0; i < M; i += 2 * len) {
-                        float *ar_ = zr + (i + j) * W, *ai_ = zi + (i + j) * W;
-                        float *br_ = ar_ + q * W, *bi_ = ai_ + q * W;
-                        float *cr_ = ar_ + len * W, *ci_ = ai_ + len * W;
-                        float *dr_ = cr_ + q * W, *di_ = ci_ + q * W;
-                        const vf ar = VLOAD(ar_), ai = VLOAD(ai_), br = VLOAD(br_), bi = VLOAD(bi_);
-                        const vf cr = VLOAD(cr_), ci = VLOAD(ci_), dr = VLOAD(dr_), di = VLOAD(di_);
-                        /* stage len: (a, b) and (c, d), twiddle w1 */
-                        const vf v1r = VSUB(VMUL(br, w1r), VMUL(bi, w1i)), v1i = VADD(VMUL(br, w1i), VMUL(bi, w1r));
-                        const vf v2r = VSUB(VMUL(dr, w1r), VMUL(di, w1i)), v2i = VADD(VMUL(dr, w1i), VMUL(di, w1r));
-                        const vf a1r = VADD(ar, v1r), a1i = VADD(ai, v1i), b1r = VSUB(ar, v1r), b1i = VSUB(ai, v1i);
-                        const vf c1r = VADD(cr, v2r), c1i = VADD(ci, v2i), d1r = VSUB(cr, v2r), d1i = VSUB(ci, v2i);
-                        /* stage 2 len: (a, c) with twiddle w2, (b, d) with w3 */
-                        const vf v3r = VSUB(VMUL(c1r, w2r), VMUL(c1i, w2i)), v3i = VADD(VMUL(c1r, w2i), VMUL(c1i, w2r));
-                        const vf v4r = VSUB(VMUL(d1r, w3r), VMUL(d1i, w3i)), v4i = VADD(VMUL(d1r, w3i), VMUL(d1i, w3r));
-                        VSTORE(ar_, VADD(a1r, v3r));
-                        VSTORE(ai_, VADD(a1i, v3i));
-                        VSTORE(cr_, VSUB(a1r, v3r));
-                        VSTORE(ci_, VSUB(a1i, v3i));
-                        VSTORE(br_, VADD(b1r, v4r));
-                        VSTORE(bi_, VADD(b1i, v4i));
-                        VSTORE(dr_, VSUB(b1r, v4r));
-                        VSTORE(di_, VSUB(b1i, v4i));
-                    }
-                }
-            }
-            for (; len <= M; len <<= 1) { /* a last single stage */
-                const int64_t half = len >> 1, step = M / len;
-                for (int64_t j = 0; j < half; j++) { /* one twiddle, all the butterflies that use it */
-                    const vf wr = VSET1(tw[2 * j * step]), wi = VSET1(tw[2 * j * step + 1]);
-                    for (int64_t i = 0; i < M; i += len) {
-                        float *pr = zr + (i + j) * W, *pi = zi + (i + j) * W;
-                        float *qr = pr + half * W, *qi = pi + half * W;
-                        const vf ur = VLOAD(pr), ui = VLOAD(pi), xr = VLOAD(qr), xi = VLOAD(qi);
-                        const vf vr = VSUB(VMUL(xr, wr), VMUL(xi, wi));
-                        const vf vi = VADD(VMUL(xr, wi), VMUL(xi, wr));
-                        VSTORE(pr, VADD(ur, vr));
-                        VSTORE(pi, VADD(ui, vi));
-                        VSTORE(qr, VSUB(ur, vr));
-                        VSTORE(qi, VSUB(ui, vi));
-                    }
-                }
-            }
-            /* split into the real signal's bins: X[k] = E[k] + exp(-2 pi i k / 2M) O[k] */
-            const vf halfv = VSET1(0.5f);
-            for (int64_t k = 0; k <= M; k++) {
-                const int64_t kk = k == M ? 0 : k, mk = k == 0 ? 0 : M - k;
-                const vf a = VLOAD(zr + kk * W), b = VLOAD(zi + kk * W);
-                const vf cc = VLOAD(zr + mk * W), d = VLOAD(zi + mk * W);
-                const vf er = VMUL(VADD(a, cc), halfv), ei = VMUL(VSUB(b, d), halfv);
-                const vf orr = VMUL(VADD(b, d), halfv), oi = VMUL(VSUB(cc, a), halfv);
-                const vf wr = VSET1(rot[2 * k]), wi = VSET1(rot[2 * k + 1]);
-                const vf xr = VADD(er, VSUB(VMUL(wr, orr), VMUL(wi, oi)));
-                const vf xi = VADD(ei, VADD(VMUL(wr, oi), VMUL(wi, orr)));
-                if (nt == W && lc[0] == lc[W - 1]) { /* one channel, consecutive frames */
-                    vstore_c(out + 2 * ((lc[0] * F + k) * T + lt[0]), xr, xi);
-                } else {
-                    vstore_c(tmp, xr, xi);
-                    for (int64_t l0 = 0; l0 < nt;) { /* each channel's run of lanes */
-                        int64_t l1 = l0 + 1;
-                        while (l1 < nt && lc[l1] == lc[l0]) l1++;
-                        memcpy(out + 2 * ((lc[l0] * F + k) * T + lt[l0]), tmp + 2 * l0,
-                               (size_t)(2 * (l1 - l0)) * sizeof(float));
-                        l0 = l1;
-                    }
-                }
-            }
+        }
+    }
+}
+
+/*
+ * Log-mel of each channel straight from audio (the fused STFT, then per lane the magnitude, the sparse
+ * mel filterbank and log(mel + log_offset)), without writing the spectra: the same values as
+ * tp_stft_f32 then tp_logmel of each channel alone, bit for bit (the same operations in the same
+ * order). Arguments as tp_stft_f32, the mel tables as tp_logmel (M mel bands: NM); work: 2 * M * W +
+ * (M + 1) * W + W floats; out: [C, T, NM] float32.
+ */
+TP_API void tp_logmel_f32(const float *x, int64_t C, int64_t xs, int64_t T, int64_t hop, const float *win,
+                          int64_t wlen, int64_t M, const float *tw, const float *rot, const int32_t *rev, int64_t NM,
+                          const int32_t *bstart, const int32_t *blen, const int32_t *wofs, const float *wts,
+                          float log_offset, float *work, float *out) {
+    float *zr = work, *zi = work + M * W, *mag = work + 2 * M * W, *acc = mag + (M + 1) * W;
+    int64_t flo = M + 1, fhi = 0; /* bins any band uses */
+    for (int64_t m = 0; m < NM; m++) {
+        if (blen[m] <= 0) continue;
+        if (bstart[m] < flo) flo = bstart[m];
+        if (bstart[m] + blen[m] > fhi) fhi = bstart[m] + blen[m];
+    }
+    for (int64_t g0 = 0; g0 < C * T; g0 += W) {
+        const int64_t nt = C * T - g0 < W ? C * T - g0 : W;
+        const float *src[W];
+        int64_t row[W]; /* each lane's output row: channel * T + frame */
+        for (int64_t l = 0; l < W; l++) {
+            const int64_t f = g0 + (l < nt ? l : 0);
+            row[l] = f;
+            src[l] = x + (f / T) * xs + (f % T) * hop;
+        }
+        stft_group(src, nt, win, wlen, M, tw, rev, zr, zi);
+        for (int64_t k = flo; k < fhi; k++) { /* |X| as tp_logmel takes it from one channel's spectra */
+            vf re, im;
+            stft_bin(zr, zi, M, rot, k, &re, &im);
+            re = VMUL(re, VSET1(1.0f));
+            im = VMUL(im, VSET1(1.0f));
+            VSTORE(mag + k * W, VSQRT(VFMA(re, re, VMUL(im, im))));
+        }
+        for (int64_t m = 0; m < NM; m++) {
+            vf a = VZERO();
+            for (int32_t k = 0; k < blen[m]; k++) a = VFMA(VSET1(wts[wofs[m] + k]), VLOAD(mag + (bstart[m] + k) * W), a);
+            VSTORE(acc, vlog(VADD(a, VSET1(log_offset))));
+            for (int64_t l = 0; l < nt; l++) out[row[l] * NM + m] = acc[l];
         }
     }
 }
