@@ -1106,74 +1106,17 @@ TP_API int64_t tp_vote_hist(const int64_t *vote, const float *weight, int64_t n_
     return peaks_sorted(hist, n_dirs, (int)circular, peaks);
 }
 
-/* The votes of nk (1 or 2) cells of one bin: the bin's steering is loaded once for both. ur, ui: [nk, P]
- * unit cross-spectra; vote, weight: the cells' outputs (consecutive). Each cell's sums are the same
- * operations in the same order whatever nk. */
-static inline __attribute__((always_inline)) void nb_cells(const int nk, const float *ur, const float *ui,
-                                                          const float *br, const float *bi, int64_t P, int64_t G,
-                                                          int64_t *vote, float *weight) {
-    /* per lane: the largest response and the first direction that reached it */
-    vf vmax[4], vsum[4], vidx[4];
-    for (int c = 0; c < nk; c++) vmax[c] = VSET1(-INFINITY), vsum[c] = VZERO(), vidx[c] = VZERO();
-    vf vg = VLOAD(LANE_IOTA);
-    const vf vstep = VSET1((float)W);
-    int64_t g = 0;
-    for (; g + W <= G; g += W) {
-        vf a1[4], a2[4];
-        for (int c = 0; c < nk; c++) a1[c] = VZERO(), a2[c] = VZERO();
-        for (int64_t p = 0; p < P; p++) {
-            const vf sr = VLOAD(br + p * G + g), si = VLOAD(bi + p * G + g);
-            for (int c = 0; c < nk; c++) {
-                a1[c] = VFMA(VSET1(ur[c * P + p]), sr, a1[c]);
-                a2[c] = VFMA(VSET1(ui[c * P + p]), si, a2[c]);
-            }
-        }
-        for (int c = 0; c < nk; c++) {
-            const vf r = VSUB(a1[c], a2[c]);
-            vidx[c] = VSELGT(r, vmax[c], vg, vidx[c]);
-            vmax[c] = VMAX(vmax[c], r);
-            vsum[c] = VADD(vsum[c], r);
-        }
-        vg = VADD(vg, vstep);
-    }
-    for (int c = 0; c < nk; c++) {
-        float lanes[3 * W];
-        VSTORE(lanes, vmax[c]);
-        VSTORE(lanes + W, vsum[c]);
-        VSTORE(lanes + 2 * W, vidx[c]);
-        float best = lanes[0], sum = 0.0f;
-        for (int j = 0; j < W; j++) {
-            best = lanes[j] > best ? lanes[j] : best;
-            sum += lanes[W + j];
-        }
-        int64_t arg = G; /* the first direction of the largest response: the smallest lane index */
-        for (int j = 0; j < W; j++) {
-            if (lanes[j] == best && (int64_t)lanes[2 * W + j] < arg) arg = (int64_t)lanes[2 * W + j];
-        }
-        if (arg == G) arg = 0;
-        const float *u_r = ur + c * P, *u_i = ui + c * P;
-        for (int64_t h = g; h < G; h++) {
-            float a1 = 0.0f, a2 = 0.0f;
-            for (int64_t p = 0; p < P; p++) {
-                a1 = SFMA(u_r[p], br[p * G + h], a1);
-                a2 = SFMA(u_i[p], bi[p * G + h], a2);
-            }
-            const float r = a1 - a2;
-            if (r > best) best = r, arg = h;
-            sum += r;
-        }
-        vote[c] = arg;
-        weight[c] = (best - sum / (float)G) / (float)P;
-    }
-}
-
-/* nb_cells for a steering whose directions g + H (H = G / 2) are the directions g turned by 180 degrees
- * in the array plane (conjugate steering): only the columns g < H are read, and direction g + H's
- * response is a1 + a2 where g's is a1 - a2; the same votes and weights (the sums in another order). */
-static inline __attribute__((always_inline)) void nb_cells_mirror(const int nk, const float *ur, const float *ui,
-                                                                 const float *br, const float *bi, int64_t P,
-                                                                 int64_t G, int64_t *vote, float *weight) {
-    const int64_t H = G / 2;
+/* The votes of nk (1 to 4) cells of one bin: the bin's steering is loaded once for all of them. ur, ui:
+ * [nk, P] unit cross-spectra; vote, weight: the cells' outputs (consecutive). Each cell's sums are the
+ * same operations in the same order whatever nk. With mirror (G even), directions g + G / 2 are the
+ * directions g turned by 180 degrees in the array plane, with the conjugate steering: only the columns
+ * g < G / 2 are read, and g + G / 2's response is a1 + a2 where g's is a1 - a2 (the same votes and
+ * weights, the sums in another order). mirror is a constant at each call, so each case compiles apart. */
+static inline __attribute__((always_inline)) void nb_cells(const int nk, const int mirror, const float *ur,
+                                                          const float *ui, const float *br, const float *bi,
+                                                          int64_t P, int64_t G, int64_t *vote, float *weight) {
+    const int64_t H = mirror ? G / 2 : G; /* the columns computed */
+    /* per lane: the largest response and the first direction that reached it (w*: the mirrored half) */
     vf vmax[4], wmax[4], vidx[4], widx[4], vsum[4];
     for (int c = 0; c < nk; c++) {
         vmax[c] = wmax[c] = VSET1(-INFINITY);
@@ -1193,12 +1136,17 @@ static inline __attribute__((always_inline)) void nb_cells_mirror(const int nk, 
             }
         }
         for (int c = 0; c < nk; c++) {
-            const vf r = VSUB(a1[c], a2[c]), q = VADD(a1[c], a2[c]);
+            const vf r = VSUB(a1[c], a2[c]);
             vidx[c] = VSELGT(r, vmax[c], vg, vidx[c]);
             vmax[c] = VMAX(vmax[c], r);
-            widx[c] = VSELGT(q, wmax[c], vh, widx[c]);
-            wmax[c] = VMAX(wmax[c], q);
-            vsum[c] = VADD(vsum[c], VADD(r, q));
+            if (mirror) {
+                const vf q = VADD(a1[c], a2[c]);
+                widx[c] = VSELGT(q, wmax[c], vh, widx[c]);
+                wmax[c] = VMAX(wmax[c], q);
+                vsum[c] = VADD(vsum[c], VADD(r, q));
+            } else {
+                vsum[c] = VADD(vsum[c], r);
+            }
         }
         vg = VADD(vg, vstep);
         vh = VADD(vh, vstep);
@@ -1210,12 +1158,15 @@ static inline __attribute__((always_inline)) void nb_cells_mirror(const int nk, 
         VSTORE(lanes + 2 * W, vidx[c]);
         VSTORE(lanes + 3 * W, widx[c]);
         VSTORE(lanes + 4 * W, vsum[c]);
+        const int nl = mirror ? 2 * W : W; /* lanes holding maxima: wmax only with mirror */
         float best = lanes[0], sum = 0.0f;
-        for (int j = 0; j < 2 * W; j++) best = lanes[j] > best ? lanes[j] : best;
+        for (int j = 0; j < W; j++) best = lanes[j] > best ? lanes[j] : best;
+        for (int j = W; j < nl; j++) best = lanes[j] > best ? lanes[j] : best;
         for (int j = 0; j < W; j++) sum += lanes[4 * W + j];
         int64_t arg = G; /* the first direction of the largest response: the smallest index */
-        for (int j = 0; j < 2 * W; j++) {
-            if (lanes[j] == best && (int64_t)lanes[2 * W + j] < arg) arg = (int64_t)lanes[2 * W + j];
+        for (int j = 0; j < nl; j++) {
+            const int64_t idx = (int64_t)lanes[2 * W + j]; /* vidx, then widx */
+            if (lanes[j] == best && idx < arg) arg = idx;
         }
         const float *u_r = ur + c * P, *u_i = ui + c * P;
         for (int64_t h = g; h < H; h++) {
@@ -1224,10 +1175,14 @@ static inline __attribute__((always_inline)) void nb_cells_mirror(const int nk, 
                 a1 = SFMA(u_r[p], br[p * G + h], a1);
                 a2 = SFMA(u_i[p], bi[p * G + h], a2);
             }
-            const float r = a1 - a2, q = a1 + a2;
+            const float r = a1 - a2;
             if (r > best || (r == best && h < arg)) best = r, arg = h;
-            if (q > best || (q == best && h + H < arg)) best = q, arg = h + H;
-            sum += r + q;
+            sum += r;
+            if (mirror) {
+                const float q = a1 + a2;
+                if (q > best || (q == best && h + H < arg)) best = q, arg = h + H;
+                sum += q;
+            }
         }
         if (arg >= G) arg = 0;
         vote[c] = arg;
@@ -1243,7 +1198,7 @@ static inline __attribute__((always_inline)) void nb_cells_mirror(const int nk, 
  * x: [K, P, B] complex64; sr, si: [B, P, G] float32 (the steering's real and imaginary parts);
  * vote: [B, K] int64; weight: [B, K] float32; scratch: 2 K P floats. mirror (G even): directions
  * g + G / 2 are the directions g turned by 180 degrees, their steering the conjugate (only the first
- * G / 2 columns are read; nb_cells_mirror).
+ * G / 2 columns are read; nb_cells).
  */
 TP_API void tp_nb_vote(const float *x, int64_t K, int64_t P, int64_t B, const float *sr, const float *si, int64_t G,
                        int64_t mirror, float eps, float *scratch, int64_t *vote, float *weight) {
@@ -1259,17 +1214,17 @@ TP_API void tp_nb_vote(const float *x, int64_t K, int64_t P, int64_t B, const fl
             }
         }
         int64_t k = 0;
+#define NB_CELLS(n, m) nb_cells((n), (m), ur + k * P, ui + k * P, br, bi, P, G, vote + b * K + k, weight + b * K + k)
         if (mirror) {
-            for (; k + 4 <= K; k += 4)
-                nb_cells_mirror(4, ur + k * P, ui + k * P, br, bi, P, G, vote + b * K + k, weight + b * K + k);
-            for (; k + 2 <= K; k += 2)
-                nb_cells_mirror(2, ur + k * P, ui + k * P, br, bi, P, G, vote + b * K + k, weight + b * K + k);
-            if (k < K) nb_cells_mirror(1, ur + k * P, ui + k * P, br, bi, P, G, vote + b * K + k, weight + b * K + k);
-            continue;
+            for (; k + 4 <= K; k += 4) NB_CELLS(4, 1);
+            for (; k + 2 <= K; k += 2) NB_CELLS(2, 1);
+            if (k < K) NB_CELLS(1, 1);
+        } else {
+            for (; k + 4 <= K; k += 4) NB_CELLS(4, 0);
+            for (; k + 2 <= K; k += 2) NB_CELLS(2, 0);
+            if (k < K) NB_CELLS(1, 0);
         }
-        for (; k + 4 <= K; k += 4) nb_cells(4, ur + k * P, ui + k * P, br, bi, P, G, vote + b * K + k, weight + b * K + k);
-        for (; k + 2 <= K; k += 2) nb_cells(2, ur + k * P, ui + k * P, br, bi, P, G, vote + b * K + k, weight + b * K + k);
-        if (k < K) nb_cells(1, ur + k * P, ui + k * P, br, bi, P, G, vote + b * K + k, weight + b * K + k);
+#undef NB_CELLS
     }
 }
 
