@@ -632,6 +632,29 @@ TP_API void tp_logmel(const float *spec, int64_t C, int64_t F, int64_t T, int64_
     }
 }
 
+/* The PHAT-normalised cross-spectrum x_i conj(x_j) / (|x_i conj(x_j)| + eps) of W cells (vphat) or
+ * one (sphat), from interleaved complex floats; the one arithmetic of tp_phat_cross and tp_cross_blocks. */
+static inline __attribute__((always_inline)) void vphat(const float *xi, const float *xj, float eps, vf *ur, vf *ui) {
+    vf ar, ai, br, bi;
+    vload_c(xi, &ar, &ai);
+    vload_c(xj, &br, &bi);
+    /* (ar + i ai)(br - i bi) */
+    const vf re = VFMA(ar, br, VMUL(ai, bi));
+    const vf im = VSUB(VMUL(ai, br), VMUL(ar, bi));
+    const vf den = VADD(VSQRT(VFMA(re, re, VMUL(im, im))), VSET1(eps));
+    *ur = VDIV(re, den);
+    *ui = VDIV(im, den);
+}
+
+static inline __attribute__((always_inline)) void sphat(const float *xi, const float *xj, float eps, float *ur,
+                                                       float *ui) {
+    const float ar = xi[0], ai = xi[1], br = xj[0], bi = xj[1];
+    const float re = SFMA(ar, br, ai * bi), im = ai * br - ar * bi;
+    const float den = sqrtf(SFMA(re, re, im * im)) + eps;
+    *ur = re / den;
+    *ui = im / den;
+}
+
 /*
  * Spectra -> PHAT-normalised cross-spectra, per frame, for microphone pairs in bins [b0, b1).
  * spec: [C, F, T] complex64; pairs: [P, 2] (i, j): cross = X_i conj(X_j) / (|X_i conj(X_j)| + eps).
@@ -655,14 +678,8 @@ TP_API int tp_phat_cross(const float *spec, int64_t C, int64_t F, int64_t T, con
                 const float *wb = w ? w + b * T + t0 : NULL; /* this bin's weights, contiguous in t */
                 int64_t t = 0;
                 for (; t + W <= nt; t += W) {
-                    vf ar, ai, br, bi;
-                    vload_c(xi + 2 * t, &ar, &ai);
-                    vload_c(xj + 2 * t, &br, &bi);
-                    /* (ar + i ai)(br - i bi) */
-                    vf re = VFMA(ar, br, VMUL(ai, bi));
-                    vf im = VSUB(VMUL(ai, br), VMUL(ar, bi));
-                    vf den = VADD(VSQRT(VFMA(re, re, VMUL(im, im))), VSET1(eps));
-                    vf ur = VDIV(re, den), ui = VDIV(im, den);
+                    vf ur, ui;
+                    vphat(xi + 2 * t, xj + 2 * t, eps, &ur, &ui);
                     if (wb) {
                         const vf wv = VLOAD(wb + t);
                         ur = VMUL(ur, wv);
@@ -671,10 +688,8 @@ TP_API int tp_phat_cross(const float *spec, int64_t C, int64_t F, int64_t T, con
                     vstore_c(tmp + 2 * t, ur, ui);
                 }
                 for (; t < nt; t++) {
-                    const float ar = xi[2 * t], ai = xi[2 * t + 1], br = xj[2 * t], bi = xj[2 * t + 1];
-                    const float re = SFMA(ar, br, ai * bi), im = ai * br - ar * bi;
-                    const float den = sqrtf(SFMA(re, re, im * im)) + eps;
-                    float ur = re / den, ui = im / den;
+                    float ur, ui;
+                    sphat(xi + 2 * t, xj + 2 * t, eps, &ur, &ui);
                     if (wb) {
                         ur *= wb[t];
                         ui *= wb[t];
@@ -689,6 +704,44 @@ TP_API int tp_phat_cross(const float *spec, int64_t C, int64_t F, int64_t T, con
         }
     }
     return 0;
+}
+
+/* One bin's cell powers summed over the channels, in channel order (re * re + im * im per channel):
+ * p[t] for the T frames of bin f. */
+static inline void bin_power(const float *spec, int64_t C, int64_t F, int64_t T, int64_t f, float *p) {
+    for (int64_t t = 0; t < T; t++) p[t] = 0.0f;
+    for (int64_t c = 0; c < C; c++) {
+        const float *x = spec + 2 * ((c * F + f) * T);
+        int64_t t = 0;
+        for (; t + W <= T; t += W) {
+            vf re, im;
+            vload_c(x + 2 * t, &re, &im);
+            VSTORE(p + t, VADD(VLOAD(p + t), VADD(VMUL(re, re), VMUL(im, im))));
+        }
+        for (; t < T; t++) {
+            const float e = x[2 * t] * x[2 * t];
+            const float g = x[2 * t + 1] * x[2 * t + 1];
+            p[t] += e + g;
+        }
+    }
+}
+
+/* One bin's onset weights (edge.dsp.gcc_phat.onset_weights_of_power): p[-K .. T) holds the K powers
+ * before the T frames, then theirs; w[t] = floor + (1 - floor) * v * v, v = ((p - max of the K previous
+ * powers) / max(p, 1e-30)) clipped to [0, 1] (with floor 0: v * v). */
+static inline void bin_onset(const float *p, int64_t K, int64_t T, float floor, float *w) {
+    for (int64_t t = 0; t < T; t++) {
+        float prev = K > 0 ? p[t - 1] : 0.0f;
+        for (int64_t j = 2; j <= K; j++) prev = p[t - j] > prev ? p[t - j] : prev;
+        float v = (p[t] - prev) / (p[t] > 1e-30f ? p[t] : 1e-30f);
+        v = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
+        v = v * v;
+        if (floor != 0.0f) {
+            v = v * (1.0f - floor);
+            v = v + floor;
+        }
+        w[t] = v;
+    }
 }
 
 /*
@@ -725,36 +778,13 @@ TP_API int tp_cross_blocks(const float *spec, int64_t C, int64_t F, int64_t T, c
     float *wt = work, *pw = work + T, *tmp = work + 2 * T + K;
     for (int64_t b = 0; b < B; b++) {
         if (K > 0) {
-            float *p = pw + K;
-            for (int64_t k = 0; k < K; k++) pw[k] = 0.0f;
-            for (int64_t t = 0; t < T; t++) p[t] = 0.0f;
-            for (int64_t c = 0; c < C; c++) {
-                const float *x = spec + 2 * ((c * F + b0 + b) * T);
-                int64_t t = 0;
-                for (; t + W <= T; t += W) {
-                    vf re, im;
-                    vload_c(x + 2 * t, &re, &im);
-                    VSTORE(p + t, VADD(VLOAD(p + t), VADD(VMUL(re, re), VMUL(im, im))));
-                }
-                for (; t < T; t++) {
-                    const float e = x[2 * t] * x[2 * t];
-                    const float f = x[2 * t + 1] * x[2 * t + 1];
-                    p[t] += e + f;
-                }
-            }
+            for (int64_t k = 0; k < K; k++) pw[k] = 0.0f; /* a zero history */
+            bin_power(spec, C, F, T, b0 + b, pw + K);
+            bin_onset(pw + K, K, T, floor, wt);
             for (int64_t t = 0; t < T; t++) {
-                float prev = p[t - 1];
-                for (int64_t j = 2; j <= K; j++) prev = p[t - j] > prev ? p[t - j] : prev;
-                float v = (p[t] - prev) / (p[t] > 1e-30f ? p[t] : 1e-30f);
-                v = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
-                v = v * v;
-                if (floor != 0.0f) {
-                    v = v * (1.0f - floor);
-                    v = v + floor;
-                }
                 const int used = blk[t] >= 0;
-                wt[t] = used ? v : 0.0f;
-                fw[t] += used ? (double)v : 0.0;
+                fw[t] += used ? (double)wt[t] : 0.0;
+                wt[t] = used ? wt[t] : 0.0f;
             }
         } else {
             for (int64_t t = 0; t < T; t++) {
@@ -770,14 +800,11 @@ TP_API int tp_cross_blocks(const float *spec, int64_t C, int64_t F, int64_t T, c
             vf accr = VSET1(0.0f), acci = VSET1(0.0f);
             int64_t t = lo;
             for (; t + W <= hi; t += W) {
-                vf ar, ai, br, bi;
-                vload_c(xi + 2 * t, &ar, &ai);
-                vload_c(xj + 2 * t, &br, &bi);
-                vf re = VFMA(ar, br, VMUL(ai, bi));
-                vf im = VSUB(VMUL(ai, br), VMUL(ar, bi));
-                vf den = VADD(VSQRT(VFMA(re, re, VMUL(im, im))), VSET1(eps));
+                vf ur, ui;
+                vphat(xi + 2 * t, xj + 2 * t, eps, &ur, &ui);
                 const vf wv = VLOAD(wt + t);
-                vf ur = VMUL(VDIV(re, den), wv), ui = VMUL(VDIV(im, den), wv);
+                ur = VMUL(ur, wv);
+                ui = VMUL(ui, wv);
                 if (NB == 1) {
                     accr = VADD(accr, ur);
                     acci = VADD(acci, ui);
@@ -787,10 +814,10 @@ TP_API int tp_cross_blocks(const float *spec, int64_t C, int64_t F, int64_t T, c
             }
             float sr = 0.0f, si = 0.0f;
             for (; t < hi; t++) {
-                const float ar = xi[2 * t], ai = xi[2 * t + 1], br = xj[2 * t], bi = xj[2 * t + 1];
-                const float re = SFMA(ar, br, ai * bi), im = ai * br - ar * bi;
-                const float den = sqrtf(SFMA(re, re, im * im)) + eps;
-                const float ur = re / den * wt[t], ui = im / den * wt[t];
+                float ur, ui;
+                sphat(xi + 2 * t, xj + 2 * t, eps, &ur, &ui);
+                ur *= wt[t];
+                ui *= wt[t];
                 if (NB == 1) {
                     sr += ur;
                     si += ui;
@@ -850,29 +877,8 @@ TP_API void tp_onset_weights(const float *spec, int64_t C, int64_t F, int64_t T,
     const int64_t B = b1 - b0;
     for (int64_t b = 0; b < B; b++) {
         for (int64_t k = 0; k < K; k++) pw[k] = hist[k * B + b];
-        float *p = pw + K;
-        for (int64_t t = 0; t < T; t++) p[t] = 0.0f;
-        for (int64_t c = 0; c < C; c++) {
-            const float *x = spec + 2 * ((c * F + b0 + b) * T);
-            for (int64_t t = 0; t < T; t++) {
-                const float re = x[2 * t], im = x[2 * t + 1];
-                const float e = re * re;
-                const float f = im * im;
-                p[t] += e + f;
-            }
-        }
-        for (int64_t t = 0; t < T; t++) {
-            float prev = K > 0 ? p[t - 1] : 0.0f;
-            for (int64_t j = 2; j <= K; j++) prev = p[t - j] > prev ? p[t - j] : prev;
-            float v = (p[t] - prev) / (p[t] > 1e-30f ? p[t] : 1e-30f);
-            v = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
-            v = v * v;
-            if (floor != 0.0f) {
-                v = v * (1.0f - floor);
-                v = v + floor;
-            }
-            out[b * T + t] = v;
-        }
+        bin_power(spec, C, F, T, b0 + b, pw + K);
+        bin_onset(pw + K, K, T, floor, out + b * T);
         for (int64_t k = 0; k < K; k++) hist[k * B + b] = pw[T + k];
     }
 }
