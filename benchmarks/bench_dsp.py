@@ -236,12 +236,17 @@ def callgrind_count(task: str, impl: str, workdir: str, timeout_s: float) -> tup
 def pipeline_rows(repeats: int) -> list[dict[str, Any]]:
     from boards.profiles import load_array
     from edge.inference import RUNTIMES, Model
+    from edge.messages import Block
     from edge.pipeline import EdgePipeline, PipelineConfig, run
     from edge.sources import FileSource
 
     scene = str(resources.files("edge").joinpath("data", "sample_scene.flac"))
     array = load_array("respeaker-4mic-hat")
-    dur = scene_audio().shape[1] / FS
+    audio = scene_audio()
+    dur = audio.shape[1] / FS
+    # the same audio as a microphone source delivers it: 100 ms blocks already in memory (no file decoding)
+    mic_blocks = [Block(np.ascontiguousarray(audio[:, i : i + 1600]), i / FS, k, FS)
+                  for k, i in enumerate(range(0, audio.shape[1], 1600))]  # fmt: skip
     rows = []
     for rt in RUNTIMES:
         try:
@@ -265,17 +270,17 @@ def pipeline_rows(repeats: int) -> list[dict[str, Any]]:
         # the model's share: the full window's calls and the streaming model's (what LiteRT runs)
         model.predict = timed(model.predict)  # type: ignore[method-assign]
         model.predict_stream = timed(model.predict_stream)  # type: ignore[method-assign]
-        for backend in ("numpy", "native"):
+        for backend, source in (("numpy", "file"), ("native", "file"), ("native", "memory")):
             totals, models = [], []
             for _ in range(max(3, repeats // 2)):
                 spent[0] = 0.0
                 t = time.process_time()
-                list(run(FileSource(scene, block_size=1600, expected_channels=4),
-                         EdgePipeline(model, array, PipelineConfig(dsp_backend=backend))))  # fmt: skip
+                blocks = FileSource(scene, block_size=1600, expected_channels=4) if source == "file" else mic_blocks
+                list(run(iter(blocks), EdgePipeline(model, array, PipelineConfig(dsp_backend=backend))))
                 totals.append(time.process_time() - t)
                 models.append(spent[0])
             total, mod = statistics.median(totals), statistics.median(models)
-            rows.append({"runtime": rt, "backend": backend, "total_ms_per_s": 1000 * total / dur,
+            rows.append({"runtime": rt, "backend": backend, "source": source, "total_ms_per_s": 1000 * total / dur,
                          "model_ms_per_s": 1000 * mod / dur, "rest_ms_per_s": 1000 * (total - mod) / dur,
                          "x_real_time": dur / total, "rest_x_real_time": dur / max(total - mod, 1e-9)})  # fmt: skip
     return rows
@@ -455,7 +460,9 @@ def _write(path: str, res: dict[str, Any]) -> None:
 def pipeline_targets(pipe: list[dict[str, Any]], dsp_only: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The targets on the whole pipeline and the DSP stages (best native row)."""
     targets = []
-    best = max((p for p in pipe if p["backend"] == "native"), key=lambda p: p["x_real_time"], default=None)
+    # from the FLAC file, as `tympan listen --input` reads it (decoding included): the stricter measure
+    file_rows = [p for p in pipe if p["backend"] == "native" and p.get("source", "file") == "file"]
+    best = max(file_rows, key=lambda p: p["x_real_time"], default=None)
     if best is not None:
         targets.append({"target": "whole pipeline >= 200x real time (one core)",
                         "speedup_cpu_time": best["x_real_time"], "speedup_instructions": None, "want": 200.0,
@@ -538,14 +545,18 @@ def render(res: dict[str, Any]) -> str:
         "",
         "## Whole edge pipeline (bundled 10 s 4-channel scene, 0.1 s blocks, SED + DOA + tracking)",
         "",
-        "| model runtime | DSP backend | CPU ms per audio s | of which model | rest (DSP, SED, DOA, tracking) | "
-        "x real time | rest x real time |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "Source: the FLAC file through `FileSource` (decoding included; the targets use these rows), or the "
+        "same audio as 100 ms blocks already in memory, as a microphone source delivers them.",
+        "",
+        "| model runtime | DSP backend | source | CPU ms per audio s | of which model | "
+        "rest (DSP, SED, DOA, tracking) | x real time | rest x real time |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for p in res["pipeline"]:
         lines.append(
-            f"| {p['runtime']} | {p['backend']} | {p['total_ms_per_s']:.1f} | {p['model_ms_per_s']:.1f} | "
-            f"{p['rest_ms_per_s']:.1f} | {p['x_real_time']:.0f} | {p['rest_x_real_time']:.0f} |"
+            f"| {p['runtime']} | {p['backend']} | {p.get('source', 'file')} | {p['total_ms_per_s']:.1f} | "
+            f"{p['model_ms_per_s']:.1f} | {p['rest_ms_per_s']:.1f} | {p['x_real_time']:.0f} | "
+            f"{p['rest_x_real_time']:.0f} |"
         )
     return "\n".join(lines) + "\n"
 
