@@ -417,6 +417,10 @@ def test_native_kernels_reject_bad_inputs() -> None:
         kern["cross_blocks"](s, mic_pairs(4), BINS, np.arange(5), 0)
     with pytest.raises(InputError, match="mask"):
         kern["cross_blocks"](s, mic_pairs(4), BINS, np.ones(3, bool), 4)
+    for k in (kern, backends.get):
+        fn = k["cross_blocks"] if isinstance(k, dict) else k("cross_blocks")
+        with pytest.raises(InputError, match="onset_frames"):
+            fn(s, mic_pairs(4), BINS, np.arange(5), 4, -1)
     with pytest.raises(InputError, match="lag_index"):
         kern["srp_map"](np.zeros((6, 64), np.float32), np.zeros((10, 5)))
     with pytest.raises(InputError, match="weights"):

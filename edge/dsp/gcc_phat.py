@@ -113,6 +113,8 @@ def cross_blocks(
     The same as summing the selected rows of the per-frame cross-spectra, without that [T, P, B] array."""
     b0, b1, _ = bins.indices(spectra.shape[1])
     idx, _ = block_index(frames, spectra.shape[2], block)
+    if onset_frames < 0:
+        raise InputError(f"cross_blocks: onset_frames={onset_frames} must be >= 0")
     w = None
     if onset_frames:
         w, _ = onset_weights(spectra, bins, np.zeros((onset_frames, max(0, b1 - b0)), np.float32), floor)
