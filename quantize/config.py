@@ -96,6 +96,11 @@ class DistillConfig:
     temperature: float = _f(2.0, 0.1, 20.0)
     alpha: float = _f(0.7, 0.0, 1.0, "weight of the teacher (KD) terms vs the ground-truth terms")
     frame_weight: float = _f(0.5, 0.0, 1.0, "weight of frame-level vs clip-level terms")
+    edge_rows: int = _f(
+        0, 0, 96, "the last output rows of each window whose frame loss is weighted by edge_weight (0: none): the "
+        "rows the streaming pipeline keeps, model_hop_frames / output_hop_frames, see nothing to their right"
+    )
+    edge_weight: float = _f(1.0, 0.0, 100.0, "frame-loss weight of the edge_rows rows, relative to the others' 1")
     threads: int = _f(1, 1, 64)
     max_minutes: float = _f(60.0, 0.1, 1000.0, "stop training after this many CPU minutes of the process")
     spec_augment: bool = _f(True, doc="random time / mel masks on training windows")

@@ -5,7 +5,10 @@ max-combined with the background's teacher target (if the background is loud eno
 with the event's ground-truth classes on its active frames. With p = sigmoid(z) the student's frame
 probabilities and P = linear_softmax(p) its clip score:
 
-  frame loss = alpha * T^2 * BCE(sigmoid(z / T), teacher_T) + (1 - alpha) * BCE(p, max(teacher_1, gt))
+  frame loss = alpha * T^2 * BCE(sigmoid(z / T), teacher_T) + (1 - alpha) * BCE(p, max(teacher_1, gt)),
+               averaged over classes, then over rows with weight edge_weight on the last edge_rows rows
+               (the newest rows the streaming pipeline keeps, which see no frame to their right) and 1
+               on the others (the default, edge_rows 0: a plain mean)
   clip loss  = alpha * BCE(P, max_frames teacher_1)
              + (1 - alpha) * BCE(P, max_frames max(teacher_1, gt))
   loss       = frame_weight * frame loss + (1 - frame_weight) * clip loss
@@ -54,13 +57,30 @@ def _bce(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy(p.clamp(EPS, 1 - EPS), t)
 
 
+def row_weights(n_rows: int, edge_rows: int, edge_weight: float) -> torch.Tensor | None:
+    """[n_rows] frame-loss weights: edge_weight on the last edge_rows rows, 1 elsewhere, normalised to mean
+    1; None when all are 1."""
+    k = min(edge_rows, n_rows)
+    if k == 0 or edge_weight == 1.0:
+        return None
+    w = torch.ones(n_rows)
+    w[n_rows - k :] = edge_weight
+    return w * (n_rows / float(w.sum()))
+
+
 def distill_loss(z: torch.Tensor, tg: Targets, cfg: DistillConfig) -> torch.Tensor:
     t = cfg.temperature
     p = torch.sigmoid(z)
     pooled = linear_softmax(p, 1)
-    frame = cfg.alpha * t * t * F.binary_cross_entropy_with_logits(z / t, tg.frame_kd_t) + (
-        1 - cfg.alpha
-    ) * F.binary_cross_entropy_with_logits(z, tg.frame_all)
+    w = row_weights(z.shape[1], cfg.edge_rows, cfg.edge_weight)
+    if w is None:
+        frame = cfg.alpha * t * t * F.binary_cross_entropy_with_logits(z / t, tg.frame_kd_t) + (
+            1 - cfg.alpha
+        ) * F.binary_cross_entropy_with_logits(z, tg.frame_all)
+    else:  # per row (mean over the batch and the classes), then the weighted mean over the rows
+        kd = F.binary_cross_entropy_with_logits(z / t, tg.frame_kd_t, reduction="none").mean((0, 2))
+        gt = F.binary_cross_entropy_with_logits(z, tg.frame_all, reduction="none").mean((0, 2))
+        frame = ((cfg.alpha * t * t * kd + (1 - cfg.alpha) * gt) * w).mean()
     clip = cfg.alpha * _bce(pooled, tg.clip_kd) + (1 - cfg.alpha) * _bce(pooled, tg.clip_all)
     return cfg.frame_weight * frame + (1 - cfg.frame_weight) * clip
 

@@ -64,3 +64,30 @@ def test_training_learns_a_separable_task_with_and_without_averaging(ema_decay: 
         p = model(torch.from_numpy(val.x)).numpy().max(axis=1)  # [N, K] clip maxima
     acc = float((p.argmax(1) == val.gt.argmax(1)).mean())
     assert acc > 0.9, acc
+
+
+def test_edge_rows_weight_the_newest_rows_of_the_frame_loss() -> None:
+    """`edge_rows`/`edge_weight`: the frame loss is the row-weighted mean of the per-row losses (the last
+    rows weighted, normalised to mean 1); weight 1 is the plain loss; an error only in the last rows
+    costs more with them weighted up, one only in the first rows less."""
+    from dataclasses import replace
+
+    from quantize.distill import Targets, distill_loss, row_weights
+
+    w = row_weights(24, 3, 4.0)
+    assert w is not None and float(w.mean()) == pytest.approx(1.0)
+    assert float(w[-1]) == pytest.approx(4.0 * float(w[0]))
+    assert row_weights(24, 0, 4.0) is None and row_weights(24, 3, 1.0) is None
+    cfg = DistillConfig(frame_weight=1.0)
+    target = torch.full((2, 24, 5), 0.1)
+    tg = Targets(target, target, target[:, 0], target[:, 0])
+    z_good = torch.logit(target)
+    late = z_good.clone()
+    late[:, -3:] += 3.0  # wrong only in the newest rows
+    early = z_good.clone()
+    early[:, :3] += 3.0  # wrong only in the first rows
+    edge = replace(cfg, edge_rows=3, edge_weight=4.0)
+    assert float(distill_loss(late, tg, edge)) > float(distill_loss(late, tg, cfg))
+    assert float(distill_loss(early, tg, edge)) < float(distill_loss(early, tg, cfg))
+    same = replace(cfg, edge_rows=3, edge_weight=1.0)
+    assert float(distill_loss(late, tg, same)) == float(distill_loss(late, tg, cfg))
