@@ -126,6 +126,17 @@ def _check_all(kern: dict[str, Kernel], x: np.ndarray, tol: dict[str, float]) ->
             # sums of up to T unit-magnitude cells, in another order
             assert np.max(np.abs(blk - blk_ref)) <= tol["phat"] * block
             np.testing.assert_allclose(fw, fw_ref, rtol=1e-5)
+    # each selected frame's block given (segments of 7 frames in blocks of 3: 3, 3, 1 per segment)
+    pos = np.arange(len(sel))
+    ids = (pos // 7) * 3 + (pos % 7) // 3
+    blk_ref, fw_ref = ref["cross_blocks"](s_ref, pairs, BINS, sel, ids, 3, 0.05)
+    blk, fw = kern["cross_blocks"](s_ref, pairs, BINS, sel, ids, 3, 0.05)
+    weighted = ref["phat_cross_spectra"](s_ref, pairs, BINS, ref["onset_weights"](
+        s_ref, BINS, np.zeros((3, BINS.stop - BINS.start), np.float32), 0.05)[0])[sel]
+    want = np.stack([weighted[ids == k].sum(axis=0) for k in range(int(ids[-1]) + 1)])
+    assert blk.shape == blk_ref.shape == want.shape
+    assert np.max(np.abs(blk_ref - want)) <= tol["phat"] * 3 and np.max(np.abs(blk - want)) <= tol["phat"] * 3
+    np.testing.assert_allclose(fw, fw_ref, rtol=1e-5)
     cc_ref = ref["gcc"](c_ref.sum(axis=0), BINS, SPEC.n_fft, 16)
     cc = kern["gcc"](c_ref.sum(axis=0), BINS, SPEC.n_fft, 16)
     assert np.max(np.abs(cc - cc_ref)) <= tol["gcc"] * np.max(np.abs(cc_ref))
@@ -415,6 +426,10 @@ def test_native_kernels_reject_bad_inputs() -> None:
             kern["cross_blocks"](s, mic_pairs(4), BINS, bad, 4)
     with pytest.raises(InputError, match="block"):
         kern["cross_blocks"](s, mic_pairs(4), BINS, np.arange(5), 0)
+    for bad_ids in (np.array([0, 0, 2, 2, 3]), np.array([1, 1, 1, 2, 2]), np.array([0, 1, 0, 1, 1]), np.zeros(4, int),
+                    np.zeros(5)):  # fmt: skip
+        with pytest.raises(InputError, match="block indices"):
+            kern["cross_blocks"](s, mic_pairs(4), BINS, np.arange(5), bad_ids)
     with pytest.raises(InputError, match="mask"):
         kern["cross_blocks"](s, mic_pairs(4), BINS, np.ones(3, bool), 4)
     for k in (kern, backends.get):

@@ -75,10 +75,14 @@ def onset_weights(
     return onset_weights_of_power(np.ascontiguousarray(power), np.asarray(history, np.float32), floor)
 
 
-def block_index(frames: npt.ArrayLike, n_frames: int, block: int) -> tuple[npt.NDArray[np.intp], int]:
-    """Selected frames (ascending indices, or a boolean mask over `n_frames`) in blocks of `block`:
-    (the frame indices [N], the number of blocks ceil(N / block)). Raises InputError on indices out
-    of range or not ascending, or a block < 1."""
+def block_index(
+    frames: npt.ArrayLike, n_frames: int, block: int | npt.ArrayLike
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Selected frames (ascending indices, or a boolean mask over `n_frames`) and their blocks: `block`
+    either a block length (consecutive blocks of that many selected frames, the last may hold fewer)
+    or each selected frame's block index (non-decreasing, from 0, without gaps). Returns (the frame
+    indices [N], each one's block [N]). Raises InputError on indices out of range or not ascending, a
+    block length < 1, or block indices that do not fit."""
     f = np.asarray(frames)
     if f.dtype == np.bool_:
         if f.shape != (n_frames,):
@@ -88,9 +92,19 @@ def block_index(frames: npt.ArrayLike, n_frames: int, block: int) -> tuple[npt.N
         idx = f.astype(np.intp, copy=False).reshape(-1)
         if idx.size and (idx[0] < 0 or idx[-1] >= n_frames or np.any(np.diff(idx) <= 0)):
             raise InputError(f"frame indices must be ascending, in [0, {n_frames}); got {idx[:8].tolist()}...")
-    if block < 1:
-        raise InputError(f"block of {block} frames: must be >= 1")
-    return idx, -(-idx.size // block)
+    if np.ndim(block) == 0:
+        size = int(block)  # type: ignore[arg-type]
+        if size < 1:
+            raise InputError(f"block of {size} frames: must be >= 1")
+        return idx, np.arange(idx.size) // size
+    ids = np.asarray(block)
+    if ids.shape != idx.shape or not np.issubdtype(ids.dtype, np.integer):
+        raise InputError(
+            f"block indices of shape {ids.shape} ({ids.dtype}): expected integers, one per selected frame ({idx.size})"
+        )
+    if ids.size and (ids[0] != 0 or np.any(np.diff(ids) < 0) or np.any(np.diff(ids) > 1)):
+        raise InputError("block indices must start at 0 and go up by 0 or 1 from frame to frame")
+    return idx, ids.astype(np.intp, copy=False)
 
 
 @register(REFERENCE, "cross_blocks")
@@ -99,20 +113,21 @@ def cross_blocks(
     pairs: npt.NDArray[np.intp],
     bins: slice,
     frames: npt.ArrayLike,
-    block: int,
+    block: int | npt.ArrayLike,
     onset_frames: int = 0,
     floor: float = 0.0,
 ) -> tuple[npt.NDArray[np.complex64], npt.NDArray[np.float64]]:
     """A recording's DOA input: the PHAT cross-spectra (`phat_cross_spectra`) of spectra [C, F, T],
     each cell times its onset weight (`onset_weights` over all T frames from a zero history of
     `onset_frames` frames; no weighting when 0), of the selected `frames` (ascending indices or a
-    mask) summed over consecutive blocks of `block` of them (the last block may hold fewer).
+    mask) summed per block: consecutive blocks of `block` of them (the last may hold fewer), or, with
+    `block` an array, the block each selected frame belongs to (`block_index`).
 
-    Returns (sums [ceil(N / block), P, B] complex64, each block's weight [ceil(N / block)] float64: the
-    sum over its frames of the mean of the frame's cell weights, its frame count without weighting).
-    The same as summing the selected rows of the per-frame cross-spectra, without that [T, P, B] array."""
+    Returns (sums [K, P, B] complex64, each block's weight [K] float64: the sum over its frames of the
+    mean of the frame's cell weights, its frame count without weighting), K blocks. The same as summing
+    the selected rows of the per-frame cross-spectra, without that [T, P, B] array."""
     b0, b1, _ = bins.indices(spectra.shape[1])
-    idx, _ = block_index(frames, spectra.shape[2], block)
+    idx, ids = block_index(frames, spectra.shape[2], block)
     if onset_frames < 0:
         raise InputError(f"cross_blocks: onset_frames={onset_frames} must be >= 0")
     w = None
@@ -121,7 +136,7 @@ def cross_blocks(
     if idx.size == 0:
         return np.zeros((0, len(pairs), max(0, b1 - b0)), np.complex64), np.zeros(0)
     cross = phat_cross_spectra(spectra, pairs, bins, w)[idx]
-    starts = np.arange(0, idx.size, block)
+    starts = np.flatnonzero(np.diff(ids, prepend=-1))  # each block's first frame
     fw = np.ones(idx.size) if w is None else w[idx].mean(axis=1, dtype=np.float64)
     return np.add.reduceat(cross, starts, axis=0), np.add.reduceat(fw, starts)
 

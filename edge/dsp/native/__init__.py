@@ -539,7 +539,7 @@ class Kernels:
         pairs: npt.NDArray[np.intp],
         bins: slice,
         frames: npt.ArrayLike,
-        block: int,
+        block: int | npt.ArrayLike,
         onset_frames: int = 0,
         floor: float = 0.0,
     ) -> tuple[npt.NDArray[np.complex64], npt.NDArray[np.float64]]:
@@ -557,12 +557,13 @@ class Kernels:
             raise InputError(f"microphone pairs {pr.tolist()} do not fit {c} channels")
         if onset_frames < 0:
             raise InputError(f"cross_blocks: onset_frames={onset_frames} must be >= 0")
-        idx, n_blocks = block_index(frames, t, block)
+        idx, ids = block_index(frames, t, block)
+        n_blocks = int(ids[-1]) + 1 if ids.size else 0
         out = np.empty((n_blocks, len(pr), max(0, b1 - b0)), np.complex64)
         if idx.size == 0:
             return out, np.zeros(0)
         blk = np.full(t, -1, np.int64)
-        blk[idx] = np.arange(idx.size) // block
+        blk[idx] = ids
         fw = np.zeros(t, np.float64)
         _, pwork = self._scratch((4 * t + onset_frames,))
         if self.lib.tp_cross_blocks(
@@ -570,7 +571,7 @@ class Kernels:
             n_blocks, pwork, _ptr(fw), _ptr(out),
         ):  # fmt: skip
             raise InputError(f"microphone pairs {pr.tolist()} do not fit {c} channels")
-        weights = np.add.reduceat(fw[idx], np.arange(0, idx.size, block))
+        weights = np.add.reduceat(fw[idx], np.flatnonzero(np.diff(ids, prepend=-1)))
         return out, weights
 
     def gcc(
