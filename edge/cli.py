@@ -128,6 +128,10 @@ def add_tag(sub: Any) -> None:
     _model_flags(p)
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     p.add_argument("--top", type=int, default=5, help="how many top labels to list (default 5)")
+    p.add_argument(
+        "--dsp-backend", choices=["auto", "numpy", "native", "tinygrad"], default=None,
+        help="DSP kernels (default: $TYMPAN_DSP_BACKEND, else auto)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_tag)
 
 
@@ -140,6 +144,10 @@ def add_locate(sub: Any) -> None:
     p.add_argument(
         "--method", default="srp-phat", choices=["srp-phat", "music", "normmusic"],
         help="direction-of-arrival method (default srp-phat)",
+    )  # fmt: skip
+    p.add_argument(
+        "--dsp-backend", choices=["auto", "numpy", "native", "tinygrad"], default=None,
+        help="DSP kernels (default: $TYMPAN_DSP_BACKEND, else the board's dsp_backend, else auto)",
     )  # fmt: skip
     p.set_defaults(func=cmd_locate)
 
@@ -242,8 +250,9 @@ def _dsp_backend(args: argparse.Namespace) -> str:
     from edge.dsp import backends
 
     preference = None
-    if args.board is not None and kind_of(args.board) == "board":
-        preference = load_board(args.board).dsp_backend
+    board = getattr(args, "board", None)  # `tag` names no board
+    if board is not None and kind_of(board) == "board":
+        preference = load_board(board).dsp_backend
     return backends.resolve(args.dsp_backend, preference)
 
 
@@ -384,12 +393,13 @@ def _events_and_levels(blocks: Any, pipeline: Any, pub: Any, every_s: float, bui
     yield from pipeline.flush()
 
 
-def _tag_rows(model: Any, path: str, top: int) -> dict[str, Any]:
-    from edge.dsp.frontend import logmel
+def _tag_rows(model: Any, path: str, top: int, dsp_backend: str = "numpy") -> dict[str, Any]:
+    from edge.dsp import backends
     from edge.sources import read_audio
 
     x = read_audio(path)
-    scores = model.tag(logmel(x, model.frontend))
+    # the recording's log-mel (of its channel mean) through the chosen DSP backend: a batch of one
+    scores = model.tag(backends.get("logmel_batch", dsp_backend)(x[None], model.frontend)[0])
     order = np.argsort(-scores)[:top]
     return {
         "file": path,
@@ -406,8 +416,10 @@ def cmd_tag(args: argparse.Namespace) -> int:
         raise InputError(f"--top {args.top}: must be >= 1")
     model = _load_model(args)
 
+    dsp = _dsp_backend(args)
+
     def work(path: str) -> None:
-        row = _tag_rows(model, path, args.top)
+        row = _tag_rows(model, path, args.top, dsp)
         if args.json:
             print(json.dumps(row), flush=True)
         else:
@@ -418,14 +430,16 @@ def cmd_tag(args: argparse.Namespace) -> int:
     return _per_file(args.files, work)
 
 
-def locate_rows(path: str, array: Any, max_sources: int, method: str = "srp-phat") -> dict[str, Any]:
-    from edge.dsp.frontend import stft
+def locate_rows(
+    path: str, array: Any, max_sources: int, method: str = "srp-phat", dsp_backend: str = "numpy"
+) -> dict[str, Any]:
+    from edge.dsp import backends
     from edge.localise import Localiser, LocaliserConfig, locate_recording
     from edge.sources import read_audio
 
     x = read_audio(path, expected_channels=array.n_mics, array=array)
-    loc = Localiser(array, config=LocaliserConfig(max_sources=max_sources, method=method))
-    spectra = stft(x)
+    loc = Localiser(array, config=LocaliserConfig(max_sources=max_sources, method=method, backend=dsp_backend))
+    spectra = backends.get("stft", dsp_backend)(x, loc.spec)
     if spectra.shape[2] == 0:
         raise InputError(f"{path}: shorter than one analysis frame ({loc.spec.win} samples)")
     bearings = locate_recording(spectra, loc)
@@ -449,9 +463,10 @@ def cmd_locate(args: argparse.Namespace) -> int:
     if args.max_sources < 1:
         raise InputError(f"--max-sources {args.max_sources}: must be >= 1")
     array = _load_array(args)
+    dsp = _dsp_backend(args)
 
     def work(path: str) -> None:
-        row = locate_rows(path, array, args.max_sources, args.method)
+        row = locate_rows(path, array, args.max_sources, args.method, dsp)
         if args.json:
             print(json.dumps(row), flush=True)
         else:

@@ -136,6 +136,27 @@ def test_locate_json_finds_every_scene_source(capsys: pytest.CaptureFixture[str]
         assert min(ang_err(s["azimuth_deg"], t["azimuth_deg"]) for s in row["sources"]) <= 5.0
 
 
+def test_tag_and_locate_give_the_same_answers_on_every_dsp_backend(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--dsp-backend` picks the kernels of `tag` and `locate` (by default the board's, else the native ones
+    where built): the numpy reference and the native build give the same scores and directions."""
+    from edge.dsp import backends
+
+    if "native" not in backends.backends():
+        pytest.skip("native backend unavailable")
+    rows = {}
+    for b in ("numpy", "native"):
+        rc, out, _ = cli(capsys, "tag", "--json", "--dsp-backend", b, str(SCENE))
+        assert rc == 0
+        rc2, out2, _ = cli(capsys, "locate", "--json", "--dsp-backend", b, "--board", TRUTH["array"], str(SCENE))
+        assert rc2 == 0
+        rows[b] = (json.loads(out), json.loads(out2))
+    (tag_n, loc_n), (tag_c, loc_c) = rows["numpy"], rows["native"]
+    assert max(abs(tag_n["scores"][k] - tag_c["scores"][k]) for k in tag_n["scores"]) <= 2e-3
+    assert len(loc_n["sources"]) == len(loc_c["sources"])
+    for a, b in zip(loc_n["sources"], loc_c["sources"], strict=True):
+        assert ang_err(a["azimuth_deg"], b["azimuth_deg"]) <= 0.5
+
+
 # --- bad input: one clear line, non-zero exit -------------------------------------------------------
 def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
     notaudio = tmp / "notes.wav"
