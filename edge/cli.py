@@ -84,10 +84,7 @@ def add_listen(sub: Any) -> None:
         "--doa-method", default="srp-phat", choices=["srp-phat", "music", "normmusic"],
         help="direction-of-arrival method for events and tracks (default srp-phat)",
     )  # fmt: skip
-    p.add_argument(
-        "--dsp-backend", choices=["auto", "numpy", "native", "tinygrad"], default=None,
-        help="DSP kernels (default: $TYMPAN_DSP_BACKEND, else the board's dsp_backend, else auto)",
-    )  # fmt: skip
+    _dsp_flag(p, board=True)
     m = p.add_argument_group("MQTT publishing")
     m.add_argument(
         "--mqtt",
@@ -128,10 +125,7 @@ def add_tag(sub: Any) -> None:
     _model_flags(p)
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     p.add_argument("--top", type=int, default=5, help="how many top labels to list (default 5)")
-    p.add_argument(
-        "--dsp-backend", choices=["auto", "numpy", "native", "tinygrad"], default=None,
-        help="DSP kernels (default: $TYMPAN_DSP_BACKEND, else auto)",
-    )  # fmt: skip
+    _dsp_flag(p, board=False)
     p.set_defaults(func=cmd_tag)
 
 
@@ -145,14 +139,20 @@ def add_locate(sub: Any) -> None:
         "--method", default="srp-phat", choices=["srp-phat", "music", "normmusic"],
         help="direction-of-arrival method (default srp-phat)",
     )  # fmt: skip
-    p.add_argument(
-        "--dsp-backend", choices=["auto", "numpy", "native", "tinygrad"], default=None,
-        help="DSP kernels (default: $TYMPAN_DSP_BACKEND, else the board's dsp_backend, else auto)",
-    )  # fmt: skip
+    _dsp_flag(p, board=True)
     p.set_defaults(func=cmd_locate)
 
 
 # --- helpers -----------------------------------------------------------------------------------
+def _dsp_flag(p: argparse.ArgumentParser, board: bool) -> None:
+    """--dsp-backend (resolved by `_dsp_backend`); `board`: the command takes a board profile."""
+    from edge.dsp.backends import AUTO, KNOWN_BACKENDS
+
+    fallback = "the board's dsp_backend, else auto" if board else "auto"
+    p.add_argument("--dsp-backend", choices=[AUTO, *KNOWN_BACKENDS], default=None,
+                   help=f"DSP kernels (default: $TYMPAN_DSP_BACKEND, else {fallback})")  # fmt: skip
+
+
 def _load_array(args: argparse.Namespace) -> Any:
     from boards.profiles import resolve
 
