@@ -716,7 +716,11 @@ def frame_energy(spectra: npt.NDArray[np.complexfloating]) -> npt.NDArray[np.flo
 
 def active_frames(spectra: npt.NDArray[np.complexfloating], range_db: float = 20.0) -> npt.NDArray[np.bool_]:
     """Frames whose energy (all channels) is within `range_db` of the loudest frame."""
-    e = frame_energy(spectra)
+    return _loud(frame_energy(spectra), range_db)
+
+
+def _loud(e: npt.NDArray[np.floating], range_db: float) -> npt.NDArray[np.bool_]:
+    """`active_frames` of frame energies `e`."""
     if e.size == 0 or e.max() <= 0:
         return np.zeros(e.shape, bool)
     return np.asarray(10 * np.log10(e / e.max() + 1e-30) > -range_db)
@@ -739,11 +743,10 @@ def locate_recording(
     energy-weighted circular mean of its segments' directions). `power` is each source's share of
     the loudest source's energy (a segment's energy split by its sources' powers).
     """
-    mask = active_frames(spectra, range_db)
-    idx = np.flatnonzero(mask)
+    energy = frame_energy(spectra)
+    idx = np.flatnonzero(_loud(energy, range_db))
     if idx.size == 0:
         return ()
-    energy = frame_energy(spectra)
     # the loud frames' cross-spectra summed per block of BLOCK_FRAMES within each segment, in one kernel
     # call: a quarter of the memory of the per-frame [T, P, B] array (for a minute of an 8-mic array,
     # 42 MB instead of 168 MB), and no copies of its rows

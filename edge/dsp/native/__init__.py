@@ -355,6 +355,18 @@ def fft_tables(n_fft: int) -> FftTables | None:
     return FftTables(_exp(np.arange(m // 2, dtype=np.float64), m), _exp(np.arange(m + 1, dtype=np.float64), n_fft), rev)
 
 
+def _bin_range(bins: slice, n_bins: int, kernel: str) -> tuple[int, int]:
+    """(b0, b1) of a bin slice over `n_bins`; the C kernels read contiguous ranges only."""
+    b0, b1, step = bins.indices(n_bins)
+    if step != 1:
+        raise ConfigError(f"native {kernel} needs a contiguous bin range, got {bins!r}")
+    return b0, b1
+
+
+def _pairs_error(pairs: _Ints, channels: int) -> InputError:
+    return InputError(f"microphone pairs {pairs.tolist()} do not fit {channels} channels")
+
+
 class Kernels:
     """The native kernels of one loaded build; each method matches its numpy reference."""
 
@@ -489,14 +501,12 @@ class Kernels:
         """As `edge.dsp.gcc_phat.phat_cross_spectra`: [C, F, T] -> [T, P, B], times `weights` [T, B]."""
         s = _c64(spectra)
         c, f, t = s.shape
-        b0, b1, step = bins.indices(f)
-        if step != 1:
-            raise ConfigError(f"native phat_cross_spectra needs a contiguous bin range, got {bins!r}")
+        b0, b1 = _bin_range(bins, f, "phat_cross_spectra")
         pr = np.ascontiguousarray(pairs, dtype=np.int64)
         out = np.empty((t, len(pr), max(0, b1 - b0)), np.complex64)
         if out.size == 0:
             if pr.size and (pr.min() < 0 or pr.max() >= c):
-                raise InputError(f"microphone pairs {pr.tolist()} do not fit {c} channels")
+                raise _pairs_error(pr, c)
             return out
         _, pscratch = self._scratch((2 * TCHUNK,))
         # the kernel checks the pairs against the channel count (-1: nothing written)
@@ -507,7 +517,7 @@ class Kernels:
             w = np.ascontiguousarray(np.asarray(weights, dtype=np.float32).T)  # [B, T]: the kernel's layout
             wp = _ptr(w)
         if self.lib.tp_phat_cross(_ptr(s), c, f, t, _ptr(pr), len(pr), b0, b1, EPS, wp, pscratch, _ptr(out)):
-            raise InputError(f"microphone pairs {pr.tolist()} do not fit {c} channels")
+            raise _pairs_error(pr, c)
         return out
 
     def onset_weights(
@@ -520,9 +530,7 @@ class Kernels:
         """As `edge.dsp.gcc_phat.onset_weights`: ([T, B] weights, next history [K, B])."""
         s = _c64(spectra)
         c, f, t = s.shape
-        b0, b1, step = bins.indices(f)
-        if step != 1:
-            raise ConfigError(f"native onset_weights needs a contiguous bin range, got {bins!r}")
+        b0, b1 = _bin_range(bins, f, "onset_weights")
         hist = np.array(history, dtype=np.float32, order="C")  # a copy: updated in place by the kernel
         if hist.ndim != 2 or hist.shape[1] != b1 - b0:
             raise InputError(f"onset history of shape {hist.shape}: expected (K, {b1 - b0})")
@@ -549,12 +557,10 @@ class Kernels:
 
         s = _c64(spectra)
         c, f, t = s.shape
-        b0, b1, step = bins.indices(f)
-        if step != 1:
-            raise ConfigError(f"native cross_blocks needs a contiguous bin range, got {bins!r}")
+        b0, b1 = _bin_range(bins, f, "cross_blocks")
         pr = np.ascontiguousarray(pairs, dtype=np.int64)
         if pr.size and (pr.min() < 0 or pr.max() >= c):
-            raise InputError(f"microphone pairs {pr.tolist()} do not fit {c} channels")
+            raise _pairs_error(pr, c)
         if onset_frames < 0:
             raise InputError(f"cross_blocks: onset_frames={onset_frames} must be >= 0")
         idx, ids = block_index(frames, t, block)
@@ -564,13 +570,13 @@ class Kernels:
             return out, np.zeros(0)
         blk = np.full(t, -1, np.int64)
         blk[idx] = ids
-        fw = np.zeros(t, np.float64)
+        fw = np.empty(t, np.float64)  # the kernel writes every frame's weight (0 for frames not used)
         _, pwork = self._scratch((4 * t + onset_frames,))
         if self.lib.tp_cross_blocks(
             _ptr(s), c, f, t, _ptr(pr), len(pr), b0, b1, EPS, onset_frames, float(np.float32(floor)), _ptr(blk),
             n_blocks, pwork, _ptr(fw), _ptr(out),
         ):  # fmt: skip
-            raise InputError(f"microphone pairs {pr.tolist()} do not fit {c} channels")
+            raise _pairs_error(pr, c)
         weights = np.add.reduceat(fw[idx], np.flatnonzero(np.diff(ids, prepend=-1)))
         return out, weights
 
