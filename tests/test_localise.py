@@ -468,3 +468,40 @@ def test_magnitude_weighted_votes_add_no_ghost_source_in_a_reverberant_room() ->
                 found[g].append((len(b), ang_err(b[0].azimuth, az)))
     assert all(n == 1 and err <= 5.0 for n, err in found[1.0]), found[1.0]
     assert sum(n > 1 for n, _ in found[0.0]) >= 3, found[0.0]  # the case the weighting is for
+
+
+def test_simultaneous_sources_are_the_peaks_that_explain_the_cells_not_the_highest_ones() -> None:
+    """Cells made as plane waves: a source at 0 degrees in every bin of 20 blocks, a weaker one at 120
+    degrees in the upper half of the band in 6 blocks, and 20 blocks of strong low-frequency cells from
+    35 degrees (a reflection of the first, say: a small array's low bins point only roughly, so the 0
+    degree direction explains them fairly well). Their histogram peak is higher than the second
+    source's: the highest peaks give 0 and 35 degrees; the set of peaks that best explains the cells
+    (`cover_sharpness`, on by default) gives 0 and 120."""
+    array = load_array("respeaker-6mic-hat")
+
+    def cells(loc: Localiser, az: float, bins: np.ndarray, k: int, mag: float = 1.0) -> np.ndarray:
+        steer = loc._nb_steer(np.array([az]))[:, :, 0]  # [B, P]
+        out = np.zeros((k, len(loc.pairs), len(loc.freqs_hz)), np.complex64)
+        out[:, :, bins] = mag * np.conj(steer.T[:, bins])
+        return out
+
+    found = {}
+    for sharp in (0.0, LocaliserConfig().cover_sharpness):
+        loc = Localiser(array, config=LocaliserConfig(max_sources=2, cover_sharpness=sharp, reassign_rounds=0,
+                                                      hist_min_rel=0.05))  # fmt: skip
+        n_bins = len(loc.freqs_hz)
+        blocks = np.concatenate([
+            cells(loc, 0.0, np.arange(n_bins), 20),
+            cells(loc, 35.0, np.arange(n_bins // 4), 20, mag=3.0),
+            cells(loc, 120.0, np.arange(n_bins // 2, n_bins), 6),
+        ])  # fmt: skip
+        found[sharp] = sorted(round(b.azimuth) for b in loc.bearings_blocks(blocks))
+    assert found[0.0] == [2, 35]  # the dominant estimate from all cells, pulled 2 degrees by the 35-degree ones
+    assert found[LocaliserConfig().cover_sharpness] == [2, 120]
+
+
+def test_cover_settings_out_of_range_are_refused_by_name() -> None:
+    with pytest.raises(ConfigError, match="cover_sharpness"):
+        LocaliserConfig(cover_sharpness=-1.0)
+    with pytest.raises(ConfigError, match="cover_candidates"):
+        LocaliserConfig(cover_candidates=1)
