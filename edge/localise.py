@@ -630,26 +630,26 @@ class Localiser:
         u = unit.transpose(2, 0, 1)  # [B, K, P]
         c = np.array(cand)
         resp = np.matmul(u.real, self._nb_re[:, :, c]) - np.matmul(u.imag, self._nb_im[:, :, c])  # [B, K, N]
-        match = np.exp(cfg.cover_sharpness * (resp / blocks.shape[1] - 1.0)) * weight[:, :, None]
-        m = match.reshape(-1, len(cand))  # [cells, N]
+        r = np.ascontiguousarray(resp.transpose(2, 0, 1)).reshape(len(cand), -1)  # [N, cells]
+        m = np.exp(cfg.cover_sharpness * (r / blocks.shape[1] - 1.0)) * weight.reshape(1, -1)
         far = np.array([[_ang_dist(a, b) >= cfg.min_separation_deg for b in az] for a in az])
         # every pair's score in one pass; more than two: the best pair, then greedily the candidate that
         # adds most (the score is submodular: greedy gets at least 63 % of the best gain)
-        pair = np.maximum(m[:, :, None], m[:, None, :]).sum(axis=0)
+        pair = np.maximum(m[:, None, :], m[None, :, :]).sum(axis=2)
         pair = np.where(far & ~np.eye(len(cand), dtype=bool), pair, -np.inf)
         if not np.isfinite(pair).any():
             return [k for k in peaks if hist[k] >= cfg.hist_min_rel * top][:n]
         i, j = np.unravel_index(int(np.argmax(pair)), pair.shape)
         best = [int(i), int(j)]
-        cover = np.maximum(m[:, i], m[:, j])
+        cover = np.maximum(m[i], m[j])
         while len(best) < n:
             ok = [x for x in range(len(cand)) if x not in best and all(far[x, y] for y in best)]
             if not ok:
                 break
-            gain = [float(np.maximum(cover, m[:, x]).sum()) for x in ok]
+            gain = [float(np.maximum(cover, m[x]).sum()) for x in ok]
             x = ok[int(np.argmax(gain))]
             best.append(x)
-            cover = np.maximum(cover, m[:, x])
+            cover = np.maximum(cover, m[x])
         return sorted((cand[x] for x in best), key=lambda k: -hist[k])
 
     def _reassign(
