@@ -60,7 +60,7 @@ from boards.profiles import SPEED_OF_SOUND_M_S, ArrayProfile
 from edge.dsp import backends
 from edge.dsp.frontend import DEFAULT_FRONTEND, FrontendSpec
 from edge.dsp.gcc_phat import mic_pairs
-from edge.dsp.srp_phat import NB_EPS, SrpGrid, gauss_taps, mirrored_steering, profile_sources, srp_lags
+from edge.dsp.srp_phat import SrpGrid, gauss_taps, mirrored_steering, profile_sources, srp_lags
 from edge.dsp.srp_phat import ang_dist as _ang_dist
 from edge.dsp.srp_phat import half_width as _half_width
 from edge.dsp.srp_phat import half_width_of as _half_width_of
@@ -235,6 +235,7 @@ class Localiser:
         self._srp_peaks = backends.get("srp_peaks", cfg.backend)
         self._vote = backends.get("nb_vote", cfg.backend)
         self._vote_hist = backends.get("vote_hist", cfg.backend)
+        self._cover_scores = backends.get("cover_scores", cfg.backend)
 
     def _scale(self, lag0: int) -> tuple[float, float, float, float]:
         """(c, rate, upsample, lag0): the constants of `srp_lags` for this localiser."""
@@ -621,34 +622,30 @@ class Localiser:
         cfg = self.config
         top = hist[peaks[0]]
         cand = [k for k in peaks[: cfg.cover_candidates] if hist[k] >= cfg.hist_min_rel * top]
-        dist = np.abs((self._az_vals - dominant_az + 180.0) % 360.0 - 180.0)
-        dom = int(np.argmin(dist))
+        dom = int(np.argmin(np.abs((self._az_vals - dominant_az + 180.0) % 360.0 - 180.0)))
         if dom not in cand:
             cand.append(dom)
-        az = [self._az_list[k] for k in cand]
-        unit = blocks / (np.abs(blocks) + NB_EPS)  # [K, P, B]
-        u = unit.transpose(2, 0, 1)  # [B, K, P]
         c = np.array(cand)
-        resp = np.matmul(u.real, self._nb_re[:, :, c]) - np.matmul(u.imag, self._nb_im[:, :, c])  # [B, K, N]
-        r = np.ascontiguousarray(resp.transpose(2, 0, 1)).reshape(len(cand), -1)  # [N, cells]
-        m = np.exp(cfg.cover_sharpness * (r / blocks.shape[1] - 1.0)) * weight.reshape(1, -1)
-        far = np.array([[_ang_dist(a, b) >= cfg.min_separation_deg for b in az] for a in az])
-        # every pair's score in one pass; more than two: the best pair, then greedily the candidate that
-        # adds most (the score is submodular: greedy gets at least 63 % of the best gain)
-        pair = np.maximum(m[:, None, :], m[None, :, :]).sum(axis=2)
-        pair = np.where(far & ~np.eye(len(cand), dtype=bool), pair, -np.inf)
+        az = self._az_vals[c]
+        far = np.abs((az[:, None] - az[None, :] + 180.0) % 360.0 - 180.0) >= cfg.min_separation_deg  # [N, N]
+        if len(cand) == n and int(far.sum()) == n * (n - 1):  # every pair far apart (the diagonal is not)
+            return sorted(cand, key=lambda k: -hist[k])  # no choice to make
+        # every pair's score in one kernel call (`cover_scores`); more than two: the best pair, then
+        # greedily the candidate that adds most (the score is submodular: greedy gets at least 63 % of the
+        # best gain)
+        pair, m = self._cover_scores(blocks, self._nb_re, self._nb_im, c, weight, cfg.cover_sharpness)
+        pair[~far] = -np.inf  # the diagonal too (no candidate is far from itself)
         if not np.isfinite(pair).any():
             return [k for k in peaks if hist[k] >= cfg.hist_min_rel * top][:n]
         i, j = np.unravel_index(int(np.argmax(pair)), pair.shape)
         best = [int(i), int(j)]
+        ok = far[i] & far[j]
         cover = np.maximum(m[i], m[j])
-        while len(best) < n:
-            ok = [x for x in range(len(cand)) if x not in best and all(far[x, y] for y in best)]
-            if not ok:
-                break
-            gain = [float(np.maximum(cover, m[x]).sum()) for x in ok]
-            x = ok[int(np.argmax(gain))]
+        while len(best) < n and ok.any():
+            rest = np.flatnonzero(ok)
+            x = int(rest[int(np.argmax(np.maximum(cover[None, :], m[rest]).sum(axis=1)))])
             best.append(x)
+            ok &= far[x]
             cover = np.maximum(cover, m[x])
         return sorted((cand[x] for x in best), key=lambda k: -hist[k])
 

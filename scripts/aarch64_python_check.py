@@ -31,6 +31,7 @@ TOL = {"spectra": 1e-5, "logmel": 1e-4, "phat": 1e-5, "gcc": 1e-5, "srp": 1e-5, 
 LEQ_TOL_DB = 1e-4
 REFINE_TOL_DEG = 0.05  # tests/test_dsp_refine.py
 VOTE_WEIGHT_TOL = 1e-5  # tests/test_dsp_vote.py
+COVER_TOL = 1e-5  # tests/test_dsp_vote.py
 BINS = slice(10, 193)
 
 Arr = npt.NDArray[Any]
@@ -274,6 +275,26 @@ def check_vote_hist(native: Callable[..., Any], ref: Callable[..., Any]) -> None
     row("vote_hist", "random 83 x 5 cells", worst, 1e-12, same and worst <= 1e-12, "16 histograms, the same peaks")
 
 
+def check_cover_scores(native: Callable[..., Any], ref: Callable[..., Any]) -> None:
+    """tests/test_dsp_vote.py: pair scores and matches within COVER_TOL of the largest, relatively."""
+    from boards.profiles import load_array
+    from edge.localise import Localiser
+
+    loc = Localiser(load_array("respeaker-4mic-hat"))
+    sr, si = loc._nb_re, loc._nb_im
+    for k, cand in ((1, [0, 45]), (5, [3, 50, 90, 140]), (34, [0, 20, 40, 60, 80, 100, 120, 140, 179])):
+        rng = np.random.default_rng(k)
+        p, b = len(loc.pairs), loc.bins.stop - loc.bins.start
+        blocks = (rng.standard_normal((k, p, b)) + 1j * rng.standard_normal((k, p, b))).astype(np.complex64)
+        blocks[0, :, :3] = 0.0  # silent cells
+        weight = rng.random((b, k)).astype(np.float32)
+        pair_ref, m_ref = ref(blocks, sr, si, cand, weight, 5.0)
+        pair, m = native(blocks, sr, si, cand, weight, 5.0)
+        ok = pair.shape == pair_ref.shape and m.shape == m_ref.shape and m.dtype == np.float32
+        e = max(rel(pair, pair_ref), rel(m, m_ref))
+        row("cover_scores", f"random K={k}, N={len(cand)}", e, COVER_TOL, ok and e <= COVER_TOL)
+
+
 def check_nb_vote(native: Callable[..., Any], ref: Callable[..., Any]) -> None:
     """tests/test_dsp_vote.py: weights within 1e-5; a vote may differ only between near-equal directions."""
     from boards.profiles import load_array
@@ -414,6 +435,7 @@ def main() -> int:
     check_srp_refine(kern["srp_refine"], ref["srp_refine"])
     check_srp_peaks(kern["srp_peaks"], ref["srp_peaks"])
     check_nb_vote(kern["nb_vote"], ref["nb_vote"])
+    check_cover_scores(kern["cover_scores"], ref["cover_scores"])
     check_vote_hist(kern["vote_hist"], ref["vote_hist"])
     check_ring_accumulate(kern["ring_accumulate"], ref["ring_accumulate"])
     check_dc_block(kern["dc_block"], ref["dc_block"])

@@ -149,3 +149,62 @@ def test_vote_hist_rejects_votes_and_taps_that_do_not_fit() -> None:
             kern(vote + 200, weight, 180, gauss_taps(2.0), True)
         with pytest.raises(InputError, match="odd number"):
             kern(vote, weight, 180, np.ones(4) / 4, True)
+
+
+COVER_TOL = 1e-5  # scripts/aarch64_python_check.py: the same tolerance on the NEON build
+
+
+def test_cover_scores_reference_is_the_best_member_of_each_pair_summed() -> None:
+    """`cover_scores`: each cell's match to a candidate is its vote weight times exp(s (r - 1)), r its
+    steered response there over the pairs; a pair scores each cell by its better member."""
+    blocks, sr, si = _inputs(4)
+    rng = np.random.default_rng(1)
+    weight = rng.random((blocks.shape[2], blocks.shape[0])).astype(np.float32)
+    cand = [0, 30, 95, 150]
+    pair, m = backends.get("cover_scores")(blocks, sr, si, cand, weight, 5.0)
+    unit = blocks / (np.abs(blocks) + 1e-12)
+    resp = np.einsum("kpb,bpg->bkg", unit.astype(np.complex128), sr + 1j * si.astype(np.float64)).real
+    r = resp[:, :, cand] / blocks.shape[1]  # [B, K, N]
+    want = (weight[:, :, None] * np.exp(5.0 * (r - 1.0))).reshape(-1, len(cand)).T
+    np.testing.assert_allclose(m, want, rtol=1e-4, atol=1e-7)
+    for i in range(len(cand)):
+        for j in range(len(cand)):
+            assert pair[i, j] == pytest.approx(float(np.maximum(want[i], want[j]).sum()), rel=1e-4)
+    k = blocks.shape[0]
+    silent = m[:, [0, k, 2 * k]]  # cells (bin b, block k) at b K + k: block 0's first three bins are silent
+    np.testing.assert_allclose(silent, np.broadcast_to(weight[:3, 0] * np.exp(-5.0), silent.shape), rtol=1e-5)
+
+
+@pytest.mark.parametrize("variant", native.machine_variants())
+@pytest.mark.parametrize(("k", "cand"), [(1, [0, 45]), (5, [3, 50, 90, 140]), (34, list(range(0, 180, 20)))])
+def test_native_cover_scores_equal_reference(variant: str, k: int, cand: list[int]) -> None:
+    try:
+        kern = native.Kernels(native.load_variant(variant))
+    except native.NativeUnavailable as e:
+        pytest.skip(f"native build unavailable: {e}")
+    blocks, sr, si = _inputs(k, seed=k)
+    weight = np.random.default_rng(k).random((blocks.shape[2], k)).astype(np.float32)
+    pair_ref, m_ref = backends.get("cover_scores")(blocks, sr, si, cand, weight, 5.0)
+    pair, m = kern.cover_scores(blocks, sr, si, cand, weight, 5.0)
+    assert pair.dtype == np.float64 and m.dtype == np.float32
+    assert np.max(np.abs(pair - pair_ref)) <= COVER_TOL * np.max(np.abs(pair_ref))
+    assert np.max(np.abs(m - m_ref)) <= COVER_TOL * np.max(np.abs(m_ref))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "native"])
+def test_cover_scores_refuse_inputs_that_do_not_fit(backend: str) -> None:
+    from edge.errors import InputError
+
+    if backend not in backends.backends():
+        pytest.skip(f"{backend} backend not built")
+    f = backends.get("cover_scores", backend)
+    blocks, sr, si = _inputs(3)
+    w = np.ones((blocks.shape[2], 3), np.float32)
+    with pytest.raises(InputError, match="candidates span"):
+        f(blocks, sr, si, [0, sr.shape[2]], w, 5.0)
+    with pytest.raises(InputError, match="weights of shape"):
+        f(blocks, sr, si, [0, 1], w[:, :2], 5.0)
+    with pytest.raises(InputError, match="steering of shapes"):
+        f(blocks, sr[:, :2], si[:, :2], [0, 1], w, 5.0)
+    pair, m = f(blocks, sr, si, [], w, 5.0)  # no candidates: nothing to score
+    assert pair.shape == (0, 0) and m.shape == (0, blocks.shape[2] * 3)

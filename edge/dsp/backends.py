@@ -48,6 +48,7 @@ KERNELS = (
     "srp_refine",
     "srp_peaks",
     "nb_vote",
+    "cover_scores",
     "vote_hist",
     "frame_power",
     "ring_accumulate",

@@ -336,3 +336,57 @@ def nb_vote(
     peak = np.take_along_axis(resp, vote[:, :, None], axis=2)[:, :, 0]  # the maxima
     weight = (peak - resp.mean(axis=2)) / blocks.shape[1]
     return vote.astype(np.int64, copy=False), weight.astype(np.float32, copy=False)
+
+
+def check_cover(
+    blocks: npt.NDArray[np.complexfloating],
+    steer_re: npt.NDArray[np.floating],
+    steer_im: npt.NDArray[np.floating],
+    cand: npt.ArrayLike,
+    weight: npt.NDArray[np.floating],
+) -> tuple[npt.NDArray[np.complex64], npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.int64],
+           npt.NDArray[np.float32]]:  # fmt: skip
+    """`cover_scores`' inputs as contiguous arrays of its types; InputError naming what does not fit."""
+    x = np.ascontiguousarray(blocks, dtype=np.complex64)
+    sr = np.ascontiguousarray(steer_re, dtype=np.float32)
+    si = np.ascontiguousarray(steer_im, dtype=np.float32)
+    c = np.ascontiguousarray(cand, dtype=np.int64).reshape(-1)
+    w = np.ascontiguousarray(weight, dtype=np.float32)
+    if x.ndim != 3:
+        raise InputError(f"cover_scores: blocks of shape {x.shape}, expected [blocks, pairs, bins]")
+    k, p, b = x.shape
+    if sr.ndim != 3 or sr.shape[:2] != (b, p) or si.shape != sr.shape:
+        raise InputError(f"cover_scores: steering of shapes {sr.shape}, {si.shape} does not match blocks {x.shape}")
+    if c.size and (int(c.min()) < 0 or int(c.max()) >= sr.shape[2]):
+        raise InputError(f"cover_scores: candidates span {int(c.min())}..{int(c.max())}, outside 0..{sr.shape[2] - 1}")
+    if w.shape != (b, k):
+        raise InputError(f"cover_scores: weights of shape {w.shape}, expected ({b}, {k})")
+    return x, sr, si, c, w
+
+
+@register(REFERENCE, "cover_scores")
+def cover_scores(
+    blocks: npt.NDArray[np.complexfloating],
+    steer_re: npt.NDArray[np.floating],
+    steer_im: npt.NDArray[np.floating],
+    cand: npt.ArrayLike,
+    weight: npt.NDArray[np.floating],
+    sharpness: float,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float32]]:
+    """How well candidate directions explain the cells (`Localiser._cover`): blocks [K, P, B] cross-spectra,
+    steer_re, steer_im [B, P, G] (as `nb_vote`'s), cand [N] direction indices, weight [B, K] the cells'
+    vote weights -> (pair [N, N], match [N, B K]): match[n, b K + k] = weight[b, k] exp(sharpness (r - 1))
+    with r = sum_p Re(u_p steer_p[cand[n]]) / P the cell's response at the candidate (u = x / (|x| +
+    NB_EPS)); pair[i, j] = the sum over the cells of max(match[i], match[j]) (the diagonal: match[i]'s
+    sum)."""
+    x, sr, si, c, w = check_cover(blocks, steer_re, steer_im, cand, weight)
+    k, p, b = x.shape
+    n = len(c)
+    if n == 0 or k == 0 or b == 0:
+        return np.zeros((n, n), np.float64), np.zeros((n, b * k), np.float32)
+    u = (x / (np.abs(x) + NB_EPS)).transpose(2, 0, 1)  # [B, K, P]
+    resp = np.matmul(u.real, sr[:, :, c]) - np.matmul(u.imag, si[:, :, c])  # [B, K, N]
+    r = np.ascontiguousarray(resp.transpose(2, 0, 1)).reshape(n, -1)  # [N, cells]
+    m = (np.exp(np.float32(sharpness) * (r / np.float32(p) - np.float32(1.0))) * w.reshape(1, -1)).astype(np.float32)
+    pair = np.maximum(m[:, None, :], m[None, :, :]).sum(axis=2, dtype=np.float64)
+    return pair, m

@@ -47,14 +47,14 @@ from edge.dsp.frontend import (
     periodic_hann,
 )
 from edge.dsp.gcc_phat import EPS
-from edge.dsp.srp_phat import NB_EPS, SrpGrid, check_votes
+from edge.dsp.srp_phat import NB_EPS, SrpGrid, check_cover, check_votes
 from edge.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "tympan_dsp.c"
-ABI_VERSION = 17  # TP_ABI_VERSION in tympan_dsp.c
+ABI_VERSION = 18  # TP_ABI_VERSION in tympan_dsp.c
 VARIANTS = ("avx2", "sse2", "neon", "portable")
 # Compiler flags per variant (the package build in setup.py uses the same).
 VARIANT_FLAGS: dict[str, tuple[str, ...]] = {
@@ -99,6 +99,8 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     ),
     "tp_vote_hist": (_I, [_P, _P, _I, _I, _P, _I, _I, _P, _P, _P]),
     "tp_nb_vote": (None, [_P, _I, _I, _I, _P, _P, _I, _I, ctypes.c_float, _P, _P, _P]),
+    # x, K, P, B, sr, si, G, cand, N, w, beta, eps, scratch, m, pair
+    "tp_cover_scores": (None, [_P, _I, _I, _I, _P, _P, _I, _P, _I, _P, ctypes.c_float, ctypes.c_float, _P, _P, _P]),
     "tp_frame_power": (None, [_P, _I, _I, _I, _P, _P]),
     "tp_ring_accumulate": (None, [_I, _I, _I, _I, _P, _P, _I, _P, _P, _P, _P]),
     "tp_leq_dbfs": (ctypes.c_double, [_P, _I]),
@@ -707,6 +709,30 @@ class Kernels:
             _ptr(x), k, p, b, _ptr(sr), _ptr(si), g, int(bool(mirror)), NB_EPS, pscratch, _ptr(vote), _ptr(weight)
         )
         return vote, weight
+
+    def cover_scores(
+        self,
+        blocks: npt.NDArray[np.complexfloating],
+        steer_re: npt.NDArray[np.floating],
+        steer_im: npt.NDArray[np.floating],
+        cand: npt.ArrayLike,
+        weight: npt.NDArray[np.floating],
+        sharpness: float,
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float32]]:
+        """As `edge.dsp.srp_phat.cover_scores`, in one pass over the cells (no [B, K, N] temporaries)."""
+        x, sr, si, c, w = check_cover(blocks, steer_re, steer_im, cand, weight)
+        k, p, b = x.shape
+        n = len(c)
+        pair = np.zeros((n, n), np.float64)
+        m = np.zeros((n, b * k), np.float32)
+        if n == 0 or k == 0 or b == 0:
+            return pair, m
+        _, pscratch = self._scratch((2 * p + 16,))
+        self.lib.tp_cover_scores(
+            _ptr(x), k, p, b, _ptr(sr), _ptr(si), sr.shape[2], _ptr(c), n, _ptr(w), float(sharpness), NB_EPS,
+            pscratch, _ptr(m), _ptr(pair),
+        )  # fmt: skip
+        return pair, m
 
     def vote_hist(
         self, vote: _Ints, weight: _Floats, n_dirs: int, taps: _Floats, circular: bool

@@ -20,7 +20,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define TP_ABI_VERSION 17
+#define TP_ABI_VERSION 18
 #define SQRT_HALF_BITS 0x3f3504f3 /* the bits of sqrt(1/2) as a float */
 #ifndef M_PI
 #define M_PI 3.14159265358979323846
@@ -1231,6 +1231,54 @@ TP_API void tp_nb_vote(const float *x, int64_t K, int64_t P, int64_t B, const fl
             if (k < K) NB_CELLS(1, 0);
         }
 #undef NB_CELLS
+    }
+}
+
+/*
+ * How well candidate directions explain the cells (the localiser's choice of simultaneous sources): for
+ * each cell (bin b, block k) the unit cross-spectra u_p = x / (|x| + eps), its response at candidate n,
+ * r = sum_p (Re(u_p) sr[b, p, cand[n]] - Im(u_p) si[b, p, cand[n]]) / P, and
+ * m[n, b K + k] = w[b, k] exp(beta (r - 1)); then pair[i, j] = the sum over the cells of max(m[i], m[j])
+ * (in double; the diagonal: m[i]'s sum).
+ * x: [K, P, B] complex64; sr, si: [B, P, G] float32; cand: [N] int64 (0 <= cand < G); w: [B, K] float32;
+ * scratch: 2 P floats; m: [N, B K] float32; pair: [N, N] float64.
+ */
+TP_API void tp_cover_scores(const float *x, int64_t K, int64_t P, int64_t B, const float *sr, const float *si,
+                            int64_t G, const int64_t *cand, int64_t N, const float *w, float beta, float eps,
+                            float *scratch, float *m, double *pair) {
+    float *ur = scratch, *ui = scratch + P;
+    const int64_t cells = B * K;
+    const float inv_p = 1.0f / (float)P;
+    for (int64_t b = 0; b < B; b++) {
+        const float *br = sr + b * P * G, *bi = si + b * P * G;
+        for (int64_t k = 0; k < K; k++) {
+            for (int64_t p = 0; p < P; p++) {
+                const float re = x[2 * ((k * P + p) * B + b)], im = x[2 * ((k * P + p) * B + b) + 1];
+                const float den = sqrtf(SFMA(re, re, im * im)) + eps;
+                ur[p] = re / den;
+                ui[p] = im / den;
+            }
+            const float wk = w[b * K + k];
+            for (int64_t n = 0; n < N; n++) {
+                const int64_t g = cand[n];
+                float a = 0.0f, c = 0.0f;
+                for (int64_t p = 0; p < P; p++) {
+                    a = SFMA(ur[p], br[p * G + g], a);
+                    c = SFMA(ui[p], bi[p * G + g], c);
+                }
+                m[n * cells + b * K + k] = wk * expf(beta * ((a - c) * inv_p - 1.0f));
+            }
+        }
+    }
+    for (int64_t i = 0; i < N; i++) {
+        const float *mi = m + i * cells;
+        for (int64_t j = i; j < N; j++) {
+            const float *mj = m + j * cells;
+            double acc = 0.0;
+            for (int64_t t = 0; t < cells; t++) acc += (double)(mi[t] > mj[t] ? mi[t] : mj[t]);
+            pair[i * N + j] = acc;
+            pair[j * N + i] = acc;
+        }
     }
 }
 
