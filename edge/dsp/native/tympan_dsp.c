@@ -1196,6 +1196,18 @@ static inline __attribute__((always_inline)) void nb_cells(const int nk, const i
     }
 }
 
+/* The unit cross-spectra u_p = x / (|x| + eps) of cell (bin b, block k) of x [K, P, B] complex64, into
+ * ur, ui [P] (tp_nb_vote, tp_cover_scores). */
+static inline void unit_pairs(const float *x, int64_t k, int64_t P, int64_t B, int64_t b, float eps, float *ur,
+                              float *ui) {
+    for (int64_t p = 0; p < P; p++) {
+        const float re = x[2 * ((k * P + p) * B + b)], im = x[2 * ((k * P + p) * B + b) + 1];
+        const float den = sqrtf(SFMA(re, re, im * im)) + eps;
+        ur[p] = re / den;
+        ui[p] = im / den;
+    }
+}
+
 /*
  * Narrowband votes of time-frequency cells (the localiser's multi-source histogram): for each bin b and
  * block k the unit cross-spectra u_p = x / (|x| + eps) steered over G directions,
@@ -1211,14 +1223,7 @@ TP_API void tp_nb_vote(const float *x, int64_t K, int64_t P, int64_t B, const fl
     float *ur = scratch, *ui = scratch + K * P; /* [K, P] each */
     for (int64_t b = 0; b < B; b++) {
         const float *br = sr + b * P * G, *bi = si + b * P * G;
-        for (int64_t k = 0; k < K; k++) {
-            for (int64_t p = 0; p < P; p++) {
-                const float re = x[2 * ((k * P + p) * B + b)], im = x[2 * ((k * P + p) * B + b) + 1];
-                const float den = sqrtf(SFMA(re, re, im * im)) + eps;
-                ur[k * P + p] = re / den;
-                ui[k * P + p] = im / den;
-            }
-        }
+        for (int64_t k = 0; k < K; k++) unit_pairs(x, k, P, B, b, eps, ur + k * P, ui + k * P);
         int64_t k = 0;
 #define NB_CELLS(n, m) nb_cells((n), (m), ur + k * P, ui + k * P, br, bi, P, G, vote + b * K + k, weight + b * K + k)
         if (mirror) {
@@ -1252,12 +1257,7 @@ TP_API void tp_cover_scores(const float *x, int64_t K, int64_t P, int64_t B, con
     for (int64_t b = 0; b < B; b++) {
         const float *br = sr + b * P * G, *bi = si + b * P * G;
         for (int64_t k = 0; k < K; k++) {
-            for (int64_t p = 0; p < P; p++) {
-                const float re = x[2 * ((k * P + p) * B + b)], im = x[2 * ((k * P + p) * B + b) + 1];
-                const float den = sqrtf(SFMA(re, re, im * im)) + eps;
-                ur[p] = re / den;
-                ui[p] = im / den;
-            }
+            unit_pairs(x, k, P, B, b, eps, ur, ui);
             const float wk = w[b * K + k];
             for (int64_t n = 0; n < N; n++) {
                 const int64_t g = cand[n];
