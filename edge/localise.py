@@ -566,7 +566,7 @@ class Localiser:
             if all(_ang_dist(az_list[k], az_list[j]) >= cfg.min_separation_deg for j in picked):
                 picked.append(k)
         if len(picked) >= 2 and cfg.cover_sharpness > 0.0:  # which ones: the set that explains the cells best
-            picked = self._cover(blocks, weight, hl, peaks, len(picked), dominant.azimuth)
+            picked = self._cover(blocks, weight, hl, peaks, picked, dominant.azimuth)
         chosen: list[float] = []
         out: list[Bearing] = []
         kept_dominant = False
@@ -600,15 +600,16 @@ class Localiser:
         weight: npt.NDArray[np.float32],
         hist: list[float],
         peaks: list[int],
-        n: int,
+        picked: list[int],
         dominant_az: float,
     ) -> list[int]:
-        """The n histogram peaks (indices, highest first) that together explain the cells best.
+        """As many histogram peaks as `picked` (the highest ones far enough apart) that together explain
+        the cells best (indices, highest first).
 
         The highest peaks of the vote histogram are not always the sources: in a reverberant room a
         strong source's reflections, or cells that two sources share, can raise a peak above the
         weaker source's. Each candidate (the `cover_candidates` highest peaks down to `hist_min_rel`
-        of the highest, and the summed map's maximum) is scored by each cell's narrowband steered
+        of the highest, the picked ones, and the summed map's maximum) is scored by each cell's narrowband steered
         response there, r in [-1, 1] (`nb_vote`'s response, over the pairs), as exp(sharpness (r - 1));
         a set of candidates explains a cell as well as its best member does, and the set's score is
         the sum over the cells, weighted as their votes are. The best set of n, its members at least
@@ -620,11 +621,11 @@ class Localiser:
         development scenes (seeds 1 and 2) 132 -> 132 and 128 -> 132; sharpness 3 and 10 did no better
         on the development scenes."""
         cfg = self.config
+        n = len(picked)
         top = hist[peaks[0]]
         cand = [k for k in peaks[: cfg.cover_candidates] if hist[k] >= cfg.hist_min_rel * top]
         dom = int(np.argmin(np.abs((self._az_vals - dominant_az + 180.0) % 360.0 - 180.0)))
-        if dom not in cand:
-            cand.append(dom)
+        cand += [k for k in [*picked, dom] if k not in cand]  # the picked set is always a candidate set
         c = np.array(cand)
         az = self._az_vals[c]
         far = np.abs((az[:, None] - az[None, :] + 180.0) % 360.0 - 180.0) >= cfg.min_separation_deg  # [N, N]
@@ -635,8 +636,6 @@ class Localiser:
         # best gain)
         pair, m = self._cover_scores(blocks, self._nb_re, self._nb_im, c, weight, cfg.cover_sharpness)
         pair[~far] = -np.inf  # the diagonal too (no candidate is far from itself)
-        if not np.isfinite(pair).any():
-            return [k for k in peaks if hist[k] >= cfg.hist_min_rel * top][:n]
         i, j = np.unravel_index(int(np.argmax(pair)), pair.shape)
         best = [int(i), int(j)]
         ok = far[i] & far[j]
@@ -647,6 +646,8 @@ class Localiser:
             best.append(x)
             ok &= far[x]
             cover = np.maximum(cover, m[x])
+        if len(best) < n:  # no candidate left far enough from the best pair: keep the count, and the peaks
+            return picked
         return sorted((cand[x] for x in best), key=lambda k: -hist[k])
 
     def _reassign(
