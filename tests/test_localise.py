@@ -505,3 +505,25 @@ def test_cover_settings_out_of_range_are_refused_by_name() -> None:
         LocaliserConfig(cover_sharpness=-1.0)
     with pytest.raises(ConfigError, match="cover_candidates"):
         LocaliserConfig(cover_candidates=1)
+
+
+@pytest.mark.parametrize("name", ["matrix-creator", "respeaker-6mic-hat"])
+def test_three_sources_taking_turns_are_all_found(name: str) -> None:
+    """Three white-noise plane waves, each on for 1 s of 2 s and overlapping in pairs: the count (three
+    histogram peaks) and the cover choice among the candidates (the best pair, then the third; with
+    further sources down to 0.005 of the highest peak, 6-7 candidates here, among them stray peaks at
+    1 % of the highest) give all three within 2 degrees."""
+    array = load_array(name)
+    azs = (-120.0, 0.0, 110.0)
+    x = np.zeros((array.n_mics, 2 * FS))
+    for i, az in enumerate(azs):
+        env = np.zeros(2 * FS)
+        env[i * FS // 2 : i * FS // 2 + FS] = 1.0
+        x += plane_wave(noise_burst(2 * FS, 20 + i) * env, array.mics, az)
+    loc = Localiser(array, config=LocaliserConfig(max_sources=3, hist_min_rel=0.005))
+    s = stft(x.astype(np.float32))
+    cross, w = loc.block_cross(s, active_frames(s), 4)
+    found = loc.bearings_blocks(cross, float(w.sum()))
+    assert len(found) == 3
+    for az in azs:
+        assert min(ang_err(f.azimuth, az) for f in found) <= 2.0, (found, azs)
