@@ -84,3 +84,17 @@ def test_the_two_source_target_is_scored_on_arrays_that_resolve_azimuth() -> Non
     only_line = doa_eval.summarise(rows[4:], ["line"], ["tympan-srp-phat"])
     row = next(t for t in doa_eval.targets(only_line) if t["target"].startswith("two sources"))
     assert row["value"] == 0.0 and "all arrays" in row["note"]
+
+
+def test_bad_counts_are_refused_by_name() -> None:
+    import argparse
+
+    from edge.errors import InputError
+
+    pytest.importorskip("pyroomacoustics")
+    p = argparse.ArgumentParser()
+    doa_eval.add_arguments(p)
+    with pytest.raises(InputError, match="--cpu-repeats 0"):
+        doa_eval.run(p.parse_args(["--cpu-repeats", "0"]))
+    with pytest.raises(InputError, match="need some scenes"):
+        doa_eval.run(p.parse_args(["--scenes", "0", "--two-source-scenes", "0"]))
