@@ -624,13 +624,13 @@ class Localiser:
         n = len(picked)
         top = hist[peaks[0]]
         cand = [k for k in peaks[: cfg.cover_candidates] if hist[k] >= cfg.hist_min_rel * top]
-        dom = int(np.argmin(np.abs((self._az_vals - dominant_az + 180.0) % 360.0 - 180.0)))
+        dom = int(np.argmin(np.abs(wrap_deg(self._az_vals - dominant_az))))
         cand += [k for k in [*picked, dom] if k not in cand]  # the picked set is always a candidate set
+        if len(cand) == n:
+            return picked  # the candidates are the picked peaks: no choice to make
         c = np.array(cand)
         az = self._az_vals[c]
-        far = np.abs((az[:, None] - az[None, :] + 180.0) % 360.0 - 180.0) >= cfg.min_separation_deg  # [N, N]
-        if len(cand) == n and int(far.sum()) == n * (n - 1):  # every pair far apart (the diagonal is not)
-            return sorted(cand, key=lambda k: -hist[k])  # no choice to make
+        far = np.abs(wrap_deg(az[:, None] - az[None, :])) >= cfg.min_separation_deg  # [N, N]
         # every pair's score in one kernel call (`cover_scores`); more than two: the best pair, then
         # greedily the candidate that adds most (the score is submodular: greedy gets at least 63 % of the
         # best gain)
