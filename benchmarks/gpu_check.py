@@ -42,6 +42,20 @@ def wall(fn: Any, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
+def gpu_name() -> str:
+    """The GPU's name as nvidia-smi reports it ("unknown GPU" where there is no nvidia-smi)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown GPU"
+    names = [line.strip() for line in out.stdout.splitlines() if line.strip()]
+    return ", ".join(names) if out.returncode == 0 and names else "unknown GPU"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batches", default="1,16,64,256", help="batch sizes to time (default %(default)s)")
@@ -116,6 +130,7 @@ def main() -> int:
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "device": dev,
+        "gpu": gpu_name(),
         "checks": {k: {"error": e, "tolerance": t, "ok": e <= t} for k, (e, t) in checks.items()},
         "recording": "4 channels x 10 s at 16 kHz",
         "frontend_wall_s": {k: {str(nb): v for nb, v in d.items()} for k, d in timing.items()},
@@ -127,7 +142,7 @@ def main() -> int:
     lines = [
         "# tinygrad DSP backend on a GPU",
         "",
-        f"`benchmarks/gpu_check.py` on {result['machine']}, tinygrad device {dev}.",
+        f"`benchmarks/gpu_check.py` on {result['machine']}, {result['gpu']}, tinygrad device {dev}.",
         "",
         "| kernel | error | tolerance | ok |",
         "|---|---:|---:|---|",

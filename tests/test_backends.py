@@ -395,6 +395,21 @@ def test_unavailable_board_preference_warns_and_falls_back(
         backends.resolve("tinygrad")  # an explicit choice is an error, not a silent fallback
 
 
+def test_kernel_missing_from_a_backend_runs_native_else_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    # tinygrad has the batch kernels only; the streaming ones (nb_vote, ...) must run on the fast CPU path
+    backends.backends()  # load the registry before replacing it
+    reg = {k: dict(v) for k, v in backends._registry.items()}
+    own = reg["numpy"]["stft"]
+    reg["tinygrad"] = {"stft": own}
+    monkeypatch.setattr(backends, "_registry", reg)
+    assert backends.get("stft", "tinygrad") is own
+    if "native" in reg:
+        assert backends.get("nb_vote", "tinygrad") is reg["native"]["nb_vote"]
+        assert backends.get("nb_vote", "tinygrad") is not reg["numpy"]["nb_vote"]
+    reg.pop("native", None)
+    assert backends.get("nb_vote", "tinygrad") is reg["numpy"]["nb_vote"]
+
+
 def test_no_compiler_means_numpy_fallback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("TYMPAN_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(native, "_packaged", lambda variant: None)

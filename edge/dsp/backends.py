@@ -3,7 +3,7 @@
     @register("numpy", "srp_map")
     def srp_map(...): ...
 
-    kernel = get("srp_map", backend="native")   # falls back to the numpy reference if missing
+    kernel = get("srp_map", backend="native")   # falls back if the backend lacks the kernel
 
 A backend never replaces the reference; every backend is tested against it within stated tolerances
 (tests/test_backends.py). Backends:
@@ -155,7 +155,9 @@ def resolve(requested: str | None = None, board_preference: str | None = None) -
 
 
 def get(kernel: str, backend: str = REFERENCE) -> Callable[..., Any]:
-    """The implementation of `kernel` in `backend`, or the numpy reference where it has none."""
+    """The implementation of `kernel` in `backend`; where it has none, the native one (where native
+    loaded: tinygrad's batch kernels leave the streaming ones such as `nb_vote` to the CPU, and native is
+    the fast CPU path), else the numpy reference."""
     _load()
     if kernel not in KERNELS:
         raise ValueError(f"unknown DSP kernel {kernel!r}; kernels: {', '.join(KERNELS)}")
@@ -168,6 +170,7 @@ def get(kernel: str, backend: str = REFERENCE) -> Callable[..., Any]:
         raise ConfigError(f"unknown DSP backend {backend!r}; available: {', '.join(sorted(_registry))}")
     impl = _registry[backend].get(kernel)
     if impl is None:
-        log.debug("backend %r has no %r kernel; using the numpy reference", backend, kernel)
-        impl = _registry[REFERENCE][kernel]
+        fallback = "native" if kernel in _registry.get("native", {}) else REFERENCE
+        log.debug("backend %r has no %r kernel; using the %s one", backend, kernel, fallback)
+        impl = _registry[fallback][kernel]
     return impl
