@@ -173,6 +173,13 @@ def threshold_from(examples: npt.NDArray[np.float32]) -> float:
     return min(MAX_THRESHOLD, max(MIN_THRESHOLD, float(np.mean(loo) - np.std(loo))))
 
 
+def label_clash(name: str, model: Model) -> str | None:
+    """The model's label that `name` would be confused with (the same name, ignoring case), or None: an
+    enrolled class and a model label of one name would give events that no subscriber can tell apart."""
+    key = name.casefold()
+    return next((lb.name for lb in model.labels if lb.name.casefold() == key), None)
+
+
 def build(
     model: Model,
     name: str,
@@ -182,6 +189,9 @@ def build(
 ) -> Enrolment:
     """An enrolment from a handful of example recordings (mono or multichannel, at the model's rate)."""
     check_name(name)
+    clash = label_clash(name, model)
+    if clash is not None:
+        raise InputError(f"enrol {name!r}: model {model.id!r} already has the label {clash!r}; choose another name")
     if not examples:
         raise InputError(f"enrol {name!r}: no example recordings")
     if len(examples) > MAX_EXAMPLES:
@@ -249,8 +259,11 @@ class EnrolmentStore:
     def export(self, path: str, names: list[str] | None = None) -> int:
         ens = [self.load(n) for n in names] if names else self.all()
         doc = {"format": EXPORT_FORMAT, "version": FORMAT_VERSION, "enrolments": [e.to_dict() for e in ens]}
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(doc, f)
+        try:
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump(doc, f)
+        except OSError as e:
+            raise InputError(f"{path}: cannot write the export ({e.strerror or e})") from None
         return len(ens)
 
     def import_file(self, path: str, replace: bool = False) -> list[str]:
@@ -291,6 +304,12 @@ class EnrolledClassifier:
             raise ConfigError("no enrolled classes to match")
         k = len(model.labels)
         for e in enrolments:
+            clash = label_clash(e.name, model)
+            if clash is not None:
+                raise InputError(
+                    f"enrolment {e.name!r} has the name of the label {clash!r} of model {model.id!r}: remove it "
+                    "and enrol it again under another name"
+                )
             if e.prototype.shape != (k,):
                 raise InputError(
                     f"enrolment {e.name!r} has a {e.prototype.shape[0]}-d prototype but model {model.id!r} has "

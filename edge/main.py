@@ -2,7 +2,8 @@
 
 Each package owns its subcommands in its own `cli.py`; only the module of the command that runs is
 imported (so `tympan listen` never imports `quantize` or torch). Every `TympanError` is printed as one
-line on stderr with a non-zero exit; there are no tracebacks for a user's mistakes.
+line on stderr with a non-zero exit; so is an `OSError` no command caught (the path and the system's
+reason; `-vv` logs its traceback): there are no tracebacks for a user's mistakes.
 """
 
 from __future__ import annotations
@@ -78,6 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as e:  # a file or device the command could not use: one line naming it, no traceback
+        logging.getLogger(__name__).debug("OS error", exc_info=True)
+        names = ": ".join(str(n) for n in (e.filename, e.filename2) if n is not None)
+        print(f"tympan: error: {names + ': ' if names else ''}{e.strerror or e}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

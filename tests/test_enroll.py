@@ -169,6 +169,45 @@ def test_listen_reports_enrolled_classes_from_the_store(
     assert "no enrolments there" in capsys.readouterr().err
 
 
+def test_a_name_of_a_model_label_is_refused(model: Model, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # an enrolled "dog" and the model's "Dog" would give events no subscriber can tell apart
+    label = model.labels[0].name
+    for name in (label, label.upper(), label.lower()):
+        pattern = rf"enrol {re.escape(repr(name))}: .*already has the label {re.escape(repr(label))}"
+        with pytest.raises(InputError, match=pattern):
+            build(model, name, [warble(0)])
+    # a store written by hand (or with a model that lacked the label) is refused where it is used
+    proto = np.zeros(len(model.labels), np.float32)
+    proto[0] = 1.0
+    clash = Enrolment(label.lower(), proto, 0.6, 1, model.id)
+    with pytest.raises(InputError, match=rf"enrolment {re.escape(repr(label.lower()))} has the name of the label"):
+        EnrolledClassifier([clash], model)
+    src = write(tmp_path, "w.wav", warble(1))
+    assert main(["enroll", "--store", str(tmp_path / "s"), label, src]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("tympan: error: ") and "choose another name" in err and "Traceback" not in err
+    assert not (tmp_path / "s").exists()  # nothing written
+
+
+def test_unwritable_export_and_os_errors_are_one_line(
+    model: Model, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = EnrolmentStore(str(tmp_path / "store"))
+    store.save(build(model, "warble", [warble(s) for s in range(3)]))
+    target = tmp_path / "missing" / "exp.json"
+    with pytest.raises(InputError, match=re.escape(str(target)) + r": cannot write the export"):
+        store.export(str(target))
+    assert main(["enroll", "--store", store.dir, "--export", str(target)]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and str(target) in err and "Traceback" not in err
+    # any other file the command cannot use: the CLI names it in one line instead of a traceback
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["enroll", "--store", str(blocker / "sub"), "warble2", write(tmp_path, "w.wav", warble(2))]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("tympan: error: ") and str(blocker / "sub") in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("ratio", [0.3, 1.2])
 def test_enrolled_off_ratio_is_checked(ratio: float) -> None:
     from edge.annotate import AnnotateConfig

@@ -174,9 +174,13 @@ def test_bad_block_size(tmp_path: Path) -> None:
 
 
 def test_unsupported_rate(tmp_path: Path) -> None:
-    path = write(tmp_path / "x.wav", np.zeros((1, 1000)), 44101)
-    with pytest.raises(InputError, match="sample rate 44101 Hz is not supported"):
-        read_audio(str(path))
+    # the file is named (several files may be given at once), then the rate and why
+    for rate in (44101, 7):
+        path = write(tmp_path / f"x{rate}.wav", np.zeros((1, 1000)), rate)
+        with pytest.raises(InputError, match=rf"^{re.escape(str(path))}: sample rate {rate} Hz is not supported"):
+            read_audio(str(path))
+        with pytest.raises(InputError, match=rf"^{re.escape(str(path))}: sample rate {rate} Hz"):
+            FileSource(path)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -127,7 +127,10 @@ class FileSource:
                 f"but {expected_channels} are expected"
             )
         # Fails early, with the file named, for a rate the resampler does not take.
-        Resampler(self.channels, self.file_sample_rate, SAMPLE_RATE)
+        try:
+            Resampler(self.channels, self.file_sample_rate, SAMPLE_RATE)
+        except InputError as err:
+            raise InputError(f"{self.origin}: {err}") from None
 
     @property
     def sample_rate(self) -> int:
