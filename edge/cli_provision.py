@@ -240,7 +240,7 @@ def _flash_serial(port: str, bundle: Any) -> int:
             last[0] = pct
             print(f"\rflashing {version}: {pct:3d}% ({done}/{total} bytes)", end="", file=sys.stderr, flush=True)
 
-    result = flash_serial(port, image, version=version, progress=progress)
+    result = flash_serial(port, image, version=version, progress=progress, origin=f"{bundle.origin}: MCU firmware")
     if last[0] >= 0:
         print(file=sys.stderr)
     if getattr(result, "unchanged", False):

@@ -370,6 +370,7 @@ def cmd_flash(args: argparse.Namespace) -> int:
         ack_timeout=args.timeout_ms / 1000.0,
         retries=args.retries,
         force=args.force,
+        origin=args.image,
     )
     if args.json:
         print(json.dumps(dataclasses.asdict(res)))

@@ -66,22 +66,25 @@ class FlashResult:
         return P.slot_name(self.slot)
 
 
-def prepare_image(image: bytes, version: str, *, wrap: bool = True, check: bool = True) -> bytes:
+def prepare_image(
+    image: bytes, version: str, *, wrap: bool = True, check: bool = True, origin: str = "firmware image"
+) -> bytes:
     """The bytes to send: `image` checked against `version`, or a bare body wrapped in a header.
+    Errors name `origin` (the image's file, where it came from one).
 
     `check=False` sends an image with a header as it is (to test an MCU's self-test and rollback).
     """
     if not image:
-        raise InputError("firmware image is empty")
+        raise InputError(f"{origin}: empty (0 bytes)")
     if fwimage.has_header(image):
         if not check:
             return image
-        head = fwimage.check_image(image)
+        head = fwimage.check_image(image, origin)
         if head.version != version:
-            raise InputError(f"firmware image says version {head.version!r}, expected {version!r}")
+            raise InputError(f"{origin}: says version {head.version!r}, expected {version!r}")
         return image
     if not wrap:
-        raise InputError("firmware image has no TYFW header (wrap=False)")
+        raise InputError(f"{origin}: has no TYFW header (wrap=False)")
     return fwimage.build_image(image, version)
 
 
@@ -245,17 +248,18 @@ def flash_serial(
     wrap: bool = True,
     check: bool = True,
     force: bool = False,
+    origin: str = "firmware image",
 ) -> FlashResult:
     """Flash `image` (firmware `version`) to the MCU on `port`; see the module docstring.
 
-    `progress(done, total)` is called after each chunk. `force`: flash even when the running slot
-    already holds this image. `check=False`: send an image with a header unchecked. Raises
-    FlashError (a DeviceError) when the update cannot be completed; its message says what the MCU
-    runs. InputError for a bad image.
+    `origin` names the image in errors. `progress(done, total)` is called after each chunk. `force`:
+    flash even when the running slot already holds this image. `check=False`: send an image with a
+    header unchecked. Raises FlashError (a DeviceError) when the update cannot be completed; its
+    message says what the MCU runs. InputError for a bad image.
     """
     if not 1 <= chunk_size <= P.MAX_CHUNK:
         raise InputError(f"chunk size {chunk_size!r}: must be 1-{P.MAX_CHUNK} bytes")
-    data = prepare_image(image, version, wrap=wrap, check=check)
+    data = prepare_image(image, version, wrap=wrap, check=check, origin=origin)
     if len(data) > 0xFFFFFFFF:
         raise InputError(f"firmware image of {len(data)} bytes is too large")
 

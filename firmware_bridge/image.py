@@ -55,19 +55,20 @@ def has_header(data: bytes) -> bool:
     return data[:4] == MAGIC
 
 
-def parse_header(data: bytes) -> ImageHeader:
-    """The header of `data`; InputError when it is missing or malformed (the body is not checked)."""
+def parse_header(data: bytes, origin: str = "firmware image") -> ImageHeader:
+    """The header of `data`; InputError naming `origin` when it is missing or malformed (the body is not
+    checked)."""
     if len(data) < HEADER_SIZE:
-        raise InputError(f"firmware image of {len(data)} bytes is shorter than its {HEADER_SIZE}-byte header")
+        raise InputError(f"{origin}: {len(data)} bytes, shorter than its {HEADER_SIZE}-byte TYFW header")
     magic, hver, hsize, length, digest, version, flags = HEADER.unpack_from(data)
     if magic != MAGIC:
-        raise InputError(f"firmware image: magic {magic!r}, expected {MAGIC!r}")
+        raise InputError(f"{origin}: magic {magic!r}, expected {MAGIC!r}")
     if hver != HEADER_VERSION or hsize != HEADER_SIZE:
-        raise InputError(f"firmware image: header version {hver} size {hsize}, expected {HEADER_VERSION}/{HEADER_SIZE}")
+        raise InputError(f"{origin}: header version {hver} size {hsize}, expected {HEADER_VERSION}/{HEADER_SIZE}")
     try:
         text = version.rstrip(b"\0").decode("ascii")
     except UnicodeDecodeError:
-        raise InputError("firmware image: version field is not ASCII") from None
+        raise InputError(f"{origin}: version field is not ASCII") from None
     return ImageHeader(length, digest, text, flags)
 
 
@@ -89,7 +90,7 @@ def self_test(data: bytes) -> tuple[bool, str]:
 
 def check_image(data: bytes, origin: str = "firmware image") -> ImageHeader:
     """The header of a complete, self-consistent image; InputError naming `origin` otherwise."""
-    head = parse_header(data)
+    head = parse_header(data, origin)
     if len(data) != HEADER_SIZE + head.body_length:
         raise InputError(f"{origin}: {len(data)} bytes, header says {HEADER_SIZE + head.body_length}")
     ok, reason = self_test(data)

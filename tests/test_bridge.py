@@ -189,8 +189,8 @@ def test_image_self_test_passes_only_intact_images() -> None:
     for reason, data in cases.items():
         ok, why = fwimage.self_test(data)
         assert not ok and reason in why, (reason, why)
-        with pytest.raises(InputError):
-            fwimage.check_image(data)
+        with pytest.raises(InputError, match=r"^fw\.bin: "):  # the file is named, whatever the fault
+            fwimage.check_image(data, "fw.bin")
     for bad in ("", "x" * 33, "v\x00", "vé"):
         with pytest.raises(InputError, match="version"):
             fwimage.build_image(b"x", bad)
@@ -430,8 +430,8 @@ def test_flash_switches_to_the_new_image_and_reports_progress(make_sim: MakeSim,
     assert res2.slot == 0 and res2.size == 700 + fwimage.HEADER_SIZE
     with pytest.raises(InputError, match=r"says version '1\.1\.0', expected '9'"):
         flash_serial(sim.port, new, version="9", ack_timeout=ACK_S, chunk_size=CHUNK)
-    with pytest.raises(InputError, match="empty"):
-        flash_serial(sim.port, b"", version="9", ack_timeout=ACK_S, chunk_size=CHUNK)
+    with pytest.raises(InputError, match=r"^fw\.bin: empty"):  # the image's file is named
+        flash_serial(sim.port, b"", version="9", ack_timeout=ACK_S, chunk_size=CHUNK, origin="fw.bin")
     with pytest.raises(InputError, match="chunk size"):
         flash_serial(sim.port, new, version="1.1.0", chunk_size=0)
     with pytest.raises(LinkError, match="no such serial port"):  # at once, not after the reconnect window

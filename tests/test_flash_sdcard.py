@@ -198,10 +198,10 @@ def test_serial_hands_the_bundles_firmware_to_the_flasher(
     bundle: Path, keys: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The bundle's verified image and version reach `firmware_bridge.flasher.flash_serial` unchanged."""
-    calls: list[tuple[str, bytes, str]] = []
+    calls: list[tuple[str, bytes, str, str]] = []
 
-    def fake_flash(port: str, image: bytes, *, version: str, progress: object = None) -> object:
-        calls.append((port, image, version))
+    def fake_flash(port: str, image: bytes, *, version: str, progress: object = None, origin: str = "") -> object:
+        calls.append((port, image, version, origin))
         if callable(progress):
             progress(len(image), len(image))
         return types.SimpleNamespace(unchanged=False, slot_name="B", previous_version="1.0.0")
@@ -210,7 +210,7 @@ def test_serial_hands_the_bundles_firmware_to_the_flasher(
     fake.flash_serial = fake_flash  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "firmware_bridge.flasher", fake)
     assert main(["flash", "--serial", "/dev/ttyACM9", str(bundle), "--pubkey", str(keys[1])]) == 0
-    assert calls == [("/dev/ttyACM9", FIRMWARE, "1.4.2")]
+    assert calls == [("/dev/ttyACM9", FIRMWARE, "1.4.2", f"{bundle}: MCU firmware")]  # errors name the bundle
     out, err = capsys.readouterr()
     assert "1.4.2" in out and "slot B" in out and "100%" in err
 
