@@ -173,7 +173,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected an object, got {value!r}")
-        return from_dict(tp, value, where)  # type: ignore[arg-type]
+        return from_dict(tp, value, where, nested=True)  # type: ignore[arg-type]
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, list | tuple):
@@ -220,8 +220,9 @@ def _check_bounds(value: Any, meta: typing.Mapping[str, Any], where: str) -> Non
                 raise ConfigError(f"{where}: {v!r} is above the maximum {hi}")
 
 
-def from_dict(cls: type[T], d: dict[str, Any], where: str = "config") -> T:
-    """Build dataclass `cls` from `d`: unknown keys rejected, types and bounds checked."""
+def from_dict(cls: type[T], d: dict[str, Any], where: str = "config", *, nested: bool = False) -> T:
+    """Build dataclass `cls` from `d`: unknown keys rejected, types and bounds checked. Errors name the
+    key after `where` (the file): "c.json: distill.alpha: ..." (`nested`: `where` is a key path already)."""
     assert dataclasses.is_dataclass(cls)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -230,9 +231,12 @@ def from_dict(cls: type[T], d: dict[str, Any], where: str = "config") -> T:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(fields)}")
     kwargs: dict[str, Any] = {}
     for name, value in d.items():
-        sub = f"{where}.{name}"
+        sub = f"{where}.{name}" if nested else f"{where}: {name}" if where else name
         kwargs[name] = _convert(value, hints[name], sub)
         _check_bounds(kwargs[name], fields[name].metadata, sub)
+        if typing.get_args(hints[name]) == (float, float) and kwargs[name][0] > kwargs[name][1]:
+            # every two-number field is a range (low, high): drawn from with a uniform distribution
+            raise ConfigError(f"{sub}: {value!r} is not a range: its low end is above its high end")
     return cls(**kwargs)
 
 

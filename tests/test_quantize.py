@@ -327,6 +327,12 @@ def test_config_rejects_unknown_keys_and_bounds(tmp_path: Path) -> None:
     p.write_text(json.dumps({"distill": {"epochs": "3"}}))
     with pytest.raises(ConfigError, match="expected an integer"):
         load_config(p)
+    # a (low, high) range given high first is refused by name, not left to the sampler's own error
+    p.write_text(json.dumps({"transfer": {"snr_db": [30, 0]}}))
+    with pytest.raises(ConfigError, match=r"transfer\.snr_db: \[30, 0\] is not a range"):
+        load_config(p)
+    p.write_text(json.dumps({"transfer": {"gain_db": [-3.0, -3.0]}}))  # one value: a range of width 0
+    assert load_config(p).transfer.gain_db == (-3.0, -3.0)
 
 
 def test_packaged_config_and_labels_load() -> None:
