@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import queue
+import ssl
 import sys
 import threading
 import time
@@ -33,7 +34,7 @@ from cloud.backends import BACKENDS, CaptionBackend, backend_class
 from cloud.captioner import DEFAULT_EVERY_S, Captioner, Due, events_topic, parse_events_topic
 from cloud.scene import DEFAULT_WINDOW_S
 from edge.errors import ConfigError, MqttError, TokenError
-from edge.mqtt_url import MqttTarget, parse_mqtt_url
+from edge.mqtt_url import MqttTarget, check_tls_files, parse_mqtt_url
 from edge.token_codec import decode_json
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class CaptionWorker:
         self.config = config
         self.target: MqttTarget = parse_mqtt_url(config.mqtt)
         if config.cafile and not self.target.tls:
-            raise ConfigError(f"--cafile {config.cafile!r} needs an mqtts:// URL, got {self.target.label}")
+            raise ConfigError(f"--mqtt-ca/--cafile {config.cafile!r} needs an mqtts:// URL, got {self.target.label}")
         self.captioner = Captioner(backend, window_s=config.window_s, every_s=config.every_s)
         self.out = out if out is not None else sys.stdout
         self.clock = clock
@@ -132,7 +133,11 @@ class CaptionWorker:
         if self.target.username is not None:
             c.username_pw_set(self.target.username, self.target.password)
         if self.target.tls:
-            c.tls_set(ca_certs=self.config.cafile)
+            check_tls_files(self.target.label, self.config.cafile)
+            try:
+                c.tls_set(ca_certs=self.config.cafile)
+            except (OSError, ValueError, ssl.SSLError) as e:
+                raise MqttError(f"{self.target.label}: TLS setup failed: {e}") from None
         c.reconnect_delay_set(min_delay=1, max_delay=30)
         c.on_connect = self._on_connect
         c.on_subscribe = self._on_subscribe
@@ -222,7 +227,13 @@ def add_caption(sub: Any) -> None:
     )
     p.add_argument("--few-shot", action="store_true", help="few-shot prompt (example captions) for LLM backends")
     p.add_argument("--count", type=int, metavar="N", help="exit after publishing N captions")
-    p.add_argument("--cafile", metavar="F", help="CA certificate file for mqtts://")
+    p.add_argument(
+        "--mqtt-ca",
+        "--cafile",
+        dest="cafile",
+        metavar="FILE",
+        help="CA certificate(s) to trust for mqtts:// (default: the system's)",
+    )
     p.add_argument("--client-id", metavar="ID", help="MQTT client id (default: random)")
     p.add_argument(
         "--mqtt-version", default=WorkerConfig.protocol, choices=["5", "3.1.1"],

@@ -37,7 +37,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.errors import MqttError, TokenError
-from edge.mqtt_url import MqttTarget
+from edge.mqtt_url import MqttTarget, check_tls_files
 from edge.token_codec import TOPIC_PREFIX, decode_json, decode_packed, label_table
 from edge.tokens import validate_birth
 
@@ -340,7 +340,7 @@ class MqttSubscription:
     def __init__(self, target: MqttTarget, filters: list[str], cafile: str | None = None,
                  client_id: str | None = None) -> None:  # fmt: skip
         if cafile is not None and not target.tls:
-            raise MqttError(f"{target.label}: --cafile needs an mqtts:// URL")
+            raise MqttError(f"{target.label}: --mqtt-ca/--cafile needs an mqtts:// URL")
         self.target = target
         self.filters = filters
         self._queue: queue.Queue[tuple[str, bytes]] = queue.Queue()
@@ -357,6 +357,7 @@ class MqttSubscription:
         if target.username is not None:
             self._client.username_pw_set(target.username, target.password)
         if target.tls:
+            check_tls_files(target.label, cafile)
             try:
                 self._client.tls_set(ca_certs=cafile, cert_reqs=ssl.CERT_REQUIRED)
             except (OSError, ValueError, ssl.SSLError) as e:

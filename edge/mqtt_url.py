@@ -3,7 +3,8 @@
 User name and password are percent-decoded (`p%40ss` is `p@ss`). A password missing from the URL is
 taken from the environment variable `TYMPAN_MQTT_PASSWORD` when the URL names a user, so it need not
 appear in a process list.
-`redact(url)` gives the form to log: the password is never printed.
+`redact(url)` gives the form to log: the password is never printed. `check_tls_files` checks the CA
+bundle and client certificate files of a TLS connection before paho loads them, naming the bad one.
 """
 
 from __future__ import annotations
@@ -93,3 +94,40 @@ def redact(url: str) -> str:
         return url
     user = userinfo.split(":", 1)[0]
     return f"{scheme}://{user}:***@{hostport}{slash}{tail}"
+
+
+def check_tls_files(
+    label: str, ca: str | None = None, cert: str | None = None, key: str | None = None, *, ca_option: str = "--mqtt-ca"
+) -> None:
+    """Raise MqttError naming the file and its option when a TLS file given for `label` (the broker) is
+    missing, unreadable or not what it should be: `ca` a PEM CA bundle, `cert` + `key` a client certificate
+    and its private key (both or neither). paho's own errors name no file ("No such file or directory")."""
+    import ssl
+
+    given = [(ca_option, ca), ("--mqtt-cert", cert), ("--mqtt-key", key)]
+    for option, path in given:
+        if path is None:
+            continue
+        if not os.path.isfile(path):
+            why = "is a directory" if os.path.isdir(path) else "no such file"
+            raise MqttError(f"{label}: {option} {path}: {why}")
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as e:
+            raise MqttError(f"{label}: {option} {path}: cannot be read ({e.strerror or e})") from None
+    if (cert is None) != (key is None):
+        raise MqttError(f"{label}: a TLS client certificate needs both --mqtt-cert and --mqtt-key")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if ca is not None:
+        try:
+            ctx.load_verify_locations(cafile=ca)
+        except (ssl.SSLError, ValueError) as e:
+            raise MqttError(f"{label}: {ca_option} {ca}: not a PEM CA certificate bundle ({e})") from None
+    if cert is not None and key is not None:
+        try:
+            ctx.load_cert_chain(certfile=cert, keyfile=key)
+        except (ssl.SSLError, ValueError) as e:
+            raise MqttError(
+                f"{label}: --mqtt-cert {cert} / --mqtt-key {key}: not a PEM certificate and its private key ({e})"
+            ) from None

@@ -398,6 +398,11 @@ class OtaAgent:
         if self.target.username is not None:
             c.username_pw_set(self.target.username, self.target.password)
         if self.target.tls or tls is not None:
+            from edge.mqtt_url import check_tls_files
+
+            check_tls_files(
+                self.target.label, getattr(tls, "ca", None), getattr(tls, "cert", None), getattr(tls, "key", None)
+            )
             try:
                 c.tls_set(ca_certs=getattr(tls, "ca", None), certfile=getattr(tls, "cert", None),
                           keyfile=getattr(tls, "key", None), cert_reqs=ssl.CERT_REQUIRED)  # fmt: skip

@@ -46,7 +46,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.errors import ConfigError, MqttError, TokenError
-from edge.mqtt_url import MqttTarget
+from edge.mqtt_url import MqttTarget, check_tls_files
 from edge.spool import DEFAULT_MAX_BYTES, Position, Spool, default_spool_dir
 from edge.token_codec import TOPIC_PREFIX, encode_json, encode_packed
 
@@ -189,8 +189,7 @@ class Publisher:
             c.username_pw_set(self.target.username, self.target.password)
         if self.target.tls or tls is not None:
             t = tls or TlsFiles()
-            if (t.cert is None) != (t.key is None):
-                raise ConfigError("a TLS client certificate needs both a certificate and a key file")
+            check_tls_files(self.target.label, t.ca, t.cert, t.key)
             try:
                 c.tls_set(ca_certs=t.ca, certfile=t.cert, keyfile=t.key, cert_reqs=ssl.CERT_REQUIRED)
             except (OSError, ssl.SSLError, ValueError) as e:

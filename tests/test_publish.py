@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -24,7 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.errors import ConfigError, MqttError
 from edge.ha_discovery import discovery_configs, ha_object_id
-from edge.mqtt_url import PASSWORD_ENV, parse_mqtt_url, redact
+from edge.mqtt_url import PASSWORD_ENV, check_tls_files, parse_mqtt_url, redact
 from edge.publish import Publisher, TlsFiles, Topics, topic_base
 from tests.broker import Mosquitto, free_port, mosquitto_binary
 
@@ -365,6 +366,31 @@ def test_tls_with_ca_and_client_certificate(tmp_path: Path, model: Any, birth: d
         with pytest.raises(MqttError, match="TLS certificate not trusted"):  # the system CAs do not know ours
             Publisher(url, "t1", SITE, spool=tmp_path / "sp2", tls=TlsFiles()).start()
         assert time.monotonic() - t0 < 3.0
+
+
+def test_bad_tls_files_are_named_before_connecting(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    label = "mqtts://127.0.0.1:8883"
+    ca, crt, key = str(pki["ca.crt"]), str(pki["client.crt"]), str(pki["client.key"])
+    check_tls_files(label, ca, crt, key)  # a good set passes
+    cases = [
+        ((str(tmp_path / "none.pem"), None, None), r"--mqtt-ca \S*none\.pem: no such file"),
+        ((str(tmp_path), None, None), r"--mqtt-ca \S+: is a directory"),
+        ((str(junk), None, None), r"--mqtt-ca \S*junk\.pem: not a PEM CA certificate bundle"),
+        ((ca, crt, None), "needs both --mqtt-cert and --mqtt-key"),
+        ((ca, str(junk), key), r"--mqtt-cert \S*junk\.pem / --mqtt-key \S*client\.key: not a PEM certificate"),
+        ((ca, crt, str(pki["server.key"])), "not a PEM certificate and its private key"),  # a key of another cert
+    ]
+    for (c, cert, k), message in cases:
+        with pytest.raises(MqttError, match=rf"^{re.escape(label)}: .*{message}"):
+            check_tls_files(label, c, cert, k)
+    # the publisher checks them before paho loads them (paho's own error names no file)
+    with pytest.raises(MqttError, match=r"--mqtt-ca \S*none\.pem: no such file"):
+        Publisher(
+            parse_mqtt_url(label), "t1", SITE, spool=tmp_path / "sp", tls=TlsFiles(ca=str(tmp_path / "none.pem"))
+        ).start()
 
 
 def test_wrong_password_is_a_clear_error_quickly(tmp_path: Path, model: Any) -> None:
