@@ -24,6 +24,7 @@ refused. Every refusal raises `BundleError` naming the bundle and the problem.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -609,5 +610,6 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -
             os.close(fd)
         os.replace(tmp, p)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the folder may not exist, or not be one
+            tmp.unlink()
         raise TympanError(f"{p}: cannot write ({e.strerror})") from None

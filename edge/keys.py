@@ -107,14 +107,14 @@ def _read(path: str | os.PathLike[str], what: str) -> bytes:
 def load_private_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
     """An ed25519 private key from a PEM file that only its owner may read."""
     data = _read(path, "private key")
+    if b"PUBLIC KEY" in data and b"PRIVATE KEY" not in data:  # before the permissions: a .pub may be 0644
+        raise KeyFileError(f"{path}: this is a public key; signing needs the private key (.key)")
     if os.name == "posix":
         mode = stat.S_IMODE(os.stat(path).st_mode)
         if mode & 0o077:
             raise KeyFileError(
                 f"{path}: private key permissions {mode:04o} are too open (others can read it); chmod 600 it"
             )
-    if b"PUBLIC KEY" in data and b"PRIVATE KEY" not in data:
-        raise KeyFileError(f"{path}: this is a public key; signing needs the private key (.key)")
     pw = _passphrase()
     try:
         key = serialization.load_pem_private_key(data, password=pw)

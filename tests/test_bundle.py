@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import tarfile
 from pathlib import Path
 
@@ -30,8 +31,9 @@ from edge.bundle import (
     pack_tar,
     read_members,
     verify_bundle,
+    write_atomic,
 )
-from edge.errors import ConfigError, InputError
+from edge.errors import ConfigError, InputError, TympanError
 from edge.inference import default_model_dir
 from edge.keys import key_id
 from edge.main import main
@@ -297,6 +299,17 @@ def test_build_refuses_bad_inputs(tmp_path: Path) -> None:
         build(KEY, model=Path(default_model_dir()) / "model_int8.onnx")
     with pytest.raises(InputError, match="--version"):
         build(KEY, version="../x")
+
+
+def test_write_atomic_names_the_target_and_leaves_nothing(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for target in (blocker / "b.tar.gz", tmp_path / "missing" / "b.tar.gz"):  # not a folder / no folder
+        with pytest.raises(TympanError, match=rf"^{re.escape(str(target))}: cannot write \("):
+            write_atomic(target, b"data")
+    write_atomic(tmp_path / "b.tar.gz", b"data")
+    assert (tmp_path / "b.tar.gz").read_bytes() == b"data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.tar.gz", "file"]  # no temporary file left
 
 
 def test_build_refuses_a_model_that_fails_the_devices_selftest(tmp_path: Path) -> None:
