@@ -514,7 +514,8 @@ def build_bundle(spec: BuildSpec, private_key: Ed25519PrivateKey, limits: Limits
     if spec.board is None and spec.array is None:
         raise InputError("a bundle needs --board NAME or --array FILE")
     created = int(time.time()) if spec.created is None else int(spec.created)
-    version = spec.version or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(created))
+    # only an absent version defaults to the date-time: an empty --version is a mistake, refused below
+    version = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(created)) if spec.version is None else spec.version
     if not _VERSION.match(version):
         raise InputError(f"--version {version!r}: use letters, digits and . _ + - (at most 64)")
     cfg = DeviceConfig() if spec.config is None else load_config(spec.config)

@@ -297,8 +297,9 @@ def test_build_refuses_bad_inputs(tmp_path: Path) -> None:
               selftest_labels=("Dogg",))  # fmt: skip
     with pytest.raises(InputError, match="takes a model directory"):
         build(KEY, model=Path(default_model_dir()) / "model_int8.onnx")
-    with pytest.raises(InputError, match="--version"):
-        build(KEY, version="../x")
+    for bad in ("../x", "", "v" * 65):
+        with pytest.raises(InputError, match=rf"--version {re.escape(repr(bad))}: use letters"):
+            build(KEY, version=bad)
 
 
 def test_write_atomic_names_the_target_and_leaves_nothing(tmp_path: Path) -> None:
