@@ -377,11 +377,22 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
 def _events_and_levels(blocks: Any, pipeline: Any, pub: Any, every_s: float, builder: Any) -> Iterator[Any]:
     """The pipeline's events; with a publisher, also a level reading every `every_s` of stream time
-    on the `level` topic: {"v", "dev", "t" (epoch s), "leq" (dBFS over the last `every_s`)}."""
+    on the `level` topic: {"v", "dev", "t" (epoch s), "leq" (dBFS over the last `every_s`)}. When the
+    source raises, the open events are closed first, then the error goes on."""
     from edge.tokens import SCHEMA_VERSION
 
     next_level = every_s
-    for block in blocks:
+    source = iter(blocks)
+    while True:
+        try:
+            block = next(source)
+        except StopIteration:
+            break
+        except TympanError:
+            # the source failed (a file damaged part-way, a device gone): the events still open are
+            # closed at the last sample analysed, so no subscriber is left with an `on` and no `off`
+            yield from pipeline.flush()
+            raise
         yield from pipeline.process(block)
         if pub is not None and every_s > 0 and pipeline.stream_time >= next_level:
             leq = pipeline.level_dbfs(every_s)

@@ -98,6 +98,31 @@ def test_listen_events_do_not_depend_on_block_size(tmp_path: Path, capsys: pytes
     assert runs[0] and runs[0] == runs[1]
 
 
+def test_listen_on_a_file_cut_short_closes_its_events_then_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the recording stops decoding at 80 % of its bytes (7.9 s), inside the scene's crying (6.8-9.3 s): the
+    # events before the cut are reported, each one that opened is closed (no subscriber keeps an `on`
+    # without an `off`), then the error names the file
+    cut = tmp_path / "cut.flac"
+    data = SCENE.read_bytes()
+    cut.write_bytes(data[: int(len(data) * 0.8)])
+    out = tmp_path / "ev.jsonl"
+    rc, _, err = cli(capsys, "listen", "--input", str(cut), "--board", TRUTH["array"], "--events", str(out))
+    assert rc == 1 and err.startswith(f"tympan: error: {cut}: cannot decode sample ") and "Traceback" not in err
+    events = read_events(out)
+    opened = {e["id"] for e in events if e["ph"] == "on"}
+    closed = {e["id"] for e in events if e["ph"] == "off"}
+    assert opened and opened == closed
+    # the same events as the whole file gives up to the cut, where it closes them
+    whole = tmp_path / "whole.jsonl"
+    assert cli(capsys, "listen", "--input", str(SCENE), "--board", TRUTH["array"], "--events", str(whole))[0] == 0
+    lost_at = int(err.split("cannot decode sample ")[1].split()[0]) / 16000
+    emitted = lambda e: e["onset"] + e["lat"] / 1000.0  # noqa: E731  (stream time: lat = emission - onset)
+    before = [(e["lbl"], e["onset"]) for e in read_events(whole) if e["ph"] == "on" and emitted(e) < lost_at - 1.0]
+    assert before and set(before) <= {(e["lbl"], e["onset"]) for e in events if e["ph"] == "on"}
+
+
 @pytest.mark.parametrize(
     ("source", "level_every", "expect_ms"),
     [(None, 1.0, 100.0), ("scene.flac", 1.0, 1000.0), ("scene.flac", 0.25, 250.0), ("scene.flac", 0.0, 1000.0),

@@ -173,6 +173,33 @@ def test_bad_block_size(tmp_path: Path) -> None:
             FileSource(path, block_size=size)
 
 
+@pytest.mark.parametrize("keep", [0.6, 0.03])  # cut after the first chunk, and inside it
+def test_a_file_cut_short_gives_every_sample_before_the_damage(tmp_path: Path, keep: float) -> None:
+    # a FLAC recording cut short (a power loss while writing): the samples before the cut are decoded
+    # bit for bit, past the failed chunk's start, then the error names the file and the first lost sample
+    rng = np.random.default_rng(5)
+    n = 3 * READ_FRAMES
+    x = (0.3 * np.sin(np.arange(n)[:, None] * [0.01, 0.013]) + 0.05 * rng.standard_normal((n, 2))).astype(np.float32)
+    full = write(tmp_path / "full.flac", x.T, 16000, "PCM_16")
+    original = read_audio(full)
+    data = full.read_bytes()
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(data[: int(len(data) * keep)])
+    got: list[np.ndarray] = []
+    with pytest.raises(InputError, match=rf"^{re.escape(str(cut))}: cannot decode sample (\d+) of {n}: damaged") as e:
+        for chunk in FileSource(cut).chunks():
+            got.append(chunk)
+    lost = int(re.search(r"cannot decode sample (\d+)", str(e.value)).group(1))  # type: ignore[union-attr]
+    have = np.concatenate(got, axis=1) if got else np.zeros((2, 0), np.float32)
+    assert have.shape[1] == lost > 0
+    assert np.array_equal(have, original[:, :lost])  # what is delivered is exactly the recording's start
+    # the kept share of the bytes less at most two FLAC frames (4096 samples each: the one cut through and
+    # the header's share): nothing decodable was dropped with the failed chunk
+    assert lost >= keep * n - 2 * 4096 and lost > (READ_FRAMES if keep > 0.5 else 0)
+    with pytest.raises(InputError, match="damaged or cut short"):  # a whole-file read refuses it
+        read_audio(cut)
+
+
 def test_unsupported_rate(tmp_path: Path) -> None:
     # the file is named (several files may be given at once), then the rate and why
     for rate in (44101, 7):

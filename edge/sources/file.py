@@ -9,6 +9,10 @@
   streams), so memory stays bounded for any file length; `read_audio` holds only its result.
 - Block boundaries never change the samples: the blocks of any `block_size` concatenate to
   `read_audio`'s array.
+- A file that stops decoding part-way (a recording cut short by a power loss, a damaged card) gives
+  every sample before the damage: when a chunk fails, the file is opened again at that chunk and read
+  SALVAGE_FRAMES at a time up to the first piece that fails; those samples are delivered, then the
+  InputError names the first sample that could not be decoded.
 
 Every problem with the file is an `InputError` whose message starts with the path as given.
 """
@@ -34,6 +38,8 @@ if TYPE_CHECKING:
 
 READ_FRAMES = 1 << 16
 """Frames read from the file at a time (4 s at 16 kHz): bounds memory whatever the file length."""
+SALVAGE_FRAMES = 1 << 10
+"""After a chunk fails to decode: frames read at a time to recover the samples before the damage."""
 
 PathLike = str | os.PathLike[str]
 
@@ -151,38 +157,72 @@ class FileSource:
             else None
         )
         position = 0
+        failed: Exception | None = None  # the decoding error, once a chunk has failed
+        salvage: sf.SoundFile | None = None  # the file opened again at the failed chunk
         with _open(self.origin) as f:
-            while True:
-                try:
-                    frames = f.read(READ_FRAMES, dtype="float32", always_2d=True)
-                except (sf.SoundFileError, RuntimeError) as err:
-                    raise InputError(
-                        f"{self.origin}: read failed after {position} samples (soundfile: {_soundfile_message(err)})"
-                    ) from None
-                if frames.shape[0] == 0:
-                    break
-                if not np.isfinite(frames).all():
-                    sample, channel = _first_non_finite(frames)
-                    raise InputError(
-                        f"{self.origin}: holds NaN or infinite samples "
-                        f"(first at sample {position + sample}, channel {channel})"
-                    )
-                position += frames.shape[0]
-                chunk = frames.T
-                if self.array is not None:
-                    chunk = select_mic_channels(chunk, self.array, self.origin)
-                if resampler is None:
-                    yield np.ascontiguousarray(chunk)
-                else:
-                    out = resampler.process(chunk)
-                    if out.shape[1]:
-                        yield out.astype(np.float32)
+            try:
+                while True:
+                    try:
+                        if salvage is None:
+                            frames = f.read(READ_FRAMES, dtype="float32", always_2d=True)
+                        else:
+                            frames = salvage.read(SALVAGE_FRAMES, dtype="float32", always_2d=True)
+                    except (sf.SoundFileError, RuntimeError) as err:
+                        if salvage is not None:
+                            raise self._damaged(position, failed) from None
+                        failed = err
+                        salvage = self._reopen_at(position)
+                        if salvage is None:
+                            raise self._damaged(position, err) from None
+                        continue
+                    if frames.shape[0] == 0:
+                        if salvage is not None and self.file_frames is not None and position < self.file_frames:
+                            raise self._damaged(position, failed) from None
+                        break
+                    if not np.isfinite(frames).all():
+                        sample, channel = _first_non_finite(frames)
+                        raise InputError(
+                            f"{self.origin}: holds NaN or infinite samples "
+                            f"(first at sample {position + sample}, channel {channel})"
+                        )
+                    position += frames.shape[0]
+                    chunk = frames.T
+                    if self.array is not None:
+                        chunk = select_mic_channels(chunk, self.array, self.origin)
+                    if resampler is None:
+                        yield np.ascontiguousarray(chunk)
+                    else:
+                        out = resampler.process(chunk)
+                        if out.shape[1]:
+                            yield out.astype(np.float32)
+            finally:
+                if salvage is not None:
+                    salvage.close()
         if position == 0:
             raise InputError(f"{self.origin}: empty (0 samples)")
         if resampler is not None:
             out = resampler.flush()
             if out.shape[1]:
                 yield out.astype(np.float32)
+
+    def _reopen_at(self, position: int) -> sf.SoundFile | None:
+        """The file opened again and positioned at frame `position` (None if it cannot be)."""
+        try:
+            g = sf.SoundFile(self.origin)
+        except (sf.SoundFileError, RuntimeError, OSError):
+            return None
+        try:
+            g.seek(position)
+        except (sf.SoundFileError, RuntimeError, ValueError):
+            g.close()
+            return None
+        return g
+
+    def _damaged(self, position: int, err: Exception | None) -> InputError:
+        why = "" if err is None else f" (soundfile: {_soundfile_message(err)})"
+        of = "" if self.file_frames is None else f" of {self.file_frames}"
+        used = f"; the {position} before it were read" if position else ""
+        return InputError(f"{self.origin}: cannot decode sample {position}{of}: damaged or cut short{used}{why}")
 
 
 def read_audio(path: PathLike, expected_channels: int | None = None, *, array: ArrayProfile | None = None) -> F32:
