@@ -34,7 +34,7 @@ from cloud.backends import BACKENDS, CaptionBackend, backend_class
 from cloud.captioner import DEFAULT_EVERY_S, Captioner, Due, events_topic, parse_events_topic
 from cloud.scene import DEFAULT_WINDOW_S
 from edge.errors import ConfigError, MqttError, TokenError
-from edge.mqtt_url import MqttTarget, check_tls_files, parse_mqtt_url
+from edge.mqtt_url import MqttTarget, add_ca_option, check_tls_files, parse_mqtt_url
 from edge.token_codec import decode_json
 
 log = logging.getLogger(__name__)
@@ -227,13 +227,7 @@ def add_caption(sub: Any) -> None:
     )
     p.add_argument("--few-shot", action="store_true", help="few-shot prompt (example captions) for LLM backends")
     p.add_argument("--count", type=int, metavar="N", help="exit after publishing N captions")
-    p.add_argument(
-        "--mqtt-ca",
-        "--cafile",
-        dest="cafile",
-        metavar="FILE",
-        help="CA certificate(s) to trust for mqtts:// (default: the system's)",
-    )
+    add_ca_option(p)
     p.add_argument("--client-id", metavar="ID", help="MQTT client id (default: random)")
     p.add_argument(
         "--mqtt-version", default=WorkerConfig.protocol, choices=["5", "3.1.1"],

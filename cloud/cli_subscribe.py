@@ -28,7 +28,7 @@ from cloud.subscribe import (
     topic_filters,
 )
 from edge.errors import ConfigError, TokenError
-from edge.mqtt_url import parse_mqtt_url
+from edge.mqtt_url import add_ca_option, parse_mqtt_url
 from edge.token_codec import check_name
 
 log = logging.getLogger("tympan.subscribe")
@@ -48,13 +48,7 @@ def add_subscribe(sub: Any) -> None:
     p.add_argument("--device", metavar="D", help="only this device id (default: all)")
     p.add_argument("--json", action="store_true", help="print tokens as JSON lines")
     p.add_argument("--packed", action="store_true", help="read packed tokens (.../tokens) instead of JSON events")
-    p.add_argument(
-        "--mqtt-ca",
-        "--cafile",
-        dest="cafile",
-        metavar="FILE",
-        help="CA certificate(s) to trust for mqtts:// (default: the system's)",
-    )
+    add_ca_option(p)
     p.add_argument("--client-id", metavar="ID", help="persistent session: tokens sent while away arrive later")
     p.add_argument("--count", type=int, metavar="N", help="exit after N tokens")
     p.add_argument("--timeout", type=float, metavar="S", help="exit after S seconds")

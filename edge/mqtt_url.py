@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from edge.errors import MqttError
@@ -131,3 +131,14 @@ def check_tls_files(
             raise MqttError(
                 f"{label}: --mqtt-cert {cert} / --mqtt-key {key}: not a PEM certificate and its private key ({e})"
             ) from None
+
+
+def add_ca_option(parser: Any) -> None:
+    """`--mqtt-ca FILE` (alias `--cafile`, dest `cafile`) on a command that connects to a broker."""
+    parser.add_argument(
+        "--mqtt-ca",
+        "--cafile",
+        dest="cafile",
+        metavar="FILE",
+        help="CA certificate(s) to trust for mqtts:// (default: the system's)",
+    )
