@@ -96,15 +96,13 @@ def redact(url: str) -> str:
     return f"{scheme}://{user}:***@{hostport}{slash}{tail}"
 
 
-def check_tls_files(
-    label: str, ca: str | None = None, cert: str | None = None, key: str | None = None, *, ca_option: str = "--mqtt-ca"
-) -> None:
+def check_tls_files(label: str, ca: str | None = None, cert: str | None = None, key: str | None = None) -> None:
     """Raise MqttError naming the file and its option when a TLS file given for `label` (the broker) is
     missing, unreadable or not what it should be: `ca` a PEM CA bundle, `cert` + `key` a client certificate
     and its private key (both or neither). paho's own errors name no file ("No such file or directory")."""
     import ssl
 
-    given = [(ca_option, ca), ("--mqtt-cert", cert), ("--mqtt-key", key)]
+    given = [("--mqtt-ca", ca), ("--mqtt-cert", cert), ("--mqtt-key", key)]
     for option, path in given:
         if path is None:
             continue
@@ -123,7 +121,7 @@ def check_tls_files(
         try:
             ctx.load_verify_locations(cafile=ca)
         except (ssl.SSLError, ValueError) as e:
-            raise MqttError(f"{label}: {ca_option} {ca}: not a PEM CA certificate bundle ({e})") from None
+            raise MqttError(f"{label}: --mqtt-ca {ca}: not a PEM CA certificate bundle ({e})") from None
     if cert is not None and key is not None:
         try:
             ctx.load_cert_chain(certfile=cert, keyfile=key)
