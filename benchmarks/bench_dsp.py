@@ -11,7 +11,8 @@ Tasks (all single-threaded; CPU time is process time, median of --repeats):
     srp        one SRP-PHAT direction estimate from 0.5 s of a 4-mic ReSpeaker recording (50 STFT frames
                given) on the same grid (2 deg azimuth x 10 deg elevation, 300-6000 Hz)
     pipeline   the whole edge pipeline (SED + DOA + tracking), per backend and model runtime, and the
-               part of it that is not the model
+               part of it that is not the model; the configurations run round-robin (each once per
+               round, max(5, --repeats) rounds) so that the host's drift during the run hits them alike
 
 Instruction counts (valgrind callgrind, only the measured call instrumented) stand beside the times
 because this machine is shared and noisy. The torch peer is torch.stft + a mel matrix product
@@ -247,42 +248,47 @@ def pipeline_rows(repeats: int) -> list[dict[str, Any]]:
     # the same audio as a microphone source delivers it: 100 ms blocks already in memory (no file decoding)
     mic_blocks = [Block(np.ascontiguousarray(audio[:, i : i + 1600]), i / FS, k, FS)
                   for k, i in enumerate(range(0, audio.shape[1], 1600))]  # fmt: skip
-    rows = []
+    models: dict[str, Any] = {}
     for rt in RUNTIMES:
         try:
-            model = Model(None, runtime=rt, threads=1)
+            models[rt] = Model(None, runtime=rt, threads=1)
         except Exception as e:  # a runtime that is not installed is reported, not fatal
             print(f"skip {rt}: {e}")
-            continue
-        spent = [0.0]
+    spent = [0.0]
 
-        def timed(
-            _p: Callable[[np.ndarray], np.ndarray], spent: list[float] = spent
-        ) -> Callable[[np.ndarray], np.ndarray]:
-            def call(window: np.ndarray) -> np.ndarray:
-                t = time.process_time()
-                out = _p(window)
-                spent[0] += time.process_time() - t
-                return out
+    def timed(_p: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+        def call(window: np.ndarray) -> np.ndarray:
+            t = time.process_time()
+            out = _p(window)
+            spent[0] += time.process_time() - t
+            return out
 
-            return call
+        return call
 
+    for model in models.values():
         # the model's share: the full window's calls and the streaming model's (what LiteRT runs)
         model.predict = timed(model.predict)  # type: ignore[method-assign]
         model.predict_stream = timed(model.predict_stream)  # type: ignore[method-assign]
-        for backend, source in (("numpy", "file"), ("native", "file"), ("native", "memory")):
-            totals, models = [], []
-            for _ in range(max(3, repeats // 2)):
-                spent[0] = 0.0
-                t = time.process_time()
-                blocks = FileSource(scene, block_size=1600, expected_channels=4) if source == "file" else mic_blocks
-                list(run(iter(blocks), EdgePipeline(model, array, PipelineConfig(dsp_backend=backend))))
-                totals.append(time.process_time() - t)
-                models.append(spent[0])
-            total, mod = statistics.median(totals), statistics.median(models)
-            rows.append({"runtime": rt, "backend": backend, "source": source, "total_ms_per_s": 1000 * total / dur,
-                         "model_ms_per_s": 1000 * mod / dur, "rest_ms_per_s": 1000 * (total - mod) / dur,
-                         "x_real_time": dur / total, "rest_x_real_time": dur / max(total - mod, 1e-9)})  # fmt: skip
+    configs = [(rt, backend, source) for rt in models
+               for backend, source in (("numpy", "file"), ("native", "file"), ("native", "memory"))]  # fmt: skip
+    totals: dict[tuple[str, str, str], list[float]] = {c: [] for c in configs}
+    model_s: dict[tuple[str, str, str], list[float]] = {c: [] for c in configs}
+    # round-robin: every configuration once per round, so the host's drift during the run hits all rows alike
+    for _ in range(max(5, repeats)):
+        for rt, backend, source in configs:
+            spent[0] = 0.0
+            t = time.process_time()
+            blocks = FileSource(scene, block_size=1600, expected_channels=4) if source == "file" else mic_blocks
+            list(run(iter(blocks), EdgePipeline(models[rt], array, PipelineConfig(dsp_backend=backend))))
+            totals[rt, backend, source].append(time.process_time() - t)
+            model_s[rt, backend, source].append(spent[0])
+    rows = []
+    for rt, backend, source in configs:
+        total, mod = statistics.median(totals[rt, backend, source]), statistics.median(model_s[rt, backend, source])
+        rows.append({"runtime": rt, "backend": backend, "source": source, "total_ms_per_s": 1000 * total / dur,
+                     "model_ms_per_s": 1000 * mod / dur, "rest_ms_per_s": 1000 * (total - mod) / dur,
+                     "x_real_time": dur / total, "rest_x_real_time": dur / max(total - mod, 1e-9),
+                     "runs": len(totals[rt, backend, source])})  # fmt: skip
     return rows
 
 
@@ -546,7 +552,8 @@ def render(res: dict[str, Any]) -> str:
         "## Whole edge pipeline (bundled 10 s 4-channel scene, 0.1 s blocks, SED + DOA + tracking)",
         "",
         "Source: the FLAC file through `FileSource` (decoding included; the targets use these rows), or the "
-        "same audio as 100 ms blocks already in memory, as a microphone source delivers them.",
+        "same audio as 100 ms blocks already in memory, as a microphone source delivers them. The rows run "
+        f"round-robin, one run of each per round, {res['pipeline'][0].get('runs', '?')} rounds; median per row.",
         "",
         "| model runtime | DSP backend | source | CPU ms per audio s | of which model | "
         "rest (DSP, SED, DOA, tracking) | x real time | rest x real time |",
