@@ -211,14 +211,15 @@ def test_pipeline_on_tinygrad_gives_the_native_events() -> None:
     from edge.inference import Model
     from edge.pipeline import EdgePipeline, PipelineConfig, run
     from edge.sources import read_audio
+    from edge.sources.blocks import BlockCutter
 
     for b in ("native", "tinygrad"):
         if b not in backends.backends():
             pytest.skip(f"{b} unavailable: {backends.unavailable().get(b)}")
     assert backends.get("nb_vote", "tinygrad") is backends.get("nb_vote", "native")
     x = read_audio(str(resources.files("edge").joinpath("data", "sample_scene.flac")))[:, : 3 * FS]  # two barks
-    starts = range(0, 3 * FS, 1600)
-    blocks = [Block(np.ascontiguousarray(x[:, i : i + 1600]), i / FS, k, FS) for k, i in enumerate(starts)]
+    cutter = BlockCutter(4, 1600)
+    blocks = cutter.push(x) + cutter.flush()
     model, array = Model(None, threads=1), load_array("respeaker-4mic-hat")
     got = {
         b: list(run(iter(blocks), EdgePipeline(model, array, PipelineConfig(dsp_backend=b))))
