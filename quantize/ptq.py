@@ -10,10 +10,12 @@ Both keep one float32 input [1, F, M] (raw log-mel) and one float32 output [1, F
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from edge.errors import ModelError
 from quantize.audio import F32
 from quantize.export import INPUT_NAME, quiet
 from quantize.student import Student
@@ -51,6 +53,33 @@ def quantize_tflite(model: Student, calib: F32, out: Path, per_channel: bool, fr
         edge.export(str(out))
 
 
+def float_tail(graph: Any) -> list[str]:
+    """The names of the nodes of an ONNX graph that stay float: every Sigmoid and every node downstream
+    of one.
+
+    An int8 probability (step 1/255) flattens every small probability to 0 or 0.004 and scrambles the
+    ranking of the many quiet classes. The sigmoid's input (the logits) is still int8, as in the TFLite
+    model, where PT2E leaves LOGISTIC in float too. Downstream matters when the student has learned
+    heads: their probabilities and the events' are joined by a Concat, which the quantiser would
+    otherwise make a QLinearConcat, putting the int8 step back on every output."""
+    nodes = list(graph.node)
+    consumers: dict[str, list[int]] = {}
+    for i, n in enumerate(nodes):
+        for name in n.input:
+            consumers.setdefault(name, []).append(i)
+    seen: set[int] = set()
+    todo = [i for i, n in enumerate(nodes) if n.op_type == "Sigmoid"]
+    while todo:
+        i = todo.pop()
+        if i not in seen:
+            seen.add(i)
+            todo.extend(c for out in nodes[i].output for c in consumers.get(out, []))
+    unnamed = [nodes[i].op_type for i in sorted(seen) if not nodes[i].name]
+    if unnamed:
+        raise ModelError(f"ONNX nodes {unnamed} at or after the sigmoid have no name, so they cannot be kept float")
+    return [nodes[i].name for i in sorted(seen)]
+
+
 def quantize_onnx(fp32_onnx: Path, calib: F32, out: Path, per_channel: bool, reduce_range: bool) -> None:
     """onnxruntime static QDQ int8 quantisation of an fp32 ONNX student.
 
@@ -72,11 +101,7 @@ def quantize_onnx(fp32_onnx: Path, calib: F32, out: Path, per_channel: bool, red
             self._i += 1
             return {INPUT_NAME: np.ascontiguousarray(calib[self._i - 1 : self._i], np.float32)}
 
-    # The final sigmoid stays float: an int8 probability (step 1/255) would flatten every small
-    # probability to 0 or 0.004 and scramble the ranking of the many quiet classes. Its input
-    # (the logits) is still int8, as in the TFLite model, where PT2E leaves LOGISTIC in float too.
-    graph = onnx.load(str(fp32_onnx)).graph
-    keep_float = [n.name for n in graph.node if n.op_type == "Sigmoid"]
+    keep_float = float_tail(onnx.load(str(fp32_onnx)).graph)
     with quiet():
         quantize_static(
             str(fp32_onnx),

@@ -1126,6 +1126,68 @@ def test_dsconv_student_exports_to_int8_tflite_and_onnx(tmp_path: Path, causal: 
         assert check_stream(tmp_path / "m.tflite", tmp_path / "stream.tflite", x[32:], frames, 12) == 0.0
 
 
+@pytest.mark.quantize
+def test_onnx_probabilities_stay_float_with_learned_heads(tmp_path: Path) -> None:
+    """A student with learned heads ends in two sigmoids joined by a Concat. Everything from the
+    sigmoids on stays float in the QDQ model: the probabilities are not on the int8 grid (step 1/255)
+    that a quantised Concat put on every output, and they agree with the fp32 model."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    from quantize.config import StudentConfig
+    from quantize.export import export_onnx_fp32
+    from quantize.ptq import float_tail, quantize_onnx
+    from quantize.student import Student
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((24, 96, 64)) * 1.5 - 4.0).astype(np.float32)
+    m = Student(StudentConfig(arch="dsconv", channels=(8, 16, 24, 32), kernel_time=3), 6, 64, 4)
+    m.set_normalisation(x.mean((0, 1)), x.std((0, 1)))
+    m.eval()
+    m.fold_batchnorm()
+    head = m.add_aux_head(2)
+    with torch.no_grad():
+        head.weight.normal_(0.0, 0.5)
+    export_onnx_fp32(m, 96, 64, tmp_path / "fp32.onnx")
+    tail = float_tail(onnx.load(str(tmp_path / "fp32.onnx")).graph)
+    ops = {n.name: n.op_type for n in onnx.load(str(tmp_path / "fp32.onnx")).graph.node}
+    assert sorted(ops[t] for t in tail) == ["Concat", "Sigmoid", "Sigmoid"]
+    quantize_onnx(tmp_path / "fp32.onnx", x[:16], tmp_path / "m.onnx", per_channel=True, reduce_range=True)
+    q = onnx.load(str(tmp_path / "m.onnx")).graph
+    producer = {o: n.op_type for n in q.node for o in n.output}
+    assert producer[q.output[0].name] == "Concat"
+    got = OnnxRunner(tmp_path / "m.onnx")(x[16:])
+    with torch.no_grad():
+        ref = m(torch.from_numpy(x[16:])).numpy()
+    assert got.shape == ref.shape == (8, 24, 8)
+    on_grid = np.abs(got * 255.0 - np.round(got * 255.0)) < 1e-3
+    assert on_grid.mean() < 0.05  # about 0.2 % by chance; 100 % when the Concat is int8
+    assert np.max(np.abs(got - ref)) < 0.1
+
+
+def test_float_tail_refuses_an_unnamed_node_after_the_sigmoid() -> None:
+    """quantize_onnx excludes nodes by name: an unnamed one after the sigmoid is refused by name of its
+    op type rather than silently quantised."""
+    from onnx import TensorProto, helper
+
+    from edge.errors import ModelError
+    from quantize.ptq import float_tail
+
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"], name="relu"),
+        helper.make_node("Sigmoid", ["r"], ["s"], name="sig"),
+        helper.make_node("Identity", ["s"], ["y"]),
+    ]
+    vi = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4])  # noqa: E731
+    graph = helper.make_graph(nodes, "g", [vi("x")], [vi("y")])
+    with pytest.raises(ModelError, match=r"\['Identity'\].*no name"):
+        float_tail(graph)
+    graph.node[2].name = "id"
+    assert float_tail(graph) == ["sig", "id"]
+
+
 def _tflite_ops(path: Path) -> list[tuple[str, tuple[int, ...]]]:
     """(op name, shape of its first input) of each op of a TFLite graph, without delegates."""
     from ai_edge_litert import interpreter
