@@ -1,7 +1,7 @@
 """Device config file (JSON) -> validated `DeviceConfig`: the listener settings a bundle carries.
 
     {"site": "home", "threshold_scale": 1.0, "block_ms": 100, "level_every": 1.0,
-     "runtime": "auto", "threads": 1}
+     "runtime": "auto", "threads": 1, "latency": "balanced"}
 
 Every key is optional (the default is `tympan listen`'s); unknown keys are refused, so a typo never
 falls back to a default silently. Bounds are those of the `listen` flags.
@@ -28,6 +28,7 @@ class DeviceConfig:
     level_every: float = 1.0  # >= 0 s; 0: never
     runtime: str = "auto"
     threads: int = 1  # [1, 64]
+    latency: str = "balanced"  # edge.pipeline.LATENCY_MODES
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,6 +76,12 @@ def config_from_dict(d: Any, origin: str) -> DeviceConfig:
         if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 64:
             raise ConfigError(f"{origin}: 'threads' must be an integer in [1, 64], got {v!r}")
         kw["threads"] = v
+    if "latency" in d:
+        from edge.pipeline import LATENCY_MODES
+
+        if d["latency"] not in LATENCY_MODES:
+            raise ConfigError(f"{origin}: 'latency' = {d['latency']!r}; choose from {', '.join(LATENCY_MODES)}")
+        kw["latency"] = d["latency"]
     return DeviceConfig(**kw)
 
 

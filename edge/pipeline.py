@@ -6,6 +6,8 @@
 Stages are pure and synchronous; this module keeps the buffers that join them. The model runs on a
 window of `window_frames` log-mel frames every `model_hop_frames` frames and contributes the frame
 outputs of the newest hop, so each output frame has the same left context whatever the block size.
+`latency_config` sets up the two latency modes: "balanced" (the defaults: every 12 frames) and "low"
+(every output frame, a class on at its first frame above threshold).
 Where the model directory has a streaming model (model.json `stream`, quantize.stream) whose newest
 outputs cover the hop, the window's newest `stream_window_frames` go to it instead: the same outputs
 for half the work with the shipped model (48 of 96 frames).
@@ -85,6 +87,31 @@ class PipelineConfig:
             v = getattr(self, name)
             if not 0.0 <= v <= 180.0:
                 raise ConfigError(f"{name}={v!r}: must be in [0, 180]")
+
+
+LATENCY_MODES = ("balanced", "low")
+
+
+def latency_config(mode: str, output_hop_frames: int, base: PipelineConfig | None = None) -> PipelineConfig:
+    """`base` (default: the defaults) set up for a latency mode.
+
+    "balanced" leaves it as it is: the model runs every `model_hop_frames` (12 frames, 0.12 s) and a class
+    turns on after `min_on_frames` (2) output frames above its threshold. "low" runs the model every
+    output frame (`output_hop_frames` of the model: 4 frames, 40 ms) and turns a class on at its first
+    frame above threshold (`min_on_frames` 1). Measured on bench_sed's 60 scenes (model s13, 100 ms
+    blocks, each mode with its own development-tuned thresholds): median latency against the true onset
+    130 ms instead of 186, for a third more CPU in the whole pipeline (7.3 against 5.5 ms per audio
+    second). Every frame is still computed once, from the same left context, so events do not depend on
+    the block size in either mode; a live source should also use short blocks (`listen` defaults to
+    40 ms in "low"), since an event cannot be emitted before the block that holds its frames arrives."""
+    cfg = base or PipelineConfig()
+    if mode == "balanced":
+        return cfg
+    if mode == "low":
+        return dataclasses.replace(
+            cfg, model_hop_frames=output_hop_frames, sed=dataclasses.replace(cfg.sed, min_on_frames=1)
+        )
+    raise ConfigError(f"latency mode {mode!r}: choose from {', '.join(LATENCY_MODES)}")
 
 
 class EdgePipeline:

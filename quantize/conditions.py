@@ -2,13 +2,15 @@
 
 Per-class thresholds picked for F1 on validation clips (`quantize.export.pick_thresholds`) know only the
 validation clips. On a stream the detector also meets conditions that carry no sound event at all:
-digital silence, stationary noise of any colour and level, a DC offset or a DC step (a microphone's bias),
-and sudden gain changes. (Clipping is a property of a sound, not a condition of its own: the SED tests
+digital silence, stationary noise of any colour and level, a DC offset or a DC step (a microphone's bias;
+a click whose frames depend on where it falls, so it is rendered at several positions), and sudden gain
+changes. (Clipping is a property of a sound, not a condition of its own: the SED tests
 clip real sounds.) A student can give some class a probability above its F1 threshold
 there (a stationary hiss reads as "White noise", a rumble as "Water"), and every frame of it would start
 an event. So the run renders a fixed set of such conditions (`condition_signals`, seeded), runs the int8
 model on them the way the edge pipeline does (its DC blocker, its first window padded with the log-mel silence floor,
-`window_frames` at a `hop_frames` hop, only the newest hop's outputs kept), and raises each class's
+`window_frames` at a `hop_frames` hop, only the newest hop's outputs kept; at the hop of each of the
+pipeline's latency modes), and raises each class's
 threshold to at least its largest probability there plus a margin (`condition_floors`), rounded up to the
 threshold grid. Classes of stationary sound (white/pink noise, hum) may end up above any probability the
 model gives: they remain clip tags, not stream events. The model card lists every raised class.
@@ -17,7 +19,7 @@ model gives: they remain clip tags, not stream events. The model card lists ever
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -28,6 +30,8 @@ from quantize.audio import F32
 CONDITION_SECONDS = 6.0
 THRESHOLD_GRID = 0.05
 THRESHOLD_MAX = 0.95
+STEP_POSITIONS = 8  # DC steps per level, spread over STEP_SPAN_S
+STEP_SPAN_S = 0.12  # the default model hop (edge.pipeline.PipelineConfig.model_hop_frames x 10 ms)
 
 
 def coloured_noise(n: int, exponent: float, rng: np.random.Generator, sample_rate: int, f_low: float = 20.0) -> F32:
@@ -68,9 +72,16 @@ def condition_signals(seed: int, sample_rate: int = 16000, seconds: float = COND
         y = _rms(-40.0) * coloured_noise(n, exponent, rng, sample_rate)
         y[half:] *= 10.0 ** (-25.0 / 20.0)
         out[f"{name} noise -40 -> -65 dBFS step"] = y
-    x = _rms(-65.0) * coloured_noise(n, 0.0, rng, sample_rate)
-    x[half:] += 0.3
-    out["DC step +0.3 on white noise -65 dBFS"] = x
+    # A DC step is a click whose spectrum depends on where it falls in the STFT frames and the model's
+    # windows: at one position the stream model may read it as nothing, 15 ms later as "Explosion". So it
+    # is rendered at STEP_POSITIONS offsets spread over one default model hop (0.12 s).
+    for level in (-65.0, -55.0):
+        base = _rms(level) * coloured_noise(n, 0.0, rng, sample_rate)
+        for i in range(STEP_POSITIONS):
+            off = round(i * STEP_SPAN_S * sample_rate / STEP_POSITIONS)
+            x = base.copy()
+            x[half + off :] += 0.3
+            out[f"DC step +0.3 on white noise {level:.0f} dBFS at +{1000 * off / sample_rate:.0f} ms"] = x
     return {k: np.asarray(v, np.float32) for k, v in out.items()}
 
 
@@ -100,19 +111,24 @@ def condition_floors(
     predict: Callable[[F32], F32],
     names: tuple[str, ...],
     window_frames: int,
-    hop_frames: int,
+    hop_frames: int | Sequence[int],
     seed: int,
     margin: float,
 ) -> tuple[dict[str, float], dict[str, str]]:
-    """Per class: (largest probability over every condition + `margin`, the condition that gave it)."""
+    """Per class: (largest probability over every condition + `margin`, the condition that gave it).
+
+    `hop_frames`: the model hop, or several (one per latency mode of the pipeline: the newest rows of a
+    window see less of the future at a short hop, so a click can read differently); the floor covers all."""
+    hops = (hop_frames,) if isinstance(hop_frames, int) else tuple(hop_frames)
     peak = np.zeros(len(names), np.float64)
     where = [""] * len(names)
     for cond, x in condition_signals(seed).items():
-        p = stream_probs(predict, x, window_frames, hop_frames).max(axis=0)
-        higher = p > peak
-        peak[higher] = p[higher]
-        for k in np.flatnonzero(higher):
-            where[k] = cond
+        for hop in hops:
+            p = stream_probs(predict, x, window_frames, hop).max(axis=0)
+            higher = p > peak
+            peak[higher] = p[higher]
+            for k in np.flatnonzero(higher):
+                where[k] = cond if len(hops) == 1 else f"{cond} (model hop {hop} frames)"
     floors = {name: float(peak[k]) + margin for k, name in enumerate(names)}
     return floors, {name: where[k] for k, name in enumerate(names)}
 

@@ -687,14 +687,15 @@ def _condition_floors(
 ) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
     """`per_class` raised to the condition floors (quantize.conditions) of the int8 TFLite model, run as
     the edge pipeline runs it; the raised classes with their old threshold, peak and condition."""
-    from edge.pipeline import PipelineConfig as EdgeConfig
+    from edge.pipeline import LATENCY_MODES, latency_config
     from quantize.conditions import apply_floors, condition_floors
 
-    edge = EdgeConfig()
+    # the model hop of every latency mode: at a shorter hop the newest outputs see less of their future
+    modes = [latency_config(m, cfg.output_hop_frames) for m in LATENCY_MODES]
+    hops = sorted({m.model_hop_frames for m in modes}, reverse=True)
+    edge = modes[0]
     print("condition floors (silence, stationary noise, DC, level steps)", flush=True)
-    floors, where = condition_floors(
-        predict, names, cfg.window_frames, edge.model_hop_frames, seed + 1000, cfg.eval.condition_margin
-    )
+    floors, where = condition_floors(predict, names, cfg.window_frames, hops, seed + 1000, cfg.eval.condition_margin)
     for name in edge.sed.ignore:  # never an event: its threshold only serves clip tags
         floors.pop(name, None)
     new, raised = apply_floors(per_class, floors)
@@ -715,8 +716,9 @@ def _raised_lines(meta: dict[str, Any], margin: float) -> str:
     if not margin:
         return ""
     head = (
-        "- Condition floors (`quantize.conditions`): the int8 model ran, as the edge pipeline runs it, on "
-        "silence, white/pink/brown noise at -70 to -40 dBFS, DC offsets, a DC step and 25 dB level "
+        "- Condition floors (`quantize.conditions`): the int8 model ran, as the edge pipeline runs it in "
+        "each latency mode, on silence, white/pink/brown noise at -70 to -40 dBFS, DC offsets, DC steps "
+        "at 8 positions within a model hop and 25 dB level "
         f"steps; every threshold is at least its class's highest probability there plus {margin:g} "
         "(0.05 steps, at most 0.95), so that none of these starts an event."
     )

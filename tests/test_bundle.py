@@ -54,7 +54,7 @@ def good() -> bytes:
 def with_fw(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     d = tmp_path_factory.mktemp("fw")
     (d / "mcu.bin").write_bytes(FIRMWARE)
-    (d / "cfg.json").write_text(json.dumps({"site": "barn", "threshold_scale": 1.5}))
+    (d / "cfg.json").write_text(json.dumps({"site": "barn", "threshold_scale": 1.5, "latency": "low"}))
     return build(KEY, firmware=str(d / "mcu.bin"), firmware_version="2.1.0", config=str(d / "cfg.json"),
                  version="fleet-7")  # fmt: skip
 
@@ -65,7 +65,7 @@ def test_round_trip_build_verify_extract(with_fw: bytes, tmp_path: Path) -> None
     assert b.version == "fleet-7" and b.created == CREATED
     assert (b.board, b.array) == ("raspberry-pi-4", "respeaker-4mic-hat")
     assert b.model_id == json.loads((Path(default_model_dir()) / "model.json").read_text())["id"]
-    assert b.config.site == "barn" and b.config.threshold_scale == 1.5
+    assert b.config.site == "barn" and b.config.threshold_scale == 1.5 and b.config.latency == "low"
     assert b.firmware == (FIRMWARE, "2.1.0")
     assert b.key_id == key_id(PUB)
     fw = b.manifest["firmware"]
@@ -185,6 +185,12 @@ def test_signed_but_malformed_manifest_is_refused(good: bytes) -> None:
 
     with pytest.raises(BundleError, match="threshold_scale"):
         verify_bundle(resign(members_of(good), KEY, bad_cfg), PUB)
+
+    def bad_latency(man: dict) -> None:
+        man["config"]["latency"] = "fast"
+
+    with pytest.raises(BundleError, match=r"'latency' = 'fast'; choose from balanced, low"):
+        verify_bundle(resign(members_of(good), KEY, bad_latency), PUB)
 
 
 # --- refused: hand-crafted malicious archives -------------------------------------------------------

@@ -124,20 +124,23 @@ def test_listen_on_a_file_cut_short_closes_its_events_then_fails(
 
 
 @pytest.mark.parametrize(
-    ("source", "level_every", "expect_ms"),
-    [(None, 1.0, 100.0), ("scene.flac", 1.0, 1000.0), ("scene.flac", 0.25, 250.0), ("scene.flac", 0.0, 1000.0),
-     ("scene.flac", 5.0, 1000.0)],
+    ("source", "level_every", "latency", "expect_ms"),
+    [(None, 1.0, "balanced", 100.0), (None, 1.0, "low", 40.0), ("scene.flac", 1.0, "balanced", 1000.0),
+     ("scene.flac", 1.0, "low", 1000.0), ("scene.flac", 0.25, "balanced", 250.0),
+     ("scene.flac", 0.0, "balanced", 1000.0), ("scene.flac", 5.0, "balanced", 1000.0)],
 )  # fmt: skip
 def test_listen_default_block_is_short_live_and_long_from_a_file(
-    source: str | None, level_every: float, expect_ms: float
+    source: str | None, level_every: float, latency: str, expect_ms: float
 ) -> None:
-    """A live source's block is what an event waits on in wall time (100 ms); a file's blocks wait on
-    nothing (1 s), but never longer than the level interval, so every level reading still comes."""
+    """A live source's block is what an event waits on in wall time (100 ms; 40 ms, one output frame,
+    with `--latency low`); a file's blocks wait on nothing (1 s), but never longer than the level
+    interval, so every level reading still comes."""
     import argparse
 
     from edge.cli import _default_block_ms
 
-    assert _default_block_ms(argparse.Namespace(input=source, level_every=level_every)) == expect_ms
+    args = argparse.Namespace(input=source, level_every=level_every, latency=latency)
+    assert _default_block_ms(args) == expect_ms
 
 
 def test_tag_json_scores_every_label(capsys: pytest.CaptureFixture[str]) -> None:

@@ -61,13 +61,31 @@ def signature(events: list[Event]) -> list[tuple]:
     ]
 
 
-def test_block_size_does_not_change_events(model: Model) -> None:
+@pytest.mark.parametrize("mode", ["balanced", "low"])
+def test_block_size_does_not_change_events(model: Model, mode: str) -> None:
+    from edge.pipeline import latency_config
+
     array = load_array("respeaker-4mic-hat")
     x = dog_scene(array.mics, 30.0, 0.7, seconds=4.0)
-    ref = signature(list(run(blocks(x, x.shape[1]), EdgePipeline(model, array))))
+    cfg = latency_config(mode, model.output_hop_frames)
+    ref = signature(list(run(blocks(x, x.shape[1]), EdgePipeline(model, array, cfg))))
     assert ref
     for size in (160, 333, 16000):
-        assert signature(list(run(blocks(x, size), EdgePipeline(model, array)))) == ref
+        assert signature(list(run(blocks(x, size), EdgePipeline(model, array, cfg)))) == ref
+
+
+def test_latency_modes_set_the_model_hop_and_the_on_rule(model: Model) -> None:
+    """"low" runs the model every output frame and turns a class on at its first frame above threshold;
+    "balanced" is the default config; an unknown mode is refused by name."""
+    from edge.errors import ConfigError
+    from edge.pipeline import PipelineConfig, latency_config
+
+    assert latency_config("balanced", 4) == PipelineConfig()
+    low = latency_config("low", model.output_hop_frames, PipelineConfig(ring_s=5.0))
+    assert (low.model_hop_frames, low.sed.min_on_frames, low.ring_s) == (model.output_hop_frames, 1, 5.0)
+    assert EdgePipeline(model, None, low).config.model_hop_frames == 4
+    with pytest.raises(ConfigError, match=r"latency mode 'fast': choose from balanced, low"):
+        latency_config("fast", 4)
 
 
 def test_silence_and_steady_noise_give_no_events(model: Model) -> None:

@@ -1373,6 +1373,11 @@ def test_condition_signals_are_seeded_and_at_their_levels() -> None:
     half = len(step) // 2
     assert 20 * np.log10(np.std(step[half:]) / np.std(step[:half])) == pytest.approx(25.0, abs=0.3)
     assert np.mean(a["white noise -55 dBFS, DC +0.3"]) == pytest.approx(0.3, abs=1e-3)
+    # DC steps at 8 positions over one 0.12 s model hop, on two noise levels: where the step lands
+    steps = {k: v for k, v in a.items() if k.startswith("DC step")}
+    assert len(steps) == 16
+    at = sorted({int(np.argmax(np.diff(v) > 0.2)) + 1 for v in steps.values()})
+    assert at == [len(step) // 2 + round(i * 0.015 * 16000) for i in range(8)]
 
 
 def test_stream_probs_follow_the_pipeline_windows() -> None:
@@ -1408,6 +1413,22 @@ def test_condition_floors_raise_only_classes_that_fire_on_conditions() -> None:
     assert raised["rumble"] == min(0.95, np.ceil(round(floors["rumble"] / 0.05, 6)) * 0.05)
     assert apply_floors({"a": 0.2}, {"a": 0.99})[0]["a"] == 0.95
     assert apply_floors({"a": 0.2}, {"a": 0.3001})[0]["a"] == 0.35
+
+
+def test_condition_floors_cover_every_model_hop() -> None:
+    """With the hops of both latency modes the floor is the larger of each hop's: a class that reads a
+    condition higher when each window's newest outputs see less of the future is covered."""
+    from quantize.conditions import condition_floors
+
+    def model(w: np.ndarray) -> np.ndarray:  # class 0: the level of the window's newest 4 frames
+        newest = 1.0 / (1.0 + np.exp(-(w[:, -4:, :].mean(axis=(1, 2)) + 6.0)))
+        return np.broadcast_to(newest[:, None, None], (w.shape[0], 24, 1)).copy()
+
+    f12, _ = condition_floors(model, ("x",), 96, 12, seed=0, margin=0.0)
+    f4, _ = condition_floors(model, ("x",), 96, 4, seed=0, margin=0.0)
+    both, where = condition_floors(model, ("x",), 96, (12, 4), seed=0, margin=0.0)
+    assert both["x"] == max(f12["x"], f4["x"])
+    assert where["x"].endswith(("(model hop 12 frames)", "(model hop 4 frames)"))
 
 
 def test_dataset_label_weight_scales_only_that_datasets_training_labels(tiny_world: dict[str, Path]) -> None:

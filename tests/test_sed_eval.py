@@ -255,8 +255,9 @@ def dog_folder(root: Path) -> Path:
     return root
 
 
+@pytest.mark.parametrize(("mode", "hop", "min_on"), [("balanced", 12, 2), ("low", 4, 1)])
 def test_evaluate_sed_end_to_end(
-    tmp_path: Path, folders: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, folders: tuple[Path, Path], capsys: pytest.CaptureFixture[str], mode: str, hop: int, min_on: int
 ) -> None:
     events = dog_folder(tmp_path / "dogs")
     bgs = folders[1]
@@ -265,9 +266,15 @@ def test_evaluate_sed_end_to_end(
         "evaluate", "sed", "--mono", "--dev-events", str(events), "--eval-events", str(events),
         "--backgrounds", str(bgs), "--dev-scenes", "1", "--eval-scenes", "1", "--duration", "5",
         "--events-per-scene", "2", "--snr", "20", "30", "--min-dev-events", "1", "--out", str(out), "--json",
+        "--latency", mode,
     ])  # fmt: skip
     assert rc == 0, capsys.readouterr().err
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (report["sed"]["latency"], report["sed"]["model_hop_frames"], report["sed"]["min_on_frames"]) == (
+        mode,
+        hop,
+        min_on,
+    )
     ev = report["eval"]
     for key in ("event_f1", "segment_f1"):
         assert 0.0 <= ev[key]["micro"] <= 1.0
@@ -281,7 +288,8 @@ def test_evaluate_sed_end_to_end(
     # and `tympan listen` takes them
     wav = tmp_path / "x.wav"
     sf.write(wav, np.zeros(FS, np.float32), FS)
-    assert main(["listen", "--input", str(wav), "--thresholds", str(out / "thresholds.json"), "--json"]) == 0
+    listen = ["listen", "--input", str(wav), "--thresholds", str(out / "thresholds.json"), "--json"]
+    assert main([*listen, "--latency", mode]) == 0
 
 
 def test_evaluate_sed_rejects_unknown_folder_label(

@@ -161,11 +161,15 @@ def detections_of(events: Sequence[Event]) -> list[Detection]:
     return sorted(out, key=lambda d: (d.onset, d.label))
 
 
-def run_scene(scene: Scene, model: Model, array: Any, sed: SedConfig) -> SceneRun:
-    """Stream one scene through the edge pipeline in 100 ms blocks; CPU time is the process's."""
+def run_scene(scene: Scene, model: Model, array: Any, sed: SedConfig, model_hop_frames: int | None = None) -> SceneRun:
+    """Stream one scene through the edge pipeline in 100 ms blocks; CPU time is the process's.
+    `model_hop_frames`: the pipeline's (default: PipelineConfig's); `latency_sed` gives both for a mode."""
     from edge.pipeline import EdgePipeline, PipelineConfig
 
-    pipeline = EdgePipeline(model, array, PipelineConfig(sed=sed))
+    cfg = PipelineConfig(sed=sed)
+    if model_hop_frames is not None:
+        cfg = replace(cfg, model_hop_frames=model_hop_frames)
+    pipeline = EdgePipeline(model, array, cfg)
     recorder = _RecordingSed(model.labels, model.thresholds, sed)
     pipeline.sed = recorder
     block = round(BLOCK_S * model.frontend.sample_rate)
@@ -178,6 +182,14 @@ def run_scene(scene: Scene, model: Model, array: Any, sed: SedConfig) -> SceneRu
     events += pipeline.flush()
     cpu = time.process_time() - t0
     return SceneRun(scene, recorder.seen, detections_of(events), cpu)
+
+
+def latency_sed(mode: str, model: Model, sed: SedConfig) -> tuple[SedConfig, int]:
+    """The SED config and model hop of a latency mode (`edge.pipeline.latency_config`) built on `sed`."""
+    from edge.pipeline import PipelineConfig, latency_config
+
+    cfg = latency_config(mode, model.output_hop_frames, PipelineConfig(sed=sed))
+    return cfg.sed, cfg.model_hop_frames
 
 
 def replay(run: SceneRun, model: Model, sed: SedConfig) -> list[Detection]:
@@ -395,6 +407,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--thresholds", metavar="FILE", help="use this thresholds file instead of tuning")
     p.add_argument("--median-frames", type=int, default=SedConfig.median_frames, help="SED median filter length")
     p.add_argument(
+        "--latency", default="balanced", choices=["balanced", "low"],
+        help="the pipeline's latency mode, as `tympan listen --latency` (thresholds tuned for that mode)",
+    )  # fmt: skip
+    p.add_argument(
         "--min-dev-events", type=int, default=MIN_DEV_EVENTS, help="development events a class needs to be tuned"
     )
     p.add_argument("--seed", type=int, default=0)
@@ -431,6 +447,7 @@ def run(args: argparse.Namespace) -> int:
     label_map = LabelMap.read(args.label_map) if args.label_map else LabelMap.default()
     array = None if args.mono else resolve(None if args.array else args.board, args.array)
     model = Model(args.model, runtime=args.runtime, threads=1)
+    sed, hop = latency_sed(args.latency, model, sed)
     eval_clips = clips_from_spec(args.eval_events, root, label_map)
     dev_clips = clips_from_spec(args.dev_events, root, label_map) if args.dev_scenes else []
     table = ClassTable.build(list(eval_clips) + list(dev_clips), model.label_names)
@@ -444,14 +461,15 @@ def run(args: argparse.Namespace) -> int:
                    "events_per_scene": cfg.events_per_scene, "max_polyphony": cfg.max_polyphony,
                    "snr_db": list(cfg.snr_db), "dev_events": args.dev_events, "eval_events": args.eval_events,
                    "backgrounds": args.backgrounds, "seed": args.seed},
-        "sed": {"median_frames": sed.median_frames, "thresholds_file": args.thresholds},
+        "sed": {"median_frames": sed.median_frames, "thresholds_file": args.thresholds, "latency": args.latency,
+                "model_hop_frames": hop, "min_on_frames": sed.min_on_frames},
     }  # fmt: skip
     chosen: dict[str, float] = {}
     sweep: dict[str, Any] | None = None
     if args.dev_scenes and not args.thresholds:
         dev_bg = backgrounds_from_spec(args.backgrounds, root, "dev")
         dev = make_scenes("dev", dev_clips, dev_bg, cfg, args.dev_scenes, args.seed, array)
-        dev_runs = [run_scene(s, model, array, sed) for s in dev]
+        dev_runs = [run_scene(s, model, array, sed, hop) for s in dev]
         chosen, sweep = tune_thresholds(dev_runs, model, table, sed, args.min_dev_events)
         if chosen:
             doc = thresholds_document(model, table, chosen, {"dev_scenes": report["scenes"]})
@@ -463,7 +481,7 @@ def run(args: argparse.Namespace) -> int:
         report["tuned_thresholds"] = chosen
     eval_bg = backgrounds_from_spec(args.backgrounds, root, "eval")
     scenes = make_scenes("eval", eval_clips, eval_bg, cfg, args.eval_scenes, args.seed + 1, array)
-    runs = [run_scene(s, model, array, sed) for s in scenes]
+    runs = [run_scene(s, model, array, sed, hop) for s in scenes]
     report["eval"] = evaluate_runs(runs, eval_table)
     audio_s = sum(s.duration_s for s in scenes)
     report["eval"]["cpu_s_per_audio_s"] = round(sum(r.cpu_s for r in runs) / audio_s, 5)
@@ -575,7 +593,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['scenes']['events_per_scene']} events, polyphony <= {report['scenes']['max_polyphony']}, "
         f"SNR {report['scenes']['snr_db'][0]:g}-{report['scenes']['snr_db'][1]:g} dB; "
         f"events {report['scenes']['eval_events']} (tuned on {report['scenes']['dev_events']}, "
-        f"{report['scenes']['dev']} scenes)",
+        f"{report['scenes']['dev']} scenes); latency mode {report['sed'].get('latency', 'balanced')} "
+        f"(model every {report['sed'].get('model_hop_frames', 12)} frames)",
         "",
         "| metric | micro | macro |",
         "|---|---|---|",
