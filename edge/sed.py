@@ -2,7 +2,8 @@
 
 Per class, a small state machine with hysteresis: a class turns ON when its probability stays at or
 above its on-threshold for `min_on_frames` frames while it is among the `top_k` classes of the frame
-(probability relative to threshold); the event's onset is the first of those frames. It turns OFF
+(probability relative to threshold), or at once when a frame is at least `instant_on_ratio` times its
+on-threshold (0: never); the event's onset is the first of those frames. It turns OFF
 after `max_gap_frames` consecutive frames below its off-threshold (`off_ratio` x on-threshold); the
 offset is the end of the last frame at or above the off-threshold. While active, an `upd` phase is
 emitted every `update_interval_s`. Classes in `ignore` (by default AudioSet's "Silence") are scored
@@ -37,6 +38,7 @@ class SedConfig:
     threshold_scale: float = 1.0
     off_ratio: float = 0.6
     min_on_frames: int = 2
+    instant_on_ratio: float = 0.0  # a frame this many times its on-threshold turns a class on at once; 0: off
     max_gap_frames: int = 6
     top_k: int = 3
     update_interval_s: float = 2.0
@@ -57,6 +59,8 @@ class SedConfig:
                 f"sed min_on_frames={self.min_on_frames!r}, max_gap_frames={self.max_gap_frames!r}, "
                 f"top_k={self.top_k!r}: need min_on_frames >= 1, max_gap_frames >= 0, top_k >= 1"
             )
+        if not (self.instant_on_ratio == 0.0 or 1.0 <= self.instant_on_ratio <= 10.0):
+            raise ConfigError(f"sed instant_on_ratio={self.instant_on_ratio!r}: must be 0 (off) or in [1, 10]")
         if self.update_interval_s <= 0:
             raise ConfigError(f"sed update_interval_s={self.update_interval_s!r}: must be > 0")
         if not (1 <= self.median_frames <= 51 and self.median_frames % 2 == 1):
@@ -135,6 +139,9 @@ class SedStage:
         base = apply_thresholds(self.labels, self.thresholds, self.config.thresholds)
         self.on_thr = np.clip(base * self.config.threshold_scale, 1e-3, 0.999).astype(np.float32)
         self.off_thr = (self.on_thr * self.config.off_ratio).astype(np.float32)
+        # a frame at or above this turns its class on at once (instant_on_ratio; inf: never)
+        ratio = self.config.instant_on_ratio
+        self.instant_thr = (self.on_thr * ratio if ratio else np.full_like(self.on_thr, np.inf)).astype(np.float32)
         self._eligible = np.array([lb.name not in self.config.ignore for lb in self.labels])
         self._states = [_ClassState() for _ in self.labels]
         self._live: set[int] = set()  # classes with a pending run or an active event
@@ -195,6 +202,7 @@ class SedStage:
         live = self._live
         # Python lists: the same values (float32 -> float is exact) without numpy's per-element cost
         probs_l, on_l, off_l = probs.tolist(), above_on_all.tolist(), above_off_all.tolist()
+        instant = self.instant_thr.tolist()
         for r in range(n_rows):
             j = scores.index + r
             c0, c1 = cand_rows[r], cand_rows[r + 1]
@@ -227,7 +235,7 @@ class SedStage:
                         st.run_start, st.p_max = j, 0.0
                     st.run_len += 1
                     st.p_max = max(st.p_max, p[k])
-                    if st.run_len >= cfg.min_on_frames:
+                    if st.run_len >= cfg.min_on_frames or p[k] >= instant[k]:
                         st.active, st.onset_frame, st.last_above, st.gap = True, st.run_start, j, 0
                         st.event_id = self._next_id
                         self._next_id += 1

@@ -75,14 +75,15 @@ def test_block_size_does_not_change_events(model: Model, mode: str) -> None:
 
 
 def test_latency_modes_set_the_model_hop_and_the_on_rule(model: Model) -> None:
-    """"low" runs the model every output frame and turns a class on at its first frame above threshold;
-    "balanced" is the default config; an unknown mode is refused by name."""
+    """"low" runs the model every output frame and turns a class on at once on a frame 1.25 times its
+    threshold; "balanced" is the default config; an unknown mode is refused by name."""
     from edge.errors import ConfigError
     from edge.pipeline import PipelineConfig, latency_config
 
     assert latency_config("balanced", 4) == PipelineConfig()
     low = latency_config("low", model.output_hop_frames, PipelineConfig(ring_s=5.0))
-    assert (low.model_hop_frames, low.sed.min_on_frames, low.ring_s) == (model.output_hop_frames, 1, 5.0)
+    assert (low.model_hop_frames, low.sed.min_on_frames, low.ring_s) == (model.output_hop_frames, 2, 5.0)
+    assert low.sed.instant_on_ratio == 1.25
     assert EdgePipeline(model, None, low).config.model_hop_frames == 4
     with pytest.raises(ConfigError, match=r"latency mode 'fast': choose from balanced, low"):
         latency_config("fast", 4)

@@ -208,17 +208,17 @@ def test_low_latency_mode_emits_within_one_output_frame_of_the_evidence(pipe_mod
     """The same dog bark with its onset moved through one balanced model hop (0.12 s, 20 ms steps): in
     "balanced" the first `on` waits for the hop to end, so its latency sweeps over the hop (75-185 ms
     here); in "low" the model runs every output frame (40 ms) and the latency stays within one frame
-    of its best case."""
+    of its best case (75-115 ms: the bark's first frames are under 1.25x the threshold, so it needs two)."""
     lat: dict[str, list[float]] = {}
     for m in LATENCY_MODES:
         for onset in np.arange(1.5, 1.62, 0.02):
             ons = [e for e in _pipeline_events(pipe_model, _dog(float(onset)), m) if e.phase == "on"]
             lat.setdefault(m, []).append(min(e.emitted for e in ons) - float(onset))
     low, bal = np.array(lat["low"]), np.array(lat["balanced"])
-    assert np.all(low > 0.0) and np.all(low <= 0.11), low
+    assert np.all(low > 0.0) and np.all(low <= 0.12), low
     assert np.ptp(low) <= 0.041, low  # one output frame
     assert np.ptp(bal) >= 0.09, bal  # most of a balanced hop
-    assert np.all(low <= bal + 1e-9), (low, bal)
+    assert low.max() <= bal.max() - 0.05 and np.median(low) <= np.median(bal), (low, bal)
 
 
 @pytest.mark.parametrize("dc", [0.3, -0.5])
@@ -300,7 +300,8 @@ def _direct_events(labels: tuple[Label, ...], thr: np.ndarray, cfg: SedConfig, p
                     s["start"], s["pmax"] = j, 0.0
                 s["run"] += 1
                 s["pmax"] = max(s["pmax"], float(p[k]))
-                if s["run"] >= cfg.min_on_frames:
+                instant = cfg.instant_on_ratio and p[k] >= np.float32(on[k] * cfg.instant_on_ratio)
+                if s["run"] >= cfg.min_on_frames or instant:
                     s.update(active=True, onset=s["start"], last=j, gap=0, id=next_id, upd=now)
                     next_id += 1
                     out.append((s["id"], "on", k, s["onset"], round(now, 3)))
@@ -316,7 +317,12 @@ def test_many_classes_match_the_frame_by_frame_oracle(seed: int, background: flo
     n_cls, n = 130, 300
     labels = tuple(Label(i, f"/m/{i}", "Silence" if i == 7 else f"c{i}") for i in range(n_cls))
     thr = rng.uniform(0.1, 0.6, n_cls).astype(np.float32)
-    cfg = SedConfig(top_k=int(rng.integers(1, 5)), min_on_frames=int(rng.integers(1, 4)), update_interval_s=0.4)
+    cfg = SedConfig(
+        top_k=int(rng.integers(1, 5)),
+        min_on_frames=int(rng.integers(1, 4)),
+        update_interval_s=0.4,
+        instant_on_ratio=(0.0, 1.25, 1.6)[seed % 3],
+    )
     probs = rng.uniform(0.0, background, (n, n_cls)).astype(np.float32)
     for _ in range(60):  # bursts: overlapping events of many classes
         k, t0 = int(rng.integers(n_cls)), int(rng.integers(n))

@@ -255,9 +255,9 @@ def dog_folder(root: Path) -> Path:
     return root
 
 
-@pytest.mark.parametrize(("mode", "hop", "min_on"), [("balanced", 12, 2), ("low", 4, 1)])
+@pytest.mark.parametrize(("mode", "hop", "instant"), [("balanced", 12, 0.0), ("low", 4, 1.25)])
 def test_evaluate_sed_end_to_end(
-    tmp_path: Path, folders: tuple[Path, Path], capsys: pytest.CaptureFixture[str], mode: str, hop: int, min_on: int
+    tmp_path: Path, folders: tuple[Path, Path], capsys: pytest.CaptureFixture[str], mode: str, hop: int, instant: float
 ) -> None:
     events = dog_folder(tmp_path / "dogs")
     bgs = folders[1]
@@ -270,11 +270,8 @@ def test_evaluate_sed_end_to_end(
     ])  # fmt: skip
     assert rc == 0, capsys.readouterr().err
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert (report["sed"]["latency"], report["sed"]["model_hop_frames"], report["sed"]["min_on_frames"]) == (
-        mode,
-        hop,
-        min_on,
-    )
+    sed = report["sed"]
+    assert (sed["latency"], sed["model_hop_frames"], sed["instant_on_ratio"]) == (mode, hop, instant)
     ev = report["eval"]
     for key in ("event_f1", "segment_f1"):
         assert 0.0 <= ev[key]["micro"] <= 1.0

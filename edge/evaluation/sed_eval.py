@@ -462,7 +462,8 @@ def run(args: argparse.Namespace) -> int:
                    "snr_db": list(cfg.snr_db), "dev_events": args.dev_events, "eval_events": args.eval_events,
                    "backgrounds": args.backgrounds, "seed": args.seed},
         "sed": {"median_frames": sed.median_frames, "thresholds_file": args.thresholds, "latency": args.latency,
-                "model_hop_frames": hop, "min_on_frames": sed.min_on_frames},
+                "model_hop_frames": hop, "min_on_frames": sed.min_on_frames,
+                "instant_on_ratio": sed.instant_on_ratio},
     }  # fmt: skip
     chosen: dict[str, float] = {}
     sweep: dict[str, Any] | None = None
