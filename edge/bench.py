@@ -14,6 +14,8 @@ runtime runs on one thread. Stages:
     DSP total       the sum of the above
     model           the int8 model's windows (one per 0.12 s), default runtime
     whole pipeline  `listen`'s pipeline end to end (SED + DOA + tracking), with that backend
+    ... low latency the same with `listen --latency low` (the model every 40 ms), on the backend `listen`
+                    picks (if benchmarked, else the first one)
 """
 
 from __future__ import annotations
@@ -187,7 +189,7 @@ def run_bench(
             add(name, b, t)
         add("DSP total", b, sum(parts))
     if with_model:
-        rows.extend(_model_rows(array, x, chosen, repeats, dur))
+        rows.extend(_model_rows(array, x, chosen, repeats, dur, backends.resolve(None, preference)))
     return {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {host_cpu()}",
         "native_simd": _native_simd(),
@@ -212,11 +214,11 @@ def _native_simd() -> str | None:
 
 
 def _model_rows(
-    array: Any, x: npt.NDArray[np.float32], chosen: list[str], repeats: int, dur: float
+    array: Any, x: npt.NDArray[np.float32], chosen: list[str], repeats: int, dur: float, selected: str
 ) -> list[BenchRow]:
     from edge.inference import Model
     from edge.messages import Block
-    from edge.pipeline import EdgePipeline, PipelineConfig
+    from edge.pipeline import EdgePipeline, PipelineConfig, latency_config
 
     model = Model(None, threads=1)
     rows = []
@@ -235,16 +237,20 @@ def _model_rows(
         Block(samples=x[:, i : i + block], t=i / SAMPLE_RATE, seq=k, sample_rate=SAMPLE_RATE)
         for k, i in enumerate(range(0, x.shape[1], block))
     ]
-    for b in chosen:
+    runs = [("whole pipeline", b, PipelineConfig(dsp_backend=b)) for b in chosen]
+    b_low = selected if selected in chosen else chosen[0]
+    low = latency_config("low", model.output_hop_frames, PipelineConfig(dsp_backend=b_low))
+    runs.append(("... low latency", b_low, low))
+    for stage, b, cfg in runs:
 
-        def whole(backend: str = b) -> None:
-            p = EdgePipeline(model, array, PipelineConfig(dsp_backend=backend))
+        def whole(cfg: PipelineConfig = cfg) -> None:
+            p = EdgePipeline(model, array, cfg)
             for blk in blocks:
                 p.process(blk)
             p.flush()
 
         t = median_cpu(whole, max(1, repeats // 2))
-        rows.append(BenchRow("whole pipeline", b, 1000.0 * t / dur, dur / t if t > 0 else float("inf")))
+        rows.append(BenchRow(stage, b, 1000.0 * t / dur, dur / t if t > 0 else float("inf")))
     return rows
 
 

@@ -25,6 +25,18 @@ def test_bench_json_has_every_stage_for_every_backend(capsys: pytest.CaptureFixt
     assert total == pytest.approx(sum(r["ms_per_audio_s"] for r in rows if r["stage"] != "DSP total"))
 
 
+def test_bench_with_the_model_times_both_latency_modes(capsys: pytest.CaptureFixture[str]) -> None:
+    """The model, the whole pipeline per backend, and the whole pipeline in `--latency low` (the model
+    three times as often) on the backend `listen` picks, or the first benchmarked one."""
+    rc = main(["bench", "--seconds", "2", "--repeats", "2", "--backends", "numpy", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    rows = {r["stage"]: r for r in out["rows"] if r["stage"] not in STAGES}
+    assert set(rows) == {next(s for s in rows if s.startswith("model")), "whole pipeline", "... low latency"}
+    assert rows["... low latency"]["backend"] == "numpy"
+    assert rows["whole pipeline"]["ms_per_audio_s"] > 0 and rows["... low latency"]["ms_per_audio_s"] > 0
+
+
 def test_bench_board_picks_its_preferred_backend(capsys: pytest.CaptureFixture[str]) -> None:
     if "native" not in backends.backends():
         pytest.skip("native backend unavailable")
