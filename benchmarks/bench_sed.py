@@ -27,10 +27,12 @@ baseline's scores hold each 0.48 s step at the max of the windows covering it), 
 in turn so that the host's drifting speed hits both alike; then the median over the evaluation scenes;
 the baseline's includes its log-mel).
 
-    .venv/bin/python benchmarks/bench_sed.py [--eval-scenes 60] [--dev-scenes 20]
+    .venv/bin/python benchmarks/bench_sed.py [--eval-scenes 60] [--dev-scenes 20] [--seeds 0 6 12]
 
-60 evaluation scenes by default: with 30, only about 23 onsets were found and the latency median moved
-by 20-30 ms with small changes (another model hop, another student).
+Three sets of 20 development and 60 evaluation scenes by default (seeds 0, 6, 12), the 180 evaluation
+scenes scored together: with 30 scenes only about 23 onsets were found and the latency median moved by
+20-30 ms with small changes (another model hop, another student), and one set of 60 gave 186 ms where
+another gave 238 for the same system.
 
 Writes benchmarks/results/sed.md and sed.json.
 """
@@ -138,7 +140,9 @@ def main() -> None:
     ap.add_argument("--eval-scenes", type=int, default=60)
     ap.add_argument("--duration", type=float, default=15.0)
     ap.add_argument("--snr", type=float, nargs=2, default=SynthConfig.snr_db, metavar=("LO", "HI"), help="dB range")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 6, 12], metavar="SEED",
+                    help="one set of development (SEED) and evaluation (SEED + 1) scenes per seed; thresholds are "
+                    "tuned per set, the evaluation scenes of all sets scored together (default: 0 6 12)")  # fmt: skip
     ap.add_argument("--cpu-repeats", type=int, default=3, help="CPU timings per scene and system, interleaved "
                     "(default %(default)s; a scene's CPU is its median over them)")  # fmt: skip
     ap.add_argument("--out", default=str(HERE / "results" / "sed"), help="results path without extension")
@@ -157,33 +161,48 @@ def main() -> None:
     table = se.ClassTable.build(list(dev_clips) + list(eval_clips), model.label_names)
     eval_table = se.ClassTable.build(eval_clips, model.label_names)
     t_start = time.time()
-    dev = se.make_scenes("dev", dev_clips, backgrounds_from_spec("backgrounds", root, "dev"), cfg,
-                         args.dev_scenes, args.seed, array)  # fmt: skip
-    scenes = se.make_scenes("eval", eval_clips, backgrounds_from_spec("backgrounds", root, "eval"), cfg,
-                            args.eval_scenes, args.seed + 1, array)  # fmt: skip
-    print(f"{len(dev)} dev + {len(scenes)} eval scenes synthesised in {time.time() - t_start:.0f} s", flush=True)
-
-    # --- Tympan: tune on dev, run the whole pipeline on eval, in each latency mode -------------------
+    # --- Tympan: per seed, tune on its development scenes and run the whole pipeline on its evaluation
+    # scenes, in each latency mode; the evaluation runs of all seeds are scored together -------------
+    dev: list[Scene] = []
+    scenes: list[Scene] = []
+    runs_of: dict[str, list[se.SceneRun]] = {m: [] for m in LATENCY_MODES}
+    sed_of: dict[str, list[SedConfig]] = {m: [] for m in LATENCY_MODES}  # each run's tuned SED config
+    hop_of: dict[str, int] = {}
+    chosen: dict[str, dict[str, float]] = {}
+    for seed in args.seeds:
+        dev_s = se.make_scenes(f"s{seed}-dev", dev_clips, backgrounds_from_spec("backgrounds", root, "dev"), cfg,
+                               args.dev_scenes, seed, array)  # fmt: skip
+        eval_s = se.make_scenes(f"s{seed}-eval", eval_clips, backgrounds_from_spec("backgrounds", root, "eval"), cfg,
+                                args.eval_scenes, seed + 1, array)  # fmt: skip
+        dev += dev_s
+        scenes += eval_s
+        for mode in LATENCY_MODES:
+            sed_m, hop = se.latency_sed(mode, model, SedConfig())
+            dev_runs = [se.run_scene(s, model, array, sed_m, hop) for s in dev_s]
+            chosen_m, _ = se.tune_thresholds(dev_runs, model, table, sed_m, se.MIN_DEV_EVENTS)
+            tuned_m = replace(sed_m, thresholds=table.overrides(chosen_m))
+            runs_of[mode] += [se.run_scene(s, model, array, tuned_m, hop) for s in eval_s]
+            sed_of[mode] += [tuned_m] * len(eval_s)
+            hop_of[mode] = hop
+            if mode == "balanced":
+                chosen[f"seed {seed}"] = chosen_m
+        print(f"seed {seed}: {len(dev_s)} dev + {len(eval_s)} eval scenes done at {time.time() - t_start:.0f} s",
+              flush=True)  # fmt: skip
     modes: dict[str, dict[str, Any]] = {}
     for mode in LATENCY_MODES:
-        sed_m, hop = se.latency_sed(mode, model, SedConfig())
-        dev_runs = [se.run_scene(s, model, array, sed_m, hop) for s in dev]
-        chosen_m, _ = se.tune_thresholds(dev_runs, model, table, sed_m, se.MIN_DEV_EVENTS)
-        tuned_m = replace(sed_m, thresholds=table.overrides(chosen_m))
-        runs_m = [se.run_scene(s, model, array, tuned_m, hop) for s in scenes]
-        metrics = se.evaluate_runs(runs_m, eval_table)
-        metrics |= {"model_hop_frames": hop, "min_on_frames": sed_m.min_on_frames}
-        modes[mode] = {"sed": tuned_m, "hop": hop, "runs": runs_m, "metrics": metrics, "chosen": chosen_m}
-        print(f"tympan ({mode} latency) done at {time.time() - t_start:.0f} s", flush=True)
+        metrics = se.evaluate_runs(runs_of[mode], eval_table)
+        metrics |= {"model_hop_frames": hop_of[mode], "instant_on_ratio": sed_of[mode][0].instant_on_ratio}
+        modes[mode] = {"runs": runs_of[mode], "seds": sed_of[mode], "hop": hop_of[mode], "metrics": metrics}
     sed = SedConfig()
-    tuned, runs, chosen = modes["balanced"]["sed"], modes["balanced"]["runs"], modes["balanced"]["chosen"]
+    runs, seds = runs_of["balanced"], sed_of["balanced"]
     tympan, low = modes["balanced"]["metrics"], modes["low"]["metrics"]
     untuned = se.evaluate_runs([replace(r, detections=se.replay(r, model, sed)) for r in runs], eval_table)
-    variants = []  # post-processing alternatives, replayed on the same scores with the tuned thresholds
+    variants = []  # post-processing alternatives, replayed on the same scores with each run's tuned thresholds
     for median in (1, 3, 5, 7):
         for min_on in (1, 2, 3):
-            cfg_v = replace(tuned, median_frames=median, min_on_frames=min_on)
-            m = se.evaluate_runs([replace(r, detections=se.replay(r, model, cfg_v)) for r in runs], eval_table)
+            post = [replace(c, median_frames=median, min_on_frames=min_on) for c in seds]
+            replayed = [replace(r, detections=se.replay(r, model, c)) for r, c in zip(runs, post, strict=True)]
+            m = se.evaluate_runs(replayed, eval_table)
             variants.append({"median_frames": median, "min_on_frames": min_on, "event_f1": m["event_f1"],
                              "segment_f1": m["segment_f1"], "latency_vs_truth": m["latency_vs_truth"]})  # fmt: skip
     print(f"tympan done at {time.time() - t_start:.0f} s", flush=True)
@@ -232,7 +251,7 @@ def main() -> None:
     for _ in range(args.cpu_repeats - 1):
         for i, s in enumerate(scenes):
             for m, v in modes.items():
-                m_cpu[m][i].append(se.run_scene(s, model, array, v["sed"], v["hop"]).cpu_s / s.duration_s)
+                m_cpu[m][i].append(se.run_scene(s, model, array, v["seds"][i], v["hop"]).cpu_s / s.duration_s)
             b_cpu[i].append(yamnet_cpu(timed, s) / s.duration_s)
     for m, per in ((tympan, m_cpu["balanced"]), (low, m_cpu["low"]), (base, b_cpu)):
         m["cpu_ms_per_audio_s"] = round(1000 * statistics.median(statistics.median(v) for v in per), 2)
@@ -256,7 +275,7 @@ def write(
     untuned: dict[str, Any],
     base: dict[str, Any],
     sweep: list[dict[str, Any]],
-    chosen: dict[str, float],
+    chosen: dict[str, dict[str, float]],
     scenes: list[Scene],
     dev: list[Scene],
     variants: list[dict[str, Any]],
@@ -269,7 +288,7 @@ def write(
         "scenes": {"dev": len(dev), "eval": len(scenes), "duration_s": args.duration, "board": args.board,
                    "snr_db": list(args.snr), "events_per_scene": SynthConfig.events_per_scene,
                    "max_polyphony": SynthConfig.max_polyphony,
-                   "eval_truth_events": sum(len(s.events) for s in scenes), "seed": args.seed,
+                   "eval_truth_events": sum(len(s.events) for s in scenes), "seeds": args.seeds,
                    "dev_events": se.DEV_EVENTS, "eval_events": se.EVAL_EVENTS},
         "tympan": tympan, "tympan_low_latency": low, "tympan_model_thresholds": untuned, "yamnet_windows": base,
         "baseline_sweep": sweep, "tuned_thresholds": chosen, "postprocessing_variants": variants,
@@ -319,11 +338,13 @@ def write(
         "# Streaming SED vs YAMNet windows (NVR-style)",
         "",
         f"`benchmarks/bench_sed.py`; model {args.model_id}; {machine}. "
-        f"{len(scenes)} evaluation scenes of {args.duration:g} s "
+        f"{len(scenes)} evaluation scenes of {args.duration:g} s (seeds {', '.join(map(str, args.seeds))}: "
+        f"{args.eval_scenes} each) "
         f"({result['scenes']['eval_truth_events']} truth events; clips `{se.EVAL_EVENTS}` in ReSpeaker 4-mic rooms, "
         f"SNR {args.snr[0]:g}-{args.snr[1]:g} dB, {SynthConfig.events_per_scene} events per scene, polyphony <= "
         f"{SynthConfig.max_polyphony}), "
-        f"thresholds tuned on {len(dev)} development scenes (clips `{se.DEV_EVENTS}`, disjoint). "
+        f"thresholds tuned per seed on its {args.dev_scenes} development scenes (clips `{se.DEV_EVENTS}`, "
+        "disjoint), the evaluation scenes of every seed scored together. "
         f"CPU: process time; per scene the median of {tympan['cpu_repeats']} timings of each system, taken "
         "scene by scene in turn (the shared host's speed drifts), then the median over scenes.",
         "",
