@@ -263,8 +263,9 @@ def _dsp_backend(args: argparse.Namespace) -> str:
 
 
 LIVE_BLOCK_MS = 100.0
-LOW_LATENCY_BLOCK_MS = 40.0  # one output frame: `--latency low` from a live source
 """Default block of a microphone or serial port: what a block adds to the wall-clock delay of an event."""
+LOW_LATENCY_BLOCK_MS = 40.0
+"""The same with `--latency low`: one output frame."""
 FILE_BLOCK_MS = 1000.0
 """Default block of an --input file: fewer, larger blocks cost less per audio second (the same events)."""
 

@@ -7,7 +7,7 @@ Stages are pure and synchronous; this module keeps the buffers that join them. T
 window of `window_frames` log-mel frames every `model_hop_frames` frames and contributes the frame
 outputs of the newest hop, so each output frame has the same left context whatever the block size.
 `latency_config` sets up the two latency modes: "balanced" (the defaults: every 12 frames) and "low"
-(every output frame, a class on at its first frame above threshold).
+(every output frame, and a frame 1.25 times a class's threshold turns it on at once).
 Where the model directory has a streaming model (model.json `stream`, quantize.stream) whose newest
 outputs cover the hop, the window's newest `stream_window_frames` go to it instead: the same outputs
 for half the work with the shipped model (48 of 96 frames).

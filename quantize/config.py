@@ -101,6 +101,10 @@ class DistillConfig:
         "rows the streaming pipeline keeps, model_hop_frames / output_hop_frames, see nothing to their right"
     )
     edge_weight: float = _f(1.0, 0.0, 100.0, "frame-loss weight of the edge_rows rows, relative to the others' 1")
+    mask_dilate_rows: int = _f(
+        0, 0, 24, "widen each event's activity mask by this many output rows on both sides (0: none): the frame "
+        "targets of an impulsive sound then cover the gaps between its bursts, as the teacher's 0.96 s patches do"
+    )
     threads: int = _f(1, 1, 64)
     max_minutes: float = _f(60.0, 0.1, 1000.0, "stop training after this many CPU minutes of the process")
     spec_augment: bool = _f(True, doc="random time / mel masks on training windows")

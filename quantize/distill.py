@@ -39,10 +39,15 @@ class Targets:
     clip_all: torch.Tensor  # [B, K]
 
 
-def make_targets(ts: TransferSet, idx: np.ndarray, temperature: float, hop: int) -> Targets:
+def make_targets(ts: TransferSet, idx: np.ndarray, temperature: float, hop: int, dilate: int = 0) -> Targets:
+    """Frame and clip targets of windows `idx`; `dilate`: the event's activity mask widened by that many
+    output rows on each side (`DistillConfig.mask_dilate_rows`)."""
     mask = torch.from_numpy(ts.ev_mask[idx])  # [B, F]
     b, f = mask.shape
-    m = mask.reshape(b, f // hop, hop).amax(2)[:, :, None]  # [B, T', 1]
+    m = mask.reshape(b, f // hop, hop).amax(2)  # [B, T']
+    if dilate > 0:
+        m = F.max_pool1d(m[:, None, :], 2 * dilate + 1, stride=1, padding=dilate)[:, 0, :]
+    m = m[:, :, None]  # [B, T', 1]
     ev = torch.from_numpy(ts.ev_logits[idx])[:, None, :]
     bg = torch.from_numpy(ts.bg_logits[idx])[:, None, :]
     bw = torch.from_numpy(ts.bg_weight[idx])[:, None, None]
@@ -192,7 +197,7 @@ def train_student(
         for s in range(steps_per_epoch):
             idx = np.sort(order[s * cfg.batch_size : (s + 1) * cfg.batch_size])
             x = torch.from_numpy(train.x[idx])
-            tg = make_targets(train, idx, cfg.temperature, hop)
+            tg = make_targets(train, idx, cfg.temperature, hop, cfg.mask_dilate_rows)
             if cfg.mixup > 0:
                 x, tg = mixup(x, tg, cfg.mixup, cfg.mixup_gain_db, gen)
             if cfg.spec_augment:
@@ -248,7 +253,8 @@ def evaluate_loss(model: Student, ts: TransferSet, cfg: DistillConfig, hop: int)
         for s in range(0, len(ts), 256):
             idx = np.arange(s, min(s + 256, len(ts)))
             z = model.logits(torch.from_numpy(ts.x[idx]))
-            total += float(distill_loss(z, make_targets(ts, idx, cfg.temperature, hop), cfg)) * len(idx)
+            tg = make_targets(ts, idx, cfg.temperature, hop, cfg.mask_dilate_rows)
+            total += float(distill_loss(z, tg, cfg)) * len(idx)
             n += len(idx)
     return total / max(n, 1)
 

@@ -127,7 +127,7 @@ class QatResult:
 
 
 def _loss(p: torch.Tensor, ts: TransferSet, idx: np.ndarray, dcfg: DistillConfig, hop: int) -> torch.Tensor:
-    tg = make_targets(ts, idx, 1.0, hop)
+    tg = make_targets(ts, idx, 1.0, hop, dcfg.mask_dilate_rows)
     frame = F.binary_cross_entropy(p.clamp(EPS, 1 - EPS), tg.frame_all)
     clip = F.binary_cross_entropy(linear_softmax(p, 1).clamp(EPS, 1 - EPS), tg.clip_all)
     return dcfg.frame_weight * frame + (1 - dcfg.frame_weight) * clip

@@ -91,3 +91,28 @@ def test_edge_rows_weight_the_newest_rows_of_the_frame_loss() -> None:
     assert float(distill_loss(early, tg, edge)) < float(distill_loss(early, tg, cfg))
     same = replace(cfg, edge_rows=3, edge_weight=1.0)
     assert float(distill_loss(late, tg, same)) == float(distill_loss(late, tg, cfg))
+
+
+def test_mask_dilation_widens_an_impulsive_events_frame_targets() -> None:
+    """`mask_dilate_rows`: an event active in two 40 ms rows (frames 40-47 of 96) gets the teacher's target
+    on those rows and `dilate` rows either side, zero beyond; the background's target and the clip
+    targets' maxima are unchanged; 0 is the undilated mask."""
+    from quantize.distill import make_targets
+
+    mask = np.zeros((1, 96), np.float32)
+    mask[0, 40:48] = 1.0  # output rows 10 and 11 at hop 4
+    ts = TransferSet(
+        x=np.zeros((1, 96, 8), np.float32),
+        ev_logits=np.array([[4.0, -4.0]], np.float32),
+        ev_mask=mask,
+        bg_logits=np.full((1, 2), -6.0, np.float32),
+        bg_weight=np.zeros(1, np.float32),
+        gt=np.array([[1.0, 0.0]], np.float32),
+    )
+    idx = np.array([0])
+    plain = make_targets(ts, idx, 1.0, 4).frame_all[0, :, 0].numpy()
+    wide = make_targets(ts, idx, 1.0, 4, dilate=3).frame_all[0, :, 0].numpy()
+    assert np.flatnonzero(plain > 0.5).tolist() == [10, 11]
+    assert np.flatnonzero(wide > 0.5).tolist() == list(range(7, 15))
+    assert wide.max() == plain.max() and np.all(wide >= plain)
+    assert make_targets(ts, idx, 1.0, 4, dilate=3).clip_all.tolist() == make_targets(ts, idx, 1.0, 4).clip_all.tolist()
