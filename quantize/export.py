@@ -52,14 +52,15 @@ def quiet() -> Iterator[None]:
 
 
 def export_onnx_fp32(model: Student, window_frames: int, n_mels: int, out: Path) -> None:
-    """TorchScript-based ONNX export (opset 17) of the BatchNorm-folded student."""
+    """TorchScript-based ONNX export (opset 17) of the BatchNorm-folded student, as its `onnx_view`."""
     import torch
 
     model.eval()
+    view = model.onnx_view().eval()
     x = torch.zeros(1, window_frames, n_mels)
     with quiet():
         torch.onnx.export(
-            model,
+            view,
             (x,),
             str(out),
             input_names=[INPUT_NAME],

@@ -243,10 +243,47 @@ class Student(nn.Module):
         nn.init.zeros_(self.aux_head.bias)
         return self.aux_head
 
+    def onnx_view(self) -> nn.Module:
+        """The same function for ONNX export, in the graph ONNX Runtime runs fastest (`OnnxView`)."""
+        return OnnxView(self)
+
     def fold_batchnorm(self) -> None:
         for b in self.blocks:
             assert isinstance(b, ConvBlock | ConvBNReLU | DSBlock)  # PatchStem is a ConvBNReLU
             b.fold()
+
+
+class OnnxView(nn.Module):
+    """A `Student`'s forward (same outputs, fp32 bit for bit) written for ONNX Runtime's int8 kernels.
+
+    - The frequency pooling is skipped when the trunk leaves one mel (an average over one value).
+    - With learned heads, the event head and the heads' conv become one 1x1 conv (their weights stacked)
+      followed by one sigmoid: the same columns in the same order, and no Concat.
+    In the QDQ graph of the two-conv form the trunk's last quantised output feeds two convs, and ONNX
+    Runtime then runs both as float convs that dequantise their weights on every call. Measured on s13's
+    fold-0 student with its heads (ONNX Runtime, one thread, this host): 0.101-0.107 ms per 0.96 s window
+    against 0.133-0.135, window top-1 agreement with fp32 0.940 against 0.943. The merged conv shares
+    one int8 output scale between the event and head logits; the TFLite export keeps them apart."""
+
+    def __init__(self, model: Student) -> None:
+        super().__init__()
+        self.model = model
+        self.head: nn.Conv2d = model.head
+        if model.aux_head is not None:
+            h, a = model.head, model.aux_head
+            assert h.bias is not None and a.bias is not None
+            self.head = nn.Conv2d(h.in_channels, h.out_channels + a.out_channels, 1)
+            with torch.no_grad():
+                self.head.weight.copy_(torch.cat([h.weight, a.weight]))
+                assert self.head.bias is not None
+                self.head.bias.copy_(torch.cat([h.bias, a.bias]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        f = m.blocks(((x - m.mean) * m.inv_std).unsqueeze(1))
+        if f.shape[3] != 1:
+            f = m.freq_pool(f)
+        return torch.sigmoid(self.head(m.drop(f)).squeeze(3).transpose(1, 2))
 
 
 def linear_softmax(p: torch.Tensor, dim: int = 1) -> torch.Tensor:
