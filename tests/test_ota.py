@@ -358,3 +358,23 @@ def test_listen_with_mqtt_takes_a_retained_bundle_and_stops_for_the_restart(
     assert any("stopping so the service restarts" in r.getMessage() for r in caplog.records)
     toks = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert all(t["m"] != NEW_ID for t in toks)  # this run used the model it started with
+
+
+def test_an_installed_bundles_latency_mode_fills_listen_unless_given() -> None:
+    """The bundle's device config sets `listen --latency` (and the rest) where the command line left the
+    default; a flag given on the command line wins."""
+    import argparse
+    from types import SimpleNamespace
+
+    from edge.device_config import DeviceConfig
+    from edge.main import build_parser
+    from edge.ota import apply_installed
+
+    inst = SimpleNamespace(model_dir="m", array_path="a.json", config=DeviceConfig(latency="low", threshold_scale=1.5))
+    args = build_parser().parse_args(["listen", "--input", "x.wav"])
+    assert isinstance(args, argparse.Namespace) and args.latency == "balanced"
+    apply_installed(args, inst)  # type: ignore[arg-type]
+    assert (args.latency, args.threshold_scale, args.model) == ("low", 1.5, "m")
+    args = build_parser().parse_args(["listen", "--input", "x.wav", "--threshold-scale", "2"])
+    apply_installed(args, inst)  # type: ignore[arg-type]
+    assert (args.latency, args.threshold_scale) == ("low", 2.0)
