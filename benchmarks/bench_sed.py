@@ -165,9 +165,10 @@ def main() -> None:
     # scenes, in each latency mode; the evaluation runs of all seeds are scored together -------------
     dev: list[Scene] = []
     scenes: list[Scene] = []
-    runs_of: dict[str, list[se.SceneRun]] = {m: [] for m in LATENCY_MODES}
-    sed_of: dict[str, list[SedConfig]] = {m: [] for m in LATENCY_MODES}  # each run's tuned SED config
-    hop_of: dict[str, int] = {}
+    modes: dict[str, dict[str, Any]] = {}  # per mode: its untuned SED config and hop, each eval run and its config
+    for mode in LATENCY_MODES:
+        sed_m, hop = se.latency_sed(mode, model, SedConfig())
+        modes[mode] = {"sed": sed_m, "hop": hop, "runs": [], "seds": []}
     chosen: dict[str, dict[str, float]] = {}
     for seed in args.seeds:
         dev_s = se.make_scenes(f"s{seed}-dev", dev_clips, backgrounds_from_spec("backgrounds", root, "dev"), cfg,
@@ -176,25 +177,21 @@ def main() -> None:
                                 args.eval_scenes, seed + 1, array)  # fmt: skip
         dev += dev_s
         scenes += eval_s
-        for mode in LATENCY_MODES:
-            sed_m, hop = se.latency_sed(mode, model, SedConfig())
-            dev_runs = [se.run_scene(s, model, array, sed_m, hop) for s in dev_s]
-            chosen_m, _ = se.tune_thresholds(dev_runs, model, table, sed_m, se.MIN_DEV_EVENTS)
-            tuned_m = replace(sed_m, thresholds=table.overrides(chosen_m))
-            runs_of[mode] += [se.run_scene(s, model, array, tuned_m, hop) for s in eval_s]
-            sed_of[mode] += [tuned_m] * len(eval_s)
-            hop_of[mode] = hop
+        for mode, v in modes.items():
+            dev_runs = [se.run_scene(s, model, array, v["sed"], v["hop"]) for s in dev_s]
+            chosen_m, _ = se.tune_thresholds(dev_runs, model, table, v["sed"], se.MIN_DEV_EVENTS)
+            tuned_m = replace(v["sed"], thresholds=table.overrides(chosen_m))
+            v["runs"] += [se.run_scene(s, model, array, tuned_m, v["hop"]) for s in eval_s]
+            v["seds"] += [tuned_m] * len(eval_s)
             if mode == "balanced":
                 chosen[f"seed {seed}"] = chosen_m
         print(f"seed {seed}: {len(dev_s)} dev + {len(eval_s)} eval scenes done at {time.time() - t_start:.0f} s",
               flush=True)  # fmt: skip
-    modes: dict[str, dict[str, Any]] = {}
-    for mode in LATENCY_MODES:
-        metrics = se.evaluate_runs(runs_of[mode], eval_table)
-        metrics |= {"model_hop_frames": hop_of[mode], "instant_on_ratio": sed_of[mode][0].instant_on_ratio}
-        modes[mode] = {"runs": runs_of[mode], "seds": sed_of[mode], "hop": hop_of[mode], "metrics": metrics}
+    for v in modes.values():
+        v["metrics"] = se.evaluate_runs(v["runs"], eval_table)
+        v["metrics"] |= {"model_hop_frames": v["hop"], "instant_on_ratio": v["sed"].instant_on_ratio}
     sed = SedConfig()
-    runs, seds = runs_of["balanced"], sed_of["balanced"]
+    runs, seds = modes["balanced"]["runs"], modes["balanced"]["seds"]
     tympan, low = modes["balanced"]["metrics"], modes["low"]["metrics"]
     untuned = se.evaluate_runs([replace(r, detections=se.replay(r, model, sed)) for r in runs], eval_table)
     variants = []  # post-processing alternatives, replayed on the same scores with each run's tuned thresholds
