@@ -255,6 +255,7 @@ class Model:
         self.thresholds = np.array(
             [float(per_class.get(lb.name, self.default_threshold)) for lb in self.labels], np.float32
         )
+        self.floors = _read_floors(thresholds.get("floors"), self.labels, meta_path)
 
         if os.path.isdir(path):
             name = _pick_runtime(runtime)
@@ -335,6 +336,16 @@ class Model:
         out = self._stream_rt.run(window[None].astype(np.float32))[0]
         return out if not self.heads else out[:, : len(self.labels)]
 
+    def floors_for(self, mode: str) -> npt.NDArray[np.float32]:
+        """The condition floors [K] of a latency mode (model.json thresholds.floors; zeros where the model
+        has none): the lowest threshold at which the int8 model, run as that mode runs it, starts no event
+        on silence, stationary noise, DC and level steps (quantize.conditions)."""
+        return self.floors.get(mode, np.zeros(len(self.labels), np.float32))
+
+    def thresholds_for(self, mode: str) -> npt.NDArray[np.float32]:
+        """The per-class thresholds of a latency mode: the model's, raised to that mode's condition floors."""
+        return np.maximum(self.thresholds, self.floors_for(mode))
+
     @property
     def label_names(self) -> tuple[str, ...]:
         return tuple(lb.name for lb in self.labels)
@@ -396,6 +407,28 @@ def _pick_runtime(runtime: str) -> str:
     if runtime not in RUNTIMES:
         raise ModelError(f"unknown runtime {runtime!r}; choose from: auto, {', '.join(RUNTIMES)}")
     return runtime
+
+
+def _read_floors(doc: Any, labels: tuple[Label, ...], meta_path: str) -> dict[str, npt.NDArray[np.float32]]:
+    """model.json thresholds.floors: {latency mode: {label: floor}} -> {mode: floors [K]} (absent: {})."""
+    if doc is None:
+        return {}
+    index = {lb.name: lb.index for lb in labels}
+    if not isinstance(doc, dict):
+        raise ModelError(f"{meta_path}: thresholds.floors must be an object {{mode: {{label: floor}}}}")
+    out = {}
+    for mode, table in doc.items():
+        if not isinstance(table, dict):
+            raise ModelError(f"{meta_path}: thresholds.floors.{mode} must be an object {{label: floor}}")
+        floors = np.zeros(len(labels), np.float32)
+        for name, v in table.items():
+            if name not in index:
+                raise ModelError(f"{meta_path}: thresholds.floors.{mode} names {name!r}, not a label of the model")
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 <= v < 1.0:
+                raise ModelError(f"{meta_path}: thresholds.floors.{mode}.{name} is {v!r}; must be a number in [0, 1)")
+            floors[index[name]] = v
+        out[str(mode)] = floors
+    return out
 
 
 def _read_labels(path: str) -> tuple[Label, ...]:

@@ -7,7 +7,9 @@ Stages are pure and synchronous; this module keeps the buffers that join them. T
 window of `window_frames` log-mel frames every `model_hop_frames` frames and contributes the frame
 outputs of the newest hop, so each output frame has the same left context whatever the block size.
 `latency_config` sets up the two latency modes: "balanced" (the defaults: every 12 frames) and "low"
-(every output frame, and a frame 1.25 times a class's threshold turns it on at once).
+(every output frame, computed with the model's look-ahead filled by the window's newest frame fading
+out, the model's condition floors for that mode, and a frame 1.25 times a class's threshold turns it on
+at once).
 Where the model directory has a streaming model (model.json `stream`, quantize.stream) whose newest
 outputs cover the hop, the window's newest `stream_window_frames` go to it instead: the same outputs
 for half the work with the shipped model (48 of 96 frames).
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import math
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -57,10 +60,22 @@ from edge.tracking import Tracker, TrackerConfig, wrap
 if TYPE_CHECKING:
     from edge.dsp.native import BlockPost
 
+log = logging.getLogger(__name__)
+
+
+LATENCY_MODES = ("balanced", "low")
+
 
 @dataclass(frozen=True)
 class PipelineConfig:
     model_hop_frames: int = 12
+    # the model's look-ahead: each window moves on by this many frames, the newest fading by
+    # `lookahead_decay_db` per frame (edge.dsp.frontend.fill_lookahead; a multiple of the model's output
+    # hop; 0: off, the model's own zero padding), and the outputs before them are kept ("low": 8)
+    lookahead_fill_frames: int = 0
+    lookahead_decay_db: float = 4.0
+    # the latency mode whose condition floors the model's thresholds take (model.json thresholds.floors)
+    latency: str = "balanced"
     ring_s: float = 30.0
     doa_range_db: float = 15.0
     sed: SedConfig = field(default_factory=SedConfig)
@@ -79,6 +94,12 @@ class PipelineConfig:
             raise ConfigError(f"ring_s={self.ring_s!r}: must be in [1, 600] seconds")
         if not 1.0 <= self.doa_range_db <= 60.0:
             raise ConfigError(f"doa_range_db={self.doa_range_db!r}: must be in [1, 60] dB")
+        if self.lookahead_fill_frames < 0:
+            raise ConfigError(f"lookahead_fill_frames={self.lookahead_fill_frames!r}: must be >= 0")
+        if not 0.0 <= self.lookahead_decay_db <= 120.0:
+            raise ConfigError(f"lookahead_decay_db={self.lookahead_decay_db!r}: must be in [0, 120] dB per frame")
+        if self.latency not in LATENCY_MODES:
+            raise ConfigError(f"latency mode {self.latency!r}: choose from {', '.join(LATENCY_MODES)}")
         if not 1 <= self.track_hop_frames <= 100:
             raise ConfigError(f"track_hop_frames={self.track_hop_frames!r}: must be in [1, 100]")
         if not (self.dc_block_hz == 0.0 or 1.0 <= self.dc_block_hz <= 100.0):
@@ -89,11 +110,19 @@ class PipelineConfig:
                 raise ConfigError(f"{name}={v!r}: must be in [0, 180]")
 
 
-LATENCY_MODES = ("balanced", "low")
-# "low": a frame this many times its threshold turns its class on at once. On bench_sed's scenes against
+# "low": a frame this many times its threshold turns its class on at once. On bench_sed's scenes (before the
+# look-ahead fill below) against
 # turning on at every first frame above threshold (1.0): event F1 0.071 and 0.048 against 0.062 and
 # 0.039 on two scene sets, median latency 142 and 176 ms against 130 and 167 (1.1: 0.065, 0.044; 133, 167)
 LOW_INSTANT_ON = 1.25
+# "low": the model's look-ahead filled with the newest frame fading out (PipelineConfig.lookahead_*).
+# bench_sed's scenes of six seeds (360 evaluation scenes), thresholds dev-tuned and floored by each fill's
+# own condition floors, instant-on at 1.25x: median latency against the true onsets 117 ms (4 dB per
+# frame), 123 ms (2 dB), 134 ms (1 dB), 146 ms (held: 0 dB), against 179 ms with the model's zero
+# padding; event F1 0.057, 0.057, 0.052, 0.054, 0.062. 4 frames at 4 dB: 153 ms. With SedConfig's
+# instant_on_min 0.5 (4 dB, 8 frames): 127 ms, F1 0.060.
+LOW_FILL_FRAMES = 8
+LOW_FILL_DECAY_DB = 4.0
 
 
 def latency_config(mode: str, output_hop_frames: int, base: PipelineConfig | None = None) -> PipelineConfig:
@@ -101,8 +130,12 @@ def latency_config(mode: str, output_hop_frames: int, base: PipelineConfig | Non
 
     "balanced" leaves it as it is: the model runs every `model_hop_frames` (12 frames, 0.12 s) and a class
     turns on after `min_on_frames` (2) output frames above its threshold. "low" runs the model every
-    output frame (`output_hop_frames` of the model: 4 frames, 40 ms) and also turns a class on at its
-    first frame when that frame is at least 1.25 times its threshold (`SedConfig.instant_on_ratio`).
+    output frame (`output_hop_frames` of the model: 4 frames, 40 ms), computes that frame with its look-ahead
+    filled by the newest log-mel frame fading out over 8 frames at 4 dB each (`lookahead_fill_frames`:
+    instead of the model's zero padding, so an onset reads sooner), takes the model's condition floors of
+    this mode (`latency`: model.json thresholds.floors.low) and also turns a class on at its first frame
+    when that frame is at least 1.25 times its threshold and at least 0.5 (`SedConfig.instant_on_ratio`,
+    `instant_on_min`).
     Every frame is still computed once, from the same left context, so events do not depend on the
     block size in either mode; a live source should also use short blocks (`listen` defaults to 40 ms in
     "low"), since an event cannot be emitted before the block that holds its frames arrives. Measured
@@ -112,7 +145,12 @@ def latency_config(mode: str, output_hop_frames: int, base: PipelineConfig | Non
         return cfg
     if mode == "low":
         return dataclasses.replace(
-            cfg, model_hop_frames=output_hop_frames, sed=dataclasses.replace(cfg.sed, instant_on_ratio=LOW_INSTANT_ON)
+            cfg,
+            model_hop_frames=output_hop_frames,
+            lookahead_fill_frames=LOW_FILL_FRAMES,
+            lookahead_decay_db=LOW_FILL_DECAY_DB,
+            latency="low",
+            sed=dataclasses.replace(cfg.sed, instant_on_ratio=LOW_INSTANT_ON),
         )
     raise ConfigError(f"latency mode {mode!r}: choose from {', '.join(LATENCY_MODES)}")
 
@@ -130,13 +168,28 @@ class EdgePipeline:
                 f"model_hop_frames={cfg.model_hop_frames}: must be a multiple of the model's output hop "
                 f"({self.sub}) and at most its window ({model.window_frames})"
             )
+        fill = cfg.lookahead_fill_frames
+        if fill % self.sub or cfg.model_hop_frames + fill > model.window_frames:
+            raise ConfigError(
+                f"lookahead_fill_frames={fill}: must be a multiple of the model's output hop "
+                f"({self.sub}) and, with model_hop_frames={cfg.model_hop_frames}, at most its window "
+                f"({model.window_frames})"
+            )
         self.out_hop_s = self.sub * spec.hop_s
         self.dsp_backend = backends.resolve(cfg.dsp_backend)
         self.stft = StftStage(spec, self.dsp_backend, cfg.dc_block_hz)
         self._logmel = backends.get("logmel_from_spectra", self.dsp_backend)
         self._frame_power = backends.get("frame_power", self.dsp_backend)
         self._ring_acc = backends.get("ring_accumulate", self.dsp_backend)
-        self.sed = SedStage(model.labels, model.thresholds, cfg.sed)
+        if cfg.latency != LATENCY_MODES[0] and cfg.latency not in model.floors:
+            log.warning(
+                "model %s has no condition floors for latency mode %r (model.json thresholds.floors): its "
+                "thresholds were not checked against noise and DC steps in this mode; `tympan quantize "
+                "evaluate RUN_DIR` adds them",
+                model.id,
+                cfg.latency,
+            )
+        self.sed = SedStage(model.labels, model.thresholds_for(cfg.latency), cfg.sed)
         self._label_names = model.label_names  # built once (the property makes a new tuple per call)
         loc_cfg = dataclasses.replace(cfg.localiser, backend=self.dsp_backend)
         self.localiser = Localiser(array, spec, loc_cfg) if array is not None else None
@@ -374,8 +427,9 @@ class EdgePipeline:
 
     # --- the flow -----------------------------------------------------------------------------
     def _run_model(self, final: bool) -> list[Event]:
-        w, hop = self.model.window_frames, self.config.model_hop_frames
-        ws = self.model.stream_window_for(hop)  # the streaming model's shorter window: same newest outputs
+        w, hop, fill = self.model.window_frames, self.config.model_hop_frames, self.config.lookahead_fill_frames
+        # the streaming model's shorter window: the same newest outputs (those of the filled frames too)
+        ws = self.model.stream_window_for(hop + fill)
         events: list[Event] = []
         while len(self._feat) >= w or (final and len(self._feat) > w - hop):
             window = self._feat[:w]
@@ -383,12 +437,14 @@ class EdgePipeline:
             if len(window) < w:
                 pad = np.full((w - len(window), self.spec.n_mels), frontend.silence_floor(self.spec), np.float32)
                 window = np.concatenate([window, pad])
+            if fill:  # the window moved on by `fill` frames: the newest one fading out
+                window = frontend.fill_lookahead(window, fill, self.config.lookahead_decay_db, self.spec)
             if ws is None:
                 probs = self.model.predict(window)
-                first = (w - hop) // self.sub
+                first = (w - hop - fill) // self.sub
             else:
                 probs = self.model.predict_stream(window[w - ws :])
-                first = (ws - hop) // self.sub
+                first = (ws - hop - fill) // self.sub
             n_out = -(-real // self.sub)
             scores = Scores(
                 probs=probs[first : first + n_out],

@@ -39,6 +39,8 @@ class SedConfig:
     off_ratio: float = 0.6
     min_on_frames: int = 2
     instant_on_ratio: float = 0.0  # a frame this many times its on-threshold turns a class on at once; 0: off
+    # ... and at least this probability: one frame of a class with a low threshold (0.2) is weak evidence
+    instant_on_min: float = 0.5
     max_gap_frames: int = 6
     top_k: int = 3
     update_interval_s: float = 2.0
@@ -61,6 +63,8 @@ class SedConfig:
             )
         if not (self.instant_on_ratio == 0.0 or 1.0 <= self.instant_on_ratio <= 10.0):
             raise ConfigError(f"sed instant_on_ratio={self.instant_on_ratio!r}: must be 0 (off) or in [1, 10]")
+        if not 0.0 <= self.instant_on_min <= 1.0:
+            raise ConfigError(f"sed instant_on_min={self.instant_on_min!r}: must be in [0, 1]")
         if self.update_interval_s <= 0:
             raise ConfigError(f"sed update_interval_s={self.update_interval_s!r}: must be > 0")
         if not (1 <= self.median_frames <= 51 and self.median_frames % 2 == 1):
@@ -139,9 +143,10 @@ class SedStage:
         base = apply_thresholds(self.labels, self.thresholds, self.config.thresholds)
         self.on_thr = np.clip(base * self.config.threshold_scale, 1e-3, 0.999).astype(np.float32)
         self.off_thr = (self.on_thr * self.config.off_ratio).astype(np.float32)
-        # a frame at or above this turns its class on at once (instant_on_ratio; inf: never)
+        # a frame at or above this turns its class on at once (instant_on_ratio, instant_on_min; inf: never)
         ratio = self.config.instant_on_ratio
-        self.instant_thr = (self.on_thr * ratio if ratio else np.full_like(self.on_thr, np.inf)).astype(np.float32)
+        instant = np.maximum(self.on_thr * ratio, np.float32(self.config.instant_on_min))
+        self.instant_thr = (instant if ratio else np.full_like(self.on_thr, np.inf)).astype(np.float32)
         self._eligible = np.array([lb.name not in self.config.ignore for lb in self.labels])
         self._states = [_ClassState() for _ in self.labels]
         self._live: set[int] = set()  # classes with a pending run or an active event

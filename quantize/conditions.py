@@ -9,11 +9,13 @@ clip real sounds.) A student can give some class a probability above its F1 thre
 there (a stationary hiss reads as "White noise", a rumble as "Water"), and every frame of it would start
 an event. So the run renders a fixed set of such conditions (`condition_signals`, seeded), runs the int8
 model on them the way the edge pipeline does (its DC blocker, its first window padded with the log-mel silence floor,
-`window_frames` at a `hop_frames` hop, only the newest hop's outputs kept; at the hop of each of the
-pipeline's latency modes), and raises each class's
-threshold to at least its largest probability there plus a margin (`condition_floors`), rounded up to the
-threshold grid. Classes of stationary sound (white/pink noise, hum) may end up above any probability the
-model gives: they remain clip tags, not stream events. The model card lists every raised class.
+`window_frames` at a `hop_frames` hop, only the newest hop's outputs kept), and takes each class's floor:
+its largest probability there plus a margin (`condition_floors`), rounded up to the threshold grid.
+Each latency mode of the pipeline runs the model its own way (its hop, its look-ahead fill), so each has
+its own floors: the default mode's raise the model's thresholds, and every mode's are kept in model.json
+(thresholds.floors) for the pipeline to raise its thresholds to in that mode. Classes of stationary
+sound (white/pink noise, hum) may end up above any probability the model gives: they remain clip tags,
+not stream events. The model card lists every raised class.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from edge.dsp.dcblock import DEFAULT_DC_BLOCK_HZ, dc_block, dc_block_pole, dc_block_state
-from edge.dsp.frontend import DEFAULT_FRONTEND, FrontendSpec, logmel, silence_floor
+from edge.dsp.frontend import DEFAULT_FRONTEND, FrontendSpec, fill_lookahead, logmel, silence_floor
 from quantize.audio import F32
 
 CONDITION_SECONDS = 6.0
@@ -86,11 +88,20 @@ def condition_signals(seed: int, sample_rate: int = 16000, seconds: float = COND
 
 
 def stream_probs(
-    predict: Callable[[F32], F32], x: F32, window_frames: int, hop_frames: int, spec: FrontendSpec = DEFAULT_FRONTEND
+    predict: Callable[[F32], F32],
+    x: F32,
+    window_frames: int,
+    hop_frames: int,
+    spec: FrontendSpec = DEFAULT_FRONTEND,
+    fill_frames: int = 0,
+    fill_decay_db: float = 0.0,
 ) -> F32:
     """Frame probabilities [T_out, K] of mono audio as the edge pipeline computes them: through its DC
     blocker, the feature stream starts with `window_frames - hop_frames` frames of the silence floor,
-    each `window_frames` window at a `hop_frames` hop gives its newest `hop_frames` worth of outputs.
+    each `window_frames` window at a `hop_frames` hop gives its newest `hop_frames` worth of outputs;
+    with `fill_frames` (the pipeline's look-ahead fill) each window first moves on by that many frames,
+    its newest fading by `fill_decay_db` per frame (`edge.dsp.frontend.fill_lookahead`), and the
+    outputs before them are kept.
     `predict`: windows [N, W, M] -> frame probabilities [N, W / output hop, K]."""
     mono = np.asarray(x, np.float32)[None]
     mono = dc_block(mono, dc_block_pole(DEFAULT_DC_BLOCK_HZ, spec.sample_rate), dc_block_state(mono[:, 0]))
@@ -102,35 +113,45 @@ def stream_probs(
         raise ValueError(f"{len(x)} samples are too short for a {window_frames}-frame window")
     starts = np.arange(n_win) * hop_frames
     windows = np.stack([stream[s : s + window_frames] for s in starts])
+    windows = fill_lookahead(windows, fill_frames, fill_decay_db, spec)
     probs = predict(windows)
     newest = probs.shape[1] * hop_frames // window_frames
-    return np.ascontiguousarray(probs[:, -newest:].reshape(-1, probs.shape[2]))
+    skip = probs.shape[1] * fill_frames // window_frames  # the rows of the filled frames
+    rows = probs[:, probs.shape[1] - skip - newest : probs.shape[1] - skip]
+    return np.ascontiguousarray(rows.reshape(-1, probs.shape[2]))
 
 
 def condition_floors(
     predict: Callable[[F32], F32],
     names: tuple[str, ...],
     window_frames: int,
-    hop_frames: int | Sequence[int],
+    hop_frames: int | Sequence[tuple[int, int, float]],
     seed: int,
     margin: float,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Per class: (largest probability over every condition + `margin`, the condition that gave it).
 
-    `hop_frames`: the model hop, or several (one per latency mode of the pipeline: the newest rows of a
-    window see less of the future at a short hop, so a click can read differently); the floor covers all."""
-    hops = (hop_frames,) if isinstance(hop_frames, int) else tuple(hop_frames)
+    `hop_frames`: the model hop, or (model hop, look-ahead fill frames, fill decay dB per frame) for each
+    way the pipeline runs the model (the newest rows of a window see less of the future at a short hop,
+    or a filled one, so a click can read differently); the floor covers all."""
+    hops = ((hop_frames, 0, 0.0),) if isinstance(hop_frames, int) else tuple(hop_frames)
     peak = np.zeros(len(names), np.float64)
     where = [""] * len(names)
     for cond, x in condition_signals(seed).items():
-        for hop in hops:
-            p = stream_probs(predict, x, window_frames, hop).max(axis=0)
+        for hop, fill, decay in hops:
+            p = stream_probs(predict, x, window_frames, hop, fill_frames=fill, fill_decay_db=decay).max(axis=0)
             higher = p > peak
             peak[higher] = p[higher]
+            mode = f"model hop {hop} frames" + (f", look-ahead {fill} frames at -{decay:g} dB" if fill else "")
             for k in np.flatnonzero(higher):
-                where[k] = cond if len(hops) == 1 else f"{cond} (model hop {hop} frames)"
+                where[k] = cond if len(hops) == 1 else f"{cond} ({mode})"
     floors = {name: float(peak[k]) + margin for k, name in enumerate(names)}
     return floors, {name: where[k] for k, name in enumerate(names)}
+
+
+def grid_floor(peak: float) -> float:
+    """A floor (peak probability + margin) rounded up to the 0.05 threshold grid, at most 0.95."""
+    return round(min(THRESHOLD_MAX, math.ceil(round(peak / THRESHOLD_GRID, 6)) * THRESHOLD_GRID), 2)
 
 
 def apply_floors(thresholds: dict[str, float], floors: dict[str, float]) -> tuple[dict[str, float], list[str]]:
@@ -138,8 +159,7 @@ def apply_floors(thresholds: dict[str, float], floors: dict[str, float]) -> tupl
     out = dict(thresholds)
     raised = []
     for name, thr in thresholds.items():
-        floor = min(THRESHOLD_MAX, math.ceil(round(floors.get(name, 0.0) / THRESHOLD_GRID, 6)) * THRESHOLD_GRID)
-        floor = round(floor, 2)
+        floor = grid_floor(floors.get(name, 0.0))
         if floor > thr + 1e-9:
             out[name] = floor
             raised.append(name)

@@ -491,9 +491,9 @@ def evaluate_and_package(out: Path, install_default: bool) -> Path:
         cfg.eval.threshold_floor,
     )
     seed, command, train_info = info["seed"], info["command"], info["training"]
-    raised: dict[str, dict[str, Any]] = {}
+    floor_doc: dict[str, Any] = {"raised_by_conditions": {}}
     if cfg.eval.condition_margin > 0:
-        per_class, raised = _condition_floors(lambda w: tfl(w)[..., :k], s.labels.names, cfg, seed, per_class)
+        per_class, floor_doc = _condition_floors(lambda w: tfl(w)[..., :k], s.labels.names, cfg, seed, per_class)
     targets_table = target_rows(metrics, model_info, FP32, INT8)
     ap_rows = per_class_ap({m: cs.scores[m] for m in (FP32, *INT8)}, targets, s.labels.names)
     min_pos = cfg.eval.threshold_min_positives
@@ -538,7 +538,7 @@ def evaluate_and_package(out: Path, install_default: bool) -> Path:
         "frontend": DEFAULT_FRONTEND.to_dict(),
         "window_frames": cfg.window_frames,
         "output_hop_frames": cfg.output_hop_frames,
-        "thresholds": {"default": default_threshold, "per_class": per_class, "raised_by_conditions": raised},
+        "thresholds": {"default": default_threshold, "per_class": per_class, **floor_doc},
         "pooling": CLIP_POOLING,
         "teacher": {
             "model": "YAMNet",
@@ -684,51 +684,73 @@ def _train_coverage_arrays(s: Setup, seed: int, train_windows: int | None) -> tu
 
 def _condition_floors(
     predict: Any, names: tuple[str, ...], cfg: PipelineConfig, seed: int, per_class: dict[str, float]
-) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
-    """`per_class` raised to the condition floors (quantize.conditions) of the int8 TFLite model, run as
-    the edge pipeline runs it; the raised classes with their old threshold, peak and condition."""
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """`per_class` raised to the default latency mode's condition floors (quantize.conditions) of the int8
+    TFLite model, run as the edge pipeline runs it, and the floors document for model.json's thresholds:
+    {"raised_by_conditions": {class: old threshold, new, peak, condition} (default mode),
+     "floors": {mode: {class: floor}} (every latency mode), "raised_in_modes": {mode: {class: ...}} (the
+     classes another mode raises further)}."""
     from edge.pipeline import LATENCY_MODES, latency_config
-    from quantize.conditions import apply_floors, condition_floors
+    from quantize.conditions import apply_floors, condition_floors, grid_floor
 
-    # the model hop of every latency mode: at a shorter hop the newest outputs see less of their future
-    modes = [latency_config(m, cfg.output_hop_frames) for m in LATENCY_MODES]
-    hops = sorted({m.model_hop_frames for m in modes}, reverse=True)
-    edge = modes[0]
-    print("condition floors (silence, stationary noise, DC, level steps)", flush=True)
-    floors, where = condition_floors(predict, names, cfg.window_frames, hops, seed + 1000, cfg.eval.condition_margin)
-    for name in edge.sed.ignore:  # never an event: its threshold only serves clip tags
-        floors.pop(name, None)
-    new, raised = apply_floors(per_class, floors)
-    info = {
-        name: {
-            "from": per_class[name],
-            "to": new[name],
-            "peak": round(floors[name] - cfg.eval.condition_margin, 3),
-            "condition": where[name],
-        }
-        for name in raised
+    margin = cfg.eval.condition_margin
+    print("condition floors (silence, stationary noise, DC, level steps), per latency mode", flush=True)
+    floors: dict[str, dict[str, float]] = {}
+    raised: dict[str, dict[str, Any]] = {}
+    new = dict(per_class)
+    for i, mode in enumerate(LATENCY_MODES):
+        # each mode runs the model its own way: its hop (the newest outputs of a short hop see less of
+        # their future) and its look-ahead fill
+        pc = latency_config(mode, cfg.output_hop_frames)
+        how = ((pc.model_hop_frames, pc.lookahead_fill_frames, pc.lookahead_decay_db),)
+        floor_of, where = condition_floors(predict, names, cfg.window_frames, how, seed + 1000, margin)
+        for name in pc.sed.ignore:  # never an event: its threshold only serves clip tags
+            floor_of.pop(name, None)
+        floors[mode] = {name: grid_floor(v) for name, v in floor_of.items()}
+        base = new if i else per_class
+        mode_new, mode_raised = apply_floors(base, floor_of)
+        raised[mode] = {
+            name: {"from": base[name], "to": mode_new[name], "peak": round(floor_of[name] - margin, 3),
+                   "condition": f"{where[name]} ({mode})"}
+            for name in mode_raised
+        }  # fmt: skip
+        if not i:
+            new = mode_new
+    default = LATENCY_MODES[0]
+    doc = {
+        "raised_by_conditions": raised[default],
+        "floors": floors,
+        "raised_in_modes": {m: r for m, r in raised.items() if m != default},
     }
-    return new, info
+    return new, doc
 
 
 def _raised_lines(meta: dict[str, Any], margin: float) -> str:
-    raised = meta["thresholds"].get("raised_by_conditions") or {}
+    th = meta["thresholds"]
+    raised = th.get("raised_by_conditions") or {}
     if not margin:
         return ""
     head = (
         "- Condition floors (`quantize.conditions`): the int8 model ran, as the edge pipeline runs it in "
         "each latency mode, on silence, white/pink/brown noise at -70 to -40 dBFS, DC offsets, DC steps "
         "at 8 positions within a model hop and 25 dB level "
-        f"steps; every threshold is at least its class's highest probability there plus {margin:g} "
-        "(0.05 steps, at most 0.95), so that none of these starts an event."
+        f"steps; in each mode every threshold is at least its class's highest probability there plus {margin:g} "
+        "(0.05 steps, at most 0.95), so that none of these starts an event. The default mode's floors "
+        "raise the thresholds below; every mode's are in model.json (`thresholds.floors`), and the "
+        "pipeline raises its thresholds to them in that mode."
     )
-    if not raised:
-        return head + " No threshold needed raising.\n"
-    rows = "\n".join(
-        f"  - {name}: {r['from']:g} -> {r['to']:g} (peak {r['peak']:.3f} on {r['condition']})"
+    out = head + (" Raised:\n" + _raised_rows(raised) if raised else " No threshold needed raising.\n")
+    for mode, r in sorted((th.get("raised_in_modes") or {}).items()):
+        if r:
+            out += f"- Raised further in `--latency {mode}`:\n" + _raised_rows(r)
+    return out
+
+
+def _raised_rows(raised: dict[str, dict[str, Any]]) -> str:
+    return "".join(
+        f"  - {name}: {r['from']:g} -> {r['to']:g} (peak {r['peak']:.3f} on {r['condition']})\n"
         for name, r in sorted(raised.items())
     )
-    return f"{head} Raised:\n{rows}\n"
 
 
 def model_card(

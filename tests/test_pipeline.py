@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,10 +84,86 @@ def test_latency_modes_set_the_model_hop_and_the_on_rule(model: Model) -> None:
     assert latency_config("balanced", 4) == PipelineConfig()
     low = latency_config("low", model.output_hop_frames, PipelineConfig(ring_s=5.0))
     assert (low.model_hop_frames, low.sed.min_on_frames, low.ring_s) == (model.output_hop_frames, 2, 5.0)
-    assert low.sed.instant_on_ratio == 1.25
+    assert low.sed.instant_on_ratio == 1.25 and low.latency == "low"
+    assert (low.lookahead_fill_frames, low.lookahead_decay_db) == (8, 4.0)
     assert EdgePipeline(model, None, low).config.model_hop_frames == 4
     with pytest.raises(ConfigError, match=r"latency mode 'fast': choose from balanced, low"):
         latency_config("fast", 4)
+    with pytest.raises(ConfigError, match=r"latency mode 'fast': choose from balanced, low"):
+        PipelineConfig(latency="fast")
+    for fill, hop in ((6, 4), (4, 96), (-4, 4)):  # not a multiple of the output hop; past the window; negative
+        with pytest.raises(ConfigError, match=r"lookahead_fill_frames="):
+            EdgePipeline(model, None, PipelineConfig(model_hop_frames=hop, lookahead_fill_frames=fill))
+    with pytest.raises(ConfigError, match=r"lookahead_decay_db=-1"):
+        PipelineConfig(lookahead_decay_db=-1)
+
+
+def test_lookahead_fill_fades_the_newest_frame_to_the_silence_floor() -> None:
+    """`fill_lookahead`: the oldest frames dropped, the newest one repeated and fading by the given dB (of
+    magnitude) per frame, never below the log-mel of silence; on one window and on a batch alike."""
+    from edge.dsp.frontend import fill_lookahead, silence_floor
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(-3.0, 2.0, (96, 64)).astype(np.float32)
+    out = fill_lookahead(w, 8, 4.0)
+    assert out.shape == w.shape and np.array_equal(out[:88], w[8:])
+    step = 4.0 * np.log(10) / 20
+    want = np.maximum(w[-1] - step * np.arange(1, 9)[:, None], silence_floor())
+    assert np.allclose(out[88:], want, atol=1e-5) and out[88:].min() >= silence_floor()
+    assert np.array_equal(fill_lookahead(np.stack([w, w]), 8, 4.0)[1], out)
+    assert fill_lookahead(w, 0, 4.0) is w
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_lookahead_fill_scores_each_frame_with_its_newest_frame_fading_out(stream: bool) -> None:
+    """In "low" the newest output frame of each model call is the model's output for that frame when the
+    window goes on with its newest log-mel frame fading out (`fill_lookahead`): checked row by row against
+    the model called directly on such windows, with the streaming model (48 frames) and the full window."""
+    from dataclasses import replace
+
+    from edge.dsp import frontend
+    from edge.dsp.frontend import fill_lookahead
+    from edge.evaluation.sed_eval import RecordingSed
+    from edge.pipeline import latency_config
+
+    m = Model(runtime="litert", stream=stream)
+    array = load_array("respeaker-4mic-hat")
+    x = dog_scene(array.mics, 30.0, 0.7, seconds=2.0)
+    cfg = latency_config("low", m.output_hop_frames)
+    pipe = EdgePipeline(m, array, cfg)
+    rec = RecordingSed(m.labels, m.thresholds, cfg.sed)
+    pipe.sed = rec
+    list(run(blocks(x, 1600), pipe))
+    got = np.concatenate([s.probs for s in rec.seen])
+    # the features as the pipeline made them: the same pipeline without the model, frames kept
+    feats = np.concatenate([p for p in _features(m, array, x)])
+    w, fill, hop = m.window_frames, cfg.lookahead_fill_frames, cfg.model_hop_frames
+    stream_feats = np.concatenate([np.full((w - hop, 64), frontend.silence_floor(m.frontend), np.float32), feats])
+    rows = []
+    for j in range(len(feats) // hop):
+        win = stream_feats[j * hop : j * hop + w]
+        filled = fill_lookahead(win, fill, 4.0)
+        p = m.predict_stream(filled[-48:]) if stream else m.predict(filled)
+        rows.append(p[len(p) - 1 - fill // 4])
+    want = np.stack(rows)
+    assert len(got) >= len(want) > 40
+    assert np.array_equal(got[: len(want)], want)
+    # and the fill changes them: without it the same frames read differently
+    plain = EdgePipeline(m, array, replace(cfg, lookahead_fill_frames=0))
+    rec0 = RecordingSed(m.labels, m.thresholds, cfg.sed)
+    plain.sed = rec0
+    list(run(blocks(x, 1600), plain))
+    assert not np.array_equal(np.concatenate([s.probs for s in rec0.seen])[: len(want)], want)
+
+
+def _features(m: Model, array: object, x: np.ndarray) -> list[np.ndarray]:
+    """The log-mel frames the pipeline feeds its model, block by block."""
+    pipe = EdgePipeline(m, array)  # type: ignore[arg-type]
+    out = []
+    for b in blocks(x, 1600):
+        spectra = pipe.stft.process(b)
+        out.append(pipe._store_frames(spectra.frames))
+    return out
 
 
 def test_silence_and_steady_noise_give_no_events(model: Model) -> None:
@@ -205,3 +282,42 @@ def test_fused_native_block_kernel_gives_the_events_of_the_separate_kernels(mode
         assert got[0] == got[1] and got[0] != "[]"
         for name in ("_psum", "_pcount", "_pframe", "_cross", "_feat"):
             assert np.array_equal(getattr(fused, name), getattr(separate, name)), name
+
+
+def test_each_latency_mode_takes_the_models_condition_floors_of_that_mode(
+    model: Model, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The shipped model.json holds condition floors for both modes; the low mode's SED thresholds are the
+    model's raised to its floors (some classes higher than in the default mode, none lower). A model
+    without floors for the mode keeps its thresholds and says so; malformed floors are refused by name."""
+    import json
+    import logging
+    import shutil
+
+    from edge.errors import ModelError
+    from edge.inference import default_model_dir
+    from edge.pipeline import latency_config
+
+    assert set(model.floors) == {"balanced", "low"}
+    assert np.all(model.thresholds >= model.floors_for("balanced") - 1e-6)  # the default mode's are applied
+    low = EdgePipeline(model, None, latency_config("low", model.output_hop_frames)).sed.on_thr
+    balanced = EdgePipeline(model, None).sed.on_thr
+    assert np.array_equal(low, np.maximum(model.thresholds, model.floors_for("low")))
+    assert np.all(low >= balanced) and np.any(low > balanced)
+
+    d = tmp_path / "model"
+    shutil.copytree(default_model_dir(), d)
+    meta = json.loads((d / "model.json").read_text())
+    meta["thresholds"].pop("floors")
+    (d / "model.json").write_text(json.dumps(meta))
+    bare = Model(str(d))
+    with caplog.at_level(logging.WARNING, logger="edge.pipeline"):
+        pipe = EdgePipeline(bare, None, latency_config("low", bare.output_hop_frames))
+    assert np.array_equal(pipe.sed.on_thr, balanced)
+    assert "no condition floors for latency mode 'low'" in caplog.text
+    for bad, msg in (([0.5], "must be an object"), ({"low": {"Not a label": 0.3}}, "'Not a label', not a label"),
+                     ({"low": {"Speech": 1.5}}, r"thresholds.floors.low.Speech is 1.5")):  # fmt: skip
+        meta["thresholds"]["floors"] = bad
+        (d / "model.json").write_text(json.dumps(meta))
+        with pytest.raises(ModelError, match=msg):
+            Model(str(d))

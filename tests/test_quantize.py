@@ -384,6 +384,20 @@ def test_pipeline_end_to_end_on_tiny_data(tiny_world: dict[str, Path]) -> None:
     assert set(meta["thresholds"]["per_class"]) == {f"Class {i}" for i in range(6)}
     for name, r in meta["thresholds"]["raised_by_conditions"].items():  # quantize.conditions
         assert meta["thresholds"]["per_class"][name] == r["to"] > r["from"] and r["to"] >= r["peak"]
+    # every latency mode's floors are kept; the default mode's are the thresholds' lower bound, another
+    # mode's raised classes are those its floors put above them
+    th = meta["thresholds"]
+    floors = th["floors"]
+    assert set(floors) == {"balanced", "low"} and set(floors["low"]) == set(th["per_class"])
+    for name, thr in th["per_class"].items():
+        assert thr >= floors["balanced"][name] - 1e-9
+        assert (name in th["raised_in_modes"]["low"]) == (floors["low"][name] > thr + 1e-9)
+    from edge.inference import Model
+
+    tiny = Model(str(model_dir))
+    assert np.array_equal(tiny.thresholds_for("low"), np.maximum(tiny.thresholds, tiny.floors_for("low")))
+    want = np.array([floors["balanced"][lb.name] for lb in tiny.labels], np.float32)
+    assert np.array_equal(tiny.floors_for("balanced"), want)
     report = (out / "report.md").read_text()
     assert report.count("student_int8_tflite") >= 2
     for section in ("## Targets", "## Per-class change caused by quantisation", "## Classes the transfer data"):
@@ -1444,10 +1458,35 @@ def test_condition_floors_cover_every_model_hop() -> None:
 
     f12, _ = condition_floors(model, ("x",), 96, 12, seed=0, margin=0.0)
     f4, _ = condition_floors(model, ("x",), 96, 4, seed=0, margin=0.0)
-    both, where = condition_floors(model, ("x",), 96, (12, 4), seed=0, margin=0.0)
+    both, where = condition_floors(model, ("x",), 96, ((12, 0, 0.0), (4, 0, 0.0)), seed=0, margin=0.0)
     assert f4["x"] > f12["x"]  # this model's floor is set at the short hop, so dropping that hop would show
     assert both["x"] == f4["x"]
     assert where["x"].endswith("(model hop 4 frames)")
+    filled, where = condition_floors(model, ("x",), 96, ((4, 8, 4.0),), seed=0, margin=0.0)
+    assert filled["x"] != f4["x"] and where["x"] != ""
+
+
+def test_stream_probs_with_a_lookahead_fill_keep_the_rows_before_it() -> None:
+    """`fill_frames`: each window moves on by that many frames, its newest one fading out over them
+    (no fading here: 0 dB), and the rows before them are kept: a model that reads each row's own frames
+    gives what it gives without the fill; one that reads the window's newest frames sees only the newest
+    real frame."""
+    from quantize.conditions import stream_probs
+
+    def own(w: np.ndarray) -> np.ndarray:  # each 4-frame group's mean
+        return w.reshape(w.shape[0], 24, 4 * 64).mean(axis=2, keepdims=True)
+
+    def future(w: np.ndarray) -> np.ndarray:  # every row: the mean of the window's last 8 frames
+        m = w[:, -8:, :].mean(axis=(1, 2))
+        return np.broadcast_to(m[:, None, None], (w.shape[0], 24, 1)).copy()
+
+    x = (0.1 * np.random.default_rng(0).standard_normal(24000) * np.linspace(0, 1, 24000)).astype(np.float32)
+    assert np.array_equal(stream_probs(own, x, 96, 4, fill_frames=8), stream_probs(own, x, 96, 4))
+    held = stream_probs(future, x, 96, 4, fill_frames=8, fill_decay_db=0.0)
+    newest = stream_probs(lambda w: np.broadcast_to(w[:, -1:, :].mean(axis=2)[:, :, None], (w.shape[0], 24, 1)),
+                          x, 96, 4)  # fmt: skip
+    assert held.shape == newest.shape and np.allclose(held, newest, atol=1e-5)
+    assert not np.allclose(held, stream_probs(future, x, 96, 4), atol=1e-3)
 
 
 def test_dataset_label_weight_scales_only_that_datasets_training_labels(tiny_world: dict[str, Path]) -> None:

@@ -272,6 +272,7 @@ def test_evaluate_sed_end_to_end(
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     sed = report["sed"]
     assert (sed["latency"], sed["model_hop_frames"], sed["instant_on_ratio"]) == (mode, hop, instant)
+    assert sed["lookahead_fill_frames"] == (8 if mode == "low" else 0)
     ev = report["eval"]
     for key in ("event_f1", "segment_f1"):
         assert 0.0 <= ev[key]["micro"] <= 1.0
@@ -282,6 +283,12 @@ def test_evaluate_sed_end_to_end(
     # the tuned thresholds load, and name only labels of the evaluated classes' aliases
     tuned = dict(load_thresholds(out / "thresholds.json"))
     assert set(tuned) == {"Dog", "Bark"}
+    # never below the model's condition floors of the mode (tuning tries no candidate under them)
+    from edge.inference import Model
+
+    m = Model(None)
+    floors = dict(zip(m.label_names, m.floors_for(mode).tolist(), strict=True))
+    assert all(t >= round(floors[name], 4) for name, t in tuned.items())
     # and `tympan listen` takes them
     wav = tmp_path / "x.wav"
     sf.write(wav, np.zeros(FS, np.float32), FS)
@@ -316,3 +323,14 @@ def test_esc50_fold_halves_are_disjoint_by_source_recording(tmp_path: Path) -> N
     assert {n.split("-")[1] for n in dev}.isdisjoint({n.split("-")[1] for n in ev})
     with pytest.raises(ConfigError, match="half"):
         clips_from_spec("esc50:5:test", tmp_path, lm)
+
+
+def test_overrides_are_floored_label_by_label() -> None:
+    """`ClassTable.overrides(per_class, floors)`: each alias of a class takes the class's threshold, raised
+    to that label's own floor; without floors, the thresholds as given."""
+    from edge.evaluation.sed_eval import ClassTable
+
+    table = ClassTable(("dog", "glass"), ((0, 1), (2,)), ("Dog", "Bark", "Glass"))
+    floors = np.array([0.1, 0.45, 0.95], np.float32)
+    assert dict(table.overrides({"dog": 0.3, "glass": 0.5}, floors)) == {"Dog": 0.3, "Bark": 0.45, "Glass": 0.95}
+    assert dict(table.overrides({"dog": 0.3})) == {"Dog": 0.3, "Bark": 0.3}

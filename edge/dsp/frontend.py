@@ -146,3 +146,18 @@ def logmel_batch_with(
 def silence_floor(spec: FrontendSpec = DEFAULT_FRONTEND) -> float:
     """The log-mel value of digital silence (used to pad the model's first window)."""
     return float(np.log(np.float32(spec.log_offset)))
+
+
+def fill_lookahead(
+    windows: npt.NDArray[np.float32], frames: int, decay_db: float, spec: FrontendSpec = DEFAULT_FRONTEND
+) -> npt.NDArray[np.float32]:
+    """Log-mel windows [..., T, n_mels] moved on by `frames`: the oldest `frames` dropped and, after the
+    newest frame, `frames` frames of it fading by `decay_db` per frame (magnitude dB, not below the
+    silence floor), as a sound that stopped at the newest frame would ring out. The streaming pipeline's
+    low-latency mode gives its model this look-ahead instead of the model's own zero padding."""
+    if frames <= 0:
+        return windows
+    step = np.float32(decay_db * np.log(10.0) / 20.0)
+    fade = step * np.arange(1, frames + 1, dtype=np.float32)[:, None]  # [frames, 1]
+    tail = np.maximum(windows[..., -1:, :] - fade, np.float32(silence_floor(spec)))
+    return np.concatenate([windows[..., frames:, :], tail.astype(np.float32)], axis=-2)

@@ -20,8 +20,10 @@ classes the clips map to; a class's aliases count as it, see `soundscape`):
 Per-class thresholds are tuned on the development scenes only: the recorded frame scores are replayed
 through the SED stage at each candidate threshold, and each class keeps the one that maximises its
 event F1 there (classes with fewer than `--min-dev-events` development events, or F1 0 at every
-candidate, keep the model's). The
-result is written as a thresholds file that `tympan listen --thresholds FILE` loads.
+candidate, keep the model's). No candidate goes below the model's condition floor of the latency mode
+(model.json thresholds.floors: where the int8 model, run as that mode runs it, would start events on
+noise, DC or level steps). The result is written as a thresholds file that `tympan listen --thresholds
+FILE` loads.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -45,6 +47,9 @@ from edge.evaluation.soundscape import LabelledClip, Scene, SynthConfig
 from edge.inference import Model
 from edge.messages import Block, Event, Scores
 from edge.sed import SedConfig, SedStage
+
+if TYPE_CHECKING:
+    from edge.pipeline import PipelineConfig
 
 ONSET_COLLAR_S = 0.2
 OFFSET_COLLAR_S = 0.2
@@ -102,13 +107,17 @@ class ClassTable:
         k = self.model_labels.index(model_label)
         return [n for n, cols in zip(self.names, self.columns, strict=True) if k in cols]
 
-    def overrides(self, per_class: dict[str, float]) -> tuple[tuple[str, float], ...]:
-        """(model label, threshold) for every alias of every class in `per_class`."""
+    def overrides(
+        self, per_class: dict[str, float], floors: npt.NDArray[np.float32] | None = None
+    ) -> tuple[tuple[str, float], ...]:
+        """(model label, threshold) for every alias of every class in `per_class`; with `floors` [K] (the
+        model's condition floors of a latency mode, `Model.floors_for`) none below its label's floor."""
         out: dict[str, float] = {}
         for name, cols in zip(self.names, self.columns, strict=True):
             if name in per_class:
                 for k in cols:
-                    out[self.model_labels[k]] = per_class[name]
+                    thr = per_class[name]
+                    out[self.model_labels[k]] = thr if floors is None else max(thr, round(float(floors[k]), 4))
         return tuple(sorted(out.items()))
 
 
@@ -128,6 +137,7 @@ class SceneRun:
     scores: list[Scores]  # what the SED stage saw, in order
     detections: list[Detection]
     cpu_s: float = 0.0
+    latency: str = "balanced"  # the pipeline's latency mode (its thresholds: `Model.thresholds_for`)
 
     @property
     def probs(self) -> npt.NDArray[np.float32]:
@@ -138,7 +148,7 @@ class SceneRun:
         return self.scores[0].hop_s if self.scores else 0.04
 
 
-class _RecordingSed(SedStage):
+class RecordingSed(SedStage):
     """The SED stage, keeping every `Scores` it is given (the frame scores of the run)."""
 
     def __post_init__(self) -> None:
@@ -161,40 +171,40 @@ def detections_of(events: Sequence[Event]) -> list[Detection]:
     return sorted(out, key=lambda d: (d.onset, d.label))
 
 
-def run_scene(scene: Scene, model: Model, array: Any, sed: SedConfig, model_hop_frames: int | None = None) -> SceneRun:
+def run_scene(
+    scene: Scene, model: Model, array: Any, sed: SedConfig, pipeline: PipelineConfig | None = None
+) -> SceneRun:
     """Stream one scene through the edge pipeline in 100 ms blocks; CPU time is the process's.
-    `model_hop_frames`: the pipeline's (default: PipelineConfig's); `latency_sed` gives both for a mode."""
+    `pipeline`: its config (default: PipelineConfig's; `latency_pipeline` gives a latency mode's) with `sed`."""
     from edge.pipeline import EdgePipeline, PipelineConfig
 
-    cfg = PipelineConfig(sed=sed)
-    if model_hop_frames is not None:
-        cfg = replace(cfg, model_hop_frames=model_hop_frames)
-    pipeline = EdgePipeline(model, array, cfg)
-    recorder = _RecordingSed(model.labels, model.thresholds, sed)
-    pipeline.sed = recorder
+    cfg = replace(pipeline or PipelineConfig(), sed=sed)
+    pipe = EdgePipeline(model, array, cfg)
+    recorder = RecordingSed(model.labels, model.thresholds_for(cfg.latency), sed)
+    pipe.sed = recorder
     block = round(BLOCK_S * model.frontend.sample_rate)
     audio = scene.audio if array is not None else scene.audio.mean(axis=0, keepdims=True)
     events: list[Event] = []
     t0 = time.process_time()
     for seq, a in enumerate(range(0, audio.shape[1], block)):
         chunk = np.ascontiguousarray(audio[:, a : a + block])
-        events += pipeline.process(Block(chunk, a / model.frontend.sample_rate, seq, model.frontend.sample_rate))
-    events += pipeline.flush()
+        events += pipe.process(Block(chunk, a / model.frontend.sample_rate, seq, model.frontend.sample_rate))
+    events += pipe.flush()
     cpu = time.process_time() - t0
-    return SceneRun(scene, recorder.seen, detections_of(events), cpu)
+    return SceneRun(scene, recorder.seen, detections_of(events), cpu, cfg.latency)
 
 
-def latency_sed(mode: str, model: Model, sed: SedConfig) -> tuple[SedConfig, int]:
-    """The SED config and model hop of a latency mode (`edge.pipeline.latency_config`) built on `sed`."""
+def latency_pipeline(mode: str, model: Model, sed: SedConfig) -> PipelineConfig:
+    """The pipeline config of a latency mode (`edge.pipeline.latency_config`) built on `sed`; its `sed` is
+    the mode's SED config."""
     from edge.pipeline import PipelineConfig, latency_config
 
-    cfg = latency_config(mode, model.output_hop_frames, PipelineConfig(sed=sed))
-    return cfg.sed, cfg.model_hop_frames
+    return latency_config(mode, model.output_hop_frames, PipelineConfig(sed=sed))
 
 
 def replay(run: SceneRun, model: Model, sed: SedConfig) -> list[Detection]:
     """The detections the SED stage makes with `sed` on a run's recorded scores (same stream times)."""
-    stage = SedStage(model.labels, model.thresholds, sed)
+    stage = SedStage(model.labels, model.thresholds_for(run.latency), sed)
     events: list[Event] = []
     for s in run.scores:
         events += stage.process(s)
@@ -325,16 +335,20 @@ def tune_thresholds(
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Per-class thresholds maximising each class's event F1 on `runs` (see the module docstring).
 
+    Every candidate is floored, label by label, by the model's condition floors of the runs' latency mode
+    (`Model.floors_for`): a threshold under which the model starts events on noise or DC steps is never
+    tried; apply the chosen ones as `table.overrides(chosen, floors)` with the same floors.
     Returns the chosen thresholds (classes with enough development events only) and the sweep:
     {"candidates", "per_class_f1": {class: [F1 per candidate]}, "micro_f1": [...], "segment_f1": [...]}.
     """
     scenes = [r.scene for r in runs]
+    floors = model.floors_for(runs[0].latency) if runs else None
     in_truth = {e.label for s in scenes for e in s.events}
     per_class: dict[str, list[float]] = {c: [] for c in table.names if c in in_truth}
     micro, segment = [], []
     n_ref: dict[str, int] = {}
     for t in CANDIDATES:
-        cfg = replace(sed, thresholds=table.overrides(dict.fromkeys(table.names, t)))
+        cfg = replace(sed, thresholds=table.overrides(dict.fromkeys(table.names, t), floors))
         spans = {r.scene.name: class_spans(replay(r, model, cfg), table) for r in runs}
         m = event_metrics(spans, scenes, table.names)
         n_ref = m["per_class_n_ref"]
@@ -353,11 +367,16 @@ def tune_thresholds(
 
 
 def thresholds_document(
-    model: Model, table: ClassTable, chosen: dict[str, float], provenance: dict[str, Any]
+    model: Model,
+    table: ClassTable,
+    chosen: dict[str, float],
+    provenance: dict[str, Any],
+    floors: npt.NDArray[np.float32] | None = None,
 ) -> dict[str, Any]:
-    """The thresholds file: model labels -> threshold, plus where they came from."""
+    """The thresholds file: model labels -> threshold (floored as `tune_thresholds` tried them), plus where
+    they came from."""
     return {
-        "thresholds": dict(table.overrides(chosen)),
+        "thresholds": dict(table.overrides(chosen, floors)),
         "model": model.id,
         "tuned_by": f"tympan evaluate sed (tympan {edge.__version__})",
         "per_class": chosen,
@@ -447,7 +466,8 @@ def run(args: argparse.Namespace) -> int:
     label_map = LabelMap.read(args.label_map) if args.label_map else LabelMap.default()
     array = None if args.mono else resolve(None if args.array else args.board, args.array)
     model = Model(args.model, runtime=args.runtime, threads=1)
-    sed, hop = latency_sed(args.latency, model, sed)
+    mode_cfg = latency_pipeline(args.latency, model, sed)
+    sed = mode_cfg.sed
     eval_clips = clips_from_spec(args.eval_events, root, label_map)
     dev_clips = clips_from_spec(args.dev_events, root, label_map) if args.dev_scenes else []
     table = ClassTable.build(list(eval_clips) + list(dev_clips), model.label_names)
@@ -462,7 +482,9 @@ def run(args: argparse.Namespace) -> int:
                    "snr_db": list(cfg.snr_db), "dev_events": args.dev_events, "eval_events": args.eval_events,
                    "backgrounds": args.backgrounds, "seed": args.seed},
         "sed": {"median_frames": sed.median_frames, "thresholds_file": args.thresholds, "latency": args.latency,
-                "model_hop_frames": hop, "min_on_frames": sed.min_on_frames,
+                "model_hop_frames": mode_cfg.model_hop_frames,
+                "lookahead_fill_frames": mode_cfg.lookahead_fill_frames,
+                "lookahead_decay_db": mode_cfg.lookahead_decay_db, "min_on_frames": sed.min_on_frames,
                 "instant_on_ratio": sed.instant_on_ratio},
     }  # fmt: skip
     chosen: dict[str, float] = {}
@@ -470,19 +492,20 @@ def run(args: argparse.Namespace) -> int:
     if args.dev_scenes and not args.thresholds:
         dev_bg = backgrounds_from_spec(args.backgrounds, root, "dev")
         dev = make_scenes("dev", dev_clips, dev_bg, cfg, args.dev_scenes, args.seed, array)
-        dev_runs = [run_scene(s, model, array, sed, hop) for s in dev]
+        dev_runs = [run_scene(s, model, array, sed, mode_cfg) for s in dev]
         chosen, sweep = tune_thresholds(dev_runs, model, table, sed, args.min_dev_events)
+        floors = model.floors_for(mode_cfg.latency)
         if chosen:
-            doc = thresholds_document(model, table, chosen, {"dev_scenes": report["scenes"]})
+            doc = thresholds_document(model, table, chosen, {"dev_scenes": report["scenes"]}, floors)
             (out / "thresholds.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
         else:
             print(f"tympan: warning: no class has {args.min_dev_events} development events: "
                   "nothing tuned, no thresholds.json", file=sys.stderr)  # fmt: skip
-        sed = replace(sed, thresholds=table.overrides(chosen))
+        sed = replace(sed, thresholds=table.overrides(chosen, floors))
         report["tuned_thresholds"] = chosen
     eval_bg = backgrounds_from_spec(args.backgrounds, root, "eval")
     scenes = make_scenes("eval", eval_clips, eval_bg, cfg, args.eval_scenes, args.seed + 1, array)
-    runs = [run_scene(s, model, array, sed, hop) for s in scenes]
+    runs = [run_scene(s, model, array, sed, mode_cfg) for s in scenes]
     report["eval"] = evaluate_runs(runs, eval_table)
     audio_s = sum(s.duration_s for s in scenes)
     report["eval"]["cpu_s_per_audio_s"] = round(sum(r.cpu_s for r in runs) / audio_s, 5)
@@ -524,9 +547,10 @@ def evaluate_runs(runs: Sequence[SceneRun], table: ClassTable) -> dict[str, Any]
 def global_sweep(runs: Sequence[SceneRun], model: Model, table: ClassTable, sed: SedConfig) -> dict[str, Any]:
     """Micro event and segment F1 with every class at one threshold, for each candidate (for the plot)."""
     scenes = [r.scene for r in runs]
+    floors = model.floors_for(runs[0].latency) if runs else None
     ev, seg = [], []
     for t in CANDIDATES:
-        cfg = replace(sed, thresholds=table.overrides(dict.fromkeys(table.names, t)))
+        cfg = replace(sed, thresholds=table.overrides(dict.fromkeys(table.names, t), floors))
         spans = {r.scene.name: class_spans(replay(r, model, cfg), table) for r in runs}
         m = event_metrics(spans, scenes, table.names)
         ev.append(m["event_f1"]["micro"])
@@ -564,7 +588,7 @@ def plot(
     scores = table.frame_scores(example.probs)
     t = np.arange(len(scores)) * example.hop_s
     present = sorted({e.label for e in example.scene.events})
-    thr = SedStage(model.labels, model.thresholds, sed).on_thr
+    thr = SedStage(model.labels, model.thresholds_for(example.latency), sed).on_thr
     for i, name in enumerate(present):
         k = table.names.index(name)
         line = b.plot(t, scores[:, k], label=name)[0]
@@ -595,7 +619,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"SNR {report['scenes']['snr_db'][0]:g}-{report['scenes']['snr_db'][1]:g} dB; "
         f"events {report['scenes']['eval_events']} (tuned on {report['scenes']['dev_events']}, "
         f"{report['scenes']['dev']} scenes); latency mode {report['sed'].get('latency', 'balanced')} "
-        f"(model every {report['sed'].get('model_hop_frames', 12)} frames)",
+        f"(model every {report['sed'].get('model_hop_frames', 12)} frames"
+        + (f", look-ahead filled {fill} frames)" if (fill := report["sed"].get("lookahead_fill_frames")) else ")"),
         "",
         "| metric | micro | macro |",
         "|---|---|---|",
