@@ -8,9 +8,11 @@ files.
 
 - Tympan: the whole edge pipeline (4 channels: STFT, log-mel, int8 model every 0.12 s, SED, SRP-PHAT
   direction of every event) in 100 ms blocks on one thread; per-class thresholds tuned on the
-  development scenes (as `tympan evaluate sed` does). Again in `--latency low` (the model every 40 ms,
-  a class also on at once on a frame 1.25 times its threshold; `edge.pipeline.latency_config`), with
-  thresholds tuned for it on the same development scenes.
+  development scenes (as `tympan evaluate sed` does; never below the model's condition floors of the
+  mode). Again in `--latency low` (the model every 40 ms, its look-ahead filled by the window's newest
+  frame fading out, a class also on at once on a frame 1.25 times its threshold and at least 0.5, the
+  model's floors of that mode; `edge.pipeline.latency_config`), with thresholds tuned for it on the same
+  development scenes. Both modes are also replayed with the model's own thresholds (model.json).
 - YAMNet-window baseline (how NVR-style audio detection uses YAMNet today): 0.975 s windows
   (96 frames) every 0.48 s on the channel mix, one score per window; a class turns ON at the first
   window at or above a threshold (onset = that window's start, decided when the window ends) and
@@ -27,12 +29,12 @@ baseline's scores hold each 0.48 s step at the max of the windows covering it), 
 in turn so that the host's drifting speed hits both alike; then the median over the evaluation scenes;
 the baseline's includes its log-mel).
 
-    .venv/bin/python benchmarks/bench_sed.py [--eval-scenes 60] [--dev-scenes 20] [--seeds 0 6 12]
+    .venv/bin/python benchmarks/bench_sed.py [--eval-scenes 60] [--dev-scenes 20] [--seeds 0 6 12 18 24 30]
 
-Three sets of 20 development and 60 evaluation scenes by default (seeds 0, 6, 12), the 180 evaluation
-scenes scored together: with 30 scenes only about 23 onsets were found and the latency median moved by
-20-30 ms with small changes (another model hop, another student), and one set of 60 gave 186 ms where
-another gave 238 for the same system.
+Six sets of 20 development and 60 evaluation scenes by default (seeds 0, 6, 12, 18, 24, 30), the 360
+evaluation scenes scored together: with 30 scenes only about 23 onsets were found and the latency median
+moved by 20-30 ms with small changes (another model hop, another student); one set of 60 gave 186 ms
+where another gave 238 for the same system, and three sets 160 ms where three others gave 182.
 
 Writes benchmarks/results/sed.md and sed.json.
 """
@@ -140,9 +142,10 @@ def main() -> None:
     ap.add_argument("--eval-scenes", type=int, default=60)
     ap.add_argument("--duration", type=float, default=15.0)
     ap.add_argument("--snr", type=float, nargs=2, default=SynthConfig.snr_db, metavar=("LO", "HI"), help="dB range")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 6, 12], metavar="SEED",
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 6, 12, 18, 24, 30], metavar="SEED",
                     help="one set of development (SEED) and evaluation (SEED + 1) scenes per seed; thresholds are "
-                    "tuned per set, the evaluation scenes of all sets scored together (default: 0 6 12)")  # fmt: skip
+                    "tuned per set, the evaluation scenes of all sets scored together "
+                    "(default: 0 6 12 18 24 30)")  # fmt: skip
     ap.add_argument("--cpu-repeats", type=int, default=3, help="CPU timings per scene and system, interleaved "
                     "(default %(default)s; a scene's CPU is its median over them)")  # fmt: skip
     ap.add_argument("--out", default=str(HERE / "results" / "sed"), help="results path without extension")
@@ -165,10 +168,11 @@ def main() -> None:
     # scenes, in each latency mode; the evaluation runs of all seeds are scored together -------------
     dev: list[Scene] = []
     scenes: list[Scene] = []
-    modes: dict[str, dict[str, Any]] = {}  # per mode: its untuned SED config and hop, each eval run and its config
+    # per mode: its untuned SED and pipeline configs, each eval run and its SED config
+    modes: dict[str, dict[str, Any]] = {}
     for mode in LATENCY_MODES:
-        sed_m, hop = se.latency_sed(mode, model, SedConfig())
-        modes[mode] = {"sed": sed_m, "hop": hop, "runs": [], "seds": []}
+        mode_cfg = se.latency_pipeline(mode, model, SedConfig())
+        modes[mode] = {"sed": mode_cfg.sed, "pipeline": mode_cfg, "runs": [], "seds": []}
     chosen: dict[str, dict[str, float]] = {}
     for seed in args.seeds:
         dev_s = se.make_scenes(f"s{seed}-dev", dev_clips, backgrounds_from_spec("backgrounds", root, "dev"), cfg,
@@ -178,10 +182,10 @@ def main() -> None:
         dev += dev_s
         scenes += eval_s
         for mode, v in modes.items():
-            dev_runs = [se.run_scene(s, model, array, v["sed"], v["hop"]) for s in dev_s]
+            dev_runs = [se.run_scene(s, model, array, v["sed"], v["pipeline"]) for s in dev_s]
             chosen_m, _ = se.tune_thresholds(dev_runs, model, table, v["sed"], se.MIN_DEV_EVENTS)
-            tuned_m = replace(v["sed"], thresholds=table.overrides(chosen_m))
-            v["runs"] += [se.run_scene(s, model, array, tuned_m, v["hop"]) for s in eval_s]
+            tuned_m = replace(v["sed"], thresholds=table.overrides(chosen_m, model.floors_for(mode)))
+            v["runs"] += [se.run_scene(s, model, array, tuned_m, v["pipeline"]) for s in eval_s]
             v["seds"] += [tuned_m] * len(eval_s)
             if mode == "balanced":
                 chosen[f"seed {seed}"] = chosen_m
@@ -189,11 +193,18 @@ def main() -> None:
               flush=True)  # fmt: skip
     for v in modes.values():
         v["metrics"] = se.evaluate_runs(v["runs"], eval_table)
-        v["metrics"] |= {"model_hop_frames": v["hop"], "instant_on_ratio": v["sed"].instant_on_ratio}
+        p = v["pipeline"]
+        v["metrics"] |= {"model_hop_frames": p.model_hop_frames, "lookahead_fill_frames": p.lookahead_fill_frames,
+                         "lookahead_decay_db": p.lookahead_decay_db,
+                         "instant_on_ratio": v["sed"].instant_on_ratio}  # fmt: skip
     sed = SedConfig()
     runs, seds = modes["balanced"]["runs"], modes["balanced"]["seds"]
     tympan, low = modes["balanced"]["metrics"], modes["low"]["metrics"]
     untuned = se.evaluate_runs([replace(r, detections=se.replay(r, model, sed)) for r in runs], eval_table)
+    low_sed = modes["low"]["sed"]
+    untuned_low = se.evaluate_runs(
+        [replace(r, detections=se.replay(r, model, low_sed)) for r in modes["low"]["runs"]], eval_table
+    )
     variants = []  # post-processing alternatives, replayed on the same scores with each run's tuned thresholds
     for median in (1, 3, 5, 7):
         for min_on in (1, 2, 3):
@@ -248,14 +259,14 @@ def main() -> None:
     for _ in range(args.cpu_repeats - 1):
         for i, s in enumerate(scenes):
             for m, v in modes.items():
-                m_cpu[m][i].append(se.run_scene(s, model, array, v["seds"][i], v["hop"]).cpu_s / s.duration_s)
+                m_cpu[m][i].append(se.run_scene(s, model, array, v["seds"][i], v["pipeline"]).cpu_s / s.duration_s)
             b_cpu[i].append(yamnet_cpu(timed, s) / s.duration_s)
     for m, per in ((tympan, m_cpu["balanced"]), (low, m_cpu["low"]), (base, b_cpu)):
         m["cpu_ms_per_audio_s"] = round(1000 * statistics.median(statistics.median(v) for v in per), 2)
         m["cpu_repeats"] = max(1, args.cpu_repeats)
     base["threshold"], base["hold_s"] = thr, hold
     print(f"baseline done at {time.time() - t_start:.0f} s", flush=True)
-    write(args, tympan, low, untuned, base, sweep, chosen, scenes, dev, variants)
+    write(args, tympan, low, untuned, untuned_low, base, sweep, chosen, scenes, dev, variants)
 
 
 def _class_names(path: Path) -> list[str]:
@@ -270,6 +281,7 @@ def write(
     tympan: dict[str, Any],
     low: dict[str, Any],
     untuned: dict[str, Any],
+    untuned_low: dict[str, Any],
     base: dict[str, Any],
     sweep: list[dict[str, Any]],
     chosen: dict[str, dict[str, float]],
@@ -287,7 +299,8 @@ def write(
                    "max_polyphony": SynthConfig.max_polyphony,
                    "eval_truth_events": sum(len(s.events) for s in scenes), "seeds": args.seeds,
                    "dev_events": se.DEV_EVENTS, "eval_events": se.EVAL_EVENTS},
-        "tympan": tympan, "tympan_low_latency": low, "tympan_model_thresholds": untuned, "yamnet_windows": base,
+        "tympan": tympan, "tympan_low_latency": low, "tympan_model_thresholds": untuned,
+        "tympan_low_latency_model_thresholds": untuned_low, "yamnet_windows": base,
         "baseline_sweep": sweep, "tuned_thresholds": chosen, "postprocessing_variants": variants,
     }  # fmt: skip
     out = Path(args.out)
@@ -350,9 +363,10 @@ def write(
         "| CPU ms per audio s (x real time) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
         row("Tympan, whole pipeline (4 ch, SED + DOA), dev-tuned thresholds", tympan),
-        row("Tympan `--latency low` (model every 40 ms, on at once at 1.25x threshold), its own dev-tuned "
-            "thresholds", low),
+        row("Tympan `--latency low` (model every 40 ms, look-ahead: the newest frame fading 4 dB per frame for 8 "
+            "frames, on at once at 1.25x threshold and >= 0.5), its own dev-tuned thresholds", low),
         row("Tympan, model.json thresholds (same run, SED replayed)", untuned),
+        row("Tympan `--latency low`, model.json thresholds (same run, SED replayed)", untuned_low),
         row(
             f"YAMNet 0.975 s windows / 0.48 s hop, threshold {base['threshold']}, hold {base['hold_s']} s "
             "(best on the eval scenes)",
