@@ -121,8 +121,7 @@ LOW_INSTANT_ON = 1.25
 # frame), 123 ms (2 dB), 134 ms (1 dB), 146 ms (held: 0 dB), against 179 ms with the model's zero
 # padding; event F1 0.057, 0.057, 0.052, 0.054, 0.062. 4 frames at 4 dB: 153 ms. With SedConfig's
 # instant_on_min 0.5 (4 dB, 8 frames): 127 ms, F1 0.060.
-LOW_FILL_FRAMES = 8
-LOW_FILL_DECAY_DB = 4.0
+LOW_FILL_FRAMES = 8  # at PipelineConfig.lookahead_decay_db (4 dB per frame)
 
 
 def latency_config(mode: str, output_hop_frames: int, base: PipelineConfig | None = None) -> PipelineConfig:
@@ -148,7 +147,6 @@ def latency_config(mode: str, output_hop_frames: int, base: PipelineConfig | Non
             cfg,
             model_hop_frames=output_hop_frames,
             lookahead_fill_frames=LOW_FILL_FRAMES,
-            lookahead_decay_db=LOW_FILL_DECAY_DB,
             latency="low",
             sed=dataclasses.replace(cfg.sed, instant_on_ratio=LOW_INSTANT_ON),
         )

@@ -142,7 +142,7 @@ def test_lookahead_fill_scores_each_frame_with_its_newest_frame_fading_out(strea
     rows = []
     for j in range(len(feats) // hop):
         win = stream_feats[j * hop : j * hop + w]
-        filled = fill_lookahead(win, fill, 4.0)
+        filled = fill_lookahead(win, fill, cfg.lookahead_decay_db)
         p = m.predict_stream(filled[-48:]) if stream else m.predict(filled)
         rows.append(p[len(p) - 1 - fill // 4])
     want = np.stack(rows)
