@@ -83,8 +83,9 @@ def add_listen(sub: Any) -> None:
     p.add_argument(
         "--latency", default="balanced", choices=["balanced", "low"],
         help="balanced (default): the model every 0.12 s, a class on after 2 frames above threshold; low: the "
-        "model every 40 ms, also on at once on a frame 1.25x its threshold, 40 ms blocks from a live source "
-        "(on bench_sed's scenes 45-70 ms sooner, for about a third more CPU)",
+        "model every 40 ms with its look-ahead filled by the newest frame fading out, also on at once on a "
+        "frame 1.25x its threshold and >= 0.5, the model's condition floors of this mode, 40 ms blocks from a "
+        "live source (on bench_sed's scenes about 110 ms sooner, for about 45%% more CPU)",
     )  # fmt: skip
     p.add_argument(
         "--doa-method", default="srp-phat", choices=["srp-phat", "music", "normmusic"],
