@@ -168,11 +168,11 @@ def main() -> None:
     # scenes, in each latency mode; the evaluation runs of all seeds are scored together -------------
     dev: list[Scene] = []
     scenes: list[Scene] = []
-    # per mode: its untuned SED and pipeline configs, each eval run and its SED config
+    # per mode: its pipeline config (with its untuned SED config), each eval run and its SED config
     modes: dict[str, dict[str, Any]] = {}
     for mode in LATENCY_MODES:
         mode_cfg = se.latency_pipeline(mode, model, SedConfig())
-        modes[mode] = {"sed": mode_cfg.sed, "pipeline": mode_cfg, "runs": [], "seds": []}
+        modes[mode] = {"pipeline": mode_cfg, "runs": [], "seds": []}
     chosen: dict[str, dict[str, float]] = {}
     for seed in args.seeds:
         dev_s = se.make_scenes(f"s{seed}-dev", dev_clips, backgrounds_from_spec("backgrounds", root, "dev"), cfg,
@@ -182,9 +182,10 @@ def main() -> None:
         dev += dev_s
         scenes += eval_s
         for mode, v in modes.items():
-            dev_runs = [se.run_scene(s, model, array, v["sed"], v["pipeline"]) for s in dev_s]
-            chosen_m, _ = se.tune_thresholds(dev_runs, model, table, v["sed"], se.MIN_DEV_EVENTS)
-            tuned_m = replace(v["sed"], thresholds=table.overrides(chosen_m, model.floors_for(mode)))
+            sed_m = v["pipeline"].sed  # the mode's untuned SED config
+            dev_runs = [se.run_scene(s, model, array, sed_m, v["pipeline"]) for s in dev_s]
+            chosen_m, _ = se.tune_thresholds(dev_runs, model, table, sed_m, se.MIN_DEV_EVENTS)
+            tuned_m = replace(sed_m, thresholds=table.overrides(chosen_m, model.floors_for(mode)))
             v["runs"] += [se.run_scene(s, model, array, tuned_m, v["pipeline"]) for s in eval_s]
             v["seds"] += [tuned_m] * len(eval_s)
             if mode == "balanced":
@@ -196,12 +197,12 @@ def main() -> None:
         p = v["pipeline"]
         v["metrics"] |= {"model_hop_frames": p.model_hop_frames, "lookahead_fill_frames": p.lookahead_fill_frames,
                          "lookahead_decay_db": p.lookahead_decay_db,
-                         "instant_on_ratio": v["sed"].instant_on_ratio}  # fmt: skip
+                         "instant_on_ratio": p.sed.instant_on_ratio}  # fmt: skip
     sed = SedConfig()
     runs, seds = modes["balanced"]["runs"], modes["balanced"]["seds"]
     tympan, low = modes["balanced"]["metrics"], modes["low"]["metrics"]
     untuned = se.evaluate_runs([replace(r, detections=se.replay(r, model, sed)) for r in runs], eval_table)
-    low_sed = modes["low"]["sed"]
+    low_sed = modes["low"]["pipeline"].sed
     untuned_low = se.evaluate_runs(
         [replace(r, detections=se.replay(r, model, low_sed)) for r in modes["low"]["runs"]], eval_table
     )

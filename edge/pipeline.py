@@ -435,13 +435,14 @@ class EdgePipeline:
             if len(window) < w:
                 pad = np.full((w - len(window), self.spec.n_mels), frontend.silence_floor(self.spec), np.float32)
                 window = np.concatenate([window, pad])
-            if fill:  # the window moved on by `fill` frames: the newest one fading out
-                window = frontend.fill_lookahead(window, fill, self.config.lookahead_decay_db, self.spec)
+            src = window if ws is None else window[w - ws :]  # what the model sees
+            if fill:  # moved on by `fill` frames: the newest one fading out (the same on the shorter window)
+                src = frontend.fill_lookahead(src, fill, self.config.lookahead_decay_db, self.spec)
             if ws is None:
-                probs = self.model.predict(window)
+                probs = self.model.predict(src)
                 first = (w - hop - fill) // self.sub
             else:
-                probs = self.model.predict_stream(window[w - ws :])
+                probs = self.model.predict_stream(src)
                 first = (ws - hop - fill) // self.sub
             n_out = -(-real // self.sub)
             scores = Scores(
