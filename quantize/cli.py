@@ -44,7 +44,7 @@ def _teacher_cache(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from quantize.pipeline import evaluate_and_package
 
-    evaluate_and_package(args.run_dir, args.install_default)
+    evaluate_and_package(args.run_dir, args.install_default, reexport=args.reexport)
     return 0
 
 
@@ -105,6 +105,12 @@ def add_quantize(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     e = sub.add_parser("evaluate", help="re-evaluate a run directory and rebuild its model directory")
     e.add_argument("run_dir", type=Path)
     e.add_argument("--install-default", action="store_true", help="install the model into edge/models/default")
+    e.add_argument(
+        "--reexport",
+        action="store_true",
+        help="first export the run's int8 .tflite again with this version's exporter (the run's own weights and "
+        "calibration windows); prints whether its outputs equal the old file's",
+    )
     e.set_defaults(func=_evaluate)
 
     c = sub.add_parser(

@@ -314,7 +314,7 @@ def train_heads(
     from quantize.distill import predict_frames
     from quantize.export import export_onnx_fp32
     from quantize.infer import TfliteRunner
-    from quantize.pipeline import RUN_JSON, load_student, setup, transfer_sets
+    from quantize.pipeline import RUN_JSON, calibration_draw, load_student, setup, transfer_sets
     from quantize.ptq import quantize_onnx, quantize_tflite
 
     t0 = time.monotonic()
@@ -355,10 +355,7 @@ def train_heads(
     print(f"heads: {len(x)} training frames; fitting", flush=True)
     w, b = fit_heads(x, y, m, hc.l2, hc.steps, seed)
     train_set, _ = transfer_sets(s, seed)
-    rng = np.random.default_rng(seed + 2)  # the run's calibration windows (quantize.pipeline)
-    calib = train_set.x[
-        rng.choice(len(train_set), size=min(cfg.quant.calibration_windows, len(train_set)), replace=False)
-    ]
+    calib = calibration_draw(cfg, train_set, seed)  # the run's calibration windows
     x0 = read_audio(val_clips[0].path)
     probe_windows = windows_logmel(x0, clip_windows(x0, 48, cfg.window_frames), cfg.window_frames)
     before = predict_frames(model, probe_windows)

@@ -33,6 +33,7 @@ STUDENT_PT = "student_fp32.pt"
 STUDENT_QAT_PT = "student_qat_folded.pt"
 """State dict of the BatchNorm-folded student after quantisation-aware fine-tuning (when QAT won)."""
 RUN_JSON = "run.json"
+LATENCY_ROUNDS = 9  # the report's latency rows: rounds of `eval.latency_repeats` calls, every model in turn
 FP32 = "student_fp32"
 INT8 = ("student_int8_tflite", "student_int8_onnx")
 COVERAGE_ARRAYS = ("gt", "ev_logits", "ev_mask", "bg_logits", "bg_weight")
@@ -219,8 +220,7 @@ def train_and_quantize(cfg: PipelineConfig, out: Path, seed: int, command: str) 
         raise ModelError(f"BatchNorm folding changed the outputs by {fold_err:.2g}")
 
     print("quantising (int8 PTQ)", flush=True)
-    rng = np.random.default_rng(seed + 2)
-    calib = train.x[rng.choice(len(train), size=min(cfg.quant.calibration_windows, len(train)), replace=False)]
+    calib = calibration_draw(cfg, train, seed)
     export_onnx_fp32(model, cfg.window_frames, DEFAULT_FRONTEND.n_mels, out / "student_fp32.onnx")
     quantize_tflite(model, calib, out / "model_int8.tflite", cfg.quant.per_channel)
     quantize_onnx(
@@ -364,8 +364,13 @@ def _run_info(out: Path) -> dict[str, Any]:
     return {"seed": old["seed"], "command": old["command"], "training": training}
 
 
-def evaluate_and_package(out: Path, install_default: bool) -> Path:
-    """Run directory -> metrics.json, report.md and the model directory out/model (see module doc)."""
+def evaluate_and_package(out: Path, install_default: bool, reexport: bool = False) -> Path:
+    """Run directory -> metrics.json, report.md and the model directory out/model (see module doc).
+
+    `reexport`: first write the run's model_int8.tflite again with the current exporter
+    (`quantize.ptq.quantize_tflite`: the run's fp32 student and its calibration windows), printing the
+    largest output difference from the file it replaces on those windows (0 when the int8 arithmetic
+    is the same, as with the space-to-depth stem)."""
     import torch
 
     from quantize import report as rp
@@ -399,6 +404,8 @@ def evaluate_and_package(out: Path, install_default: bool) -> Path:
     s = setup(cfg)
     n_mels = DEFAULT_FRONTEND.n_mels
     model = load_student(cfg, out, len(s.labels))
+    if reexport:
+        _reexport_tflite(cfg, s, model, int(info["seed"]), out)
     params = count_params(model)
     macs = count_macs(model, cfg.window_frames, n_mels)
     k = len(s.labels)
@@ -435,11 +442,16 @@ def evaluate_and_package(out: Path, install_default: bool) -> Path:
         return round(1000.0 * sec_per_window / seconds_per_window, 3)
 
     print("measuring latency (1 thread)", flush=True)
-    fp32_lat = _median_s(lambda: predict_frames(model, w1), reps)
     teacher_hop_s = cfg.eval.teacher_hop_frames * DEFAULT_FRONTEND.hop_s
     teacher_info: dict[str, Any] = {"bytes": Path(cfg.paths.teacher).stat().st_size}
+    calls: dict[str, Any] = {
+        FP32: lambda: predict_frames(model, w1),
+        INT8[0]: lambda: tfl.runtime.run(w1),
+        INT8[1]: lambda: onx.runtime.run(w1),
+    }
     if isinstance(s.teacher, OnnxTeacher):
         gc = onnx_graph_count(s.teacher.path)
+        calls[TEACHER] = _onnx_graph_call(s.teacher.path)
         teacher_info |= {
             "params": gc.params,
             "macs": gc.macs,
@@ -447,39 +459,24 @@ def evaluate_and_package(out: Path, install_default: bool) -> Path:
             "convs": gc.convs,
             "depthwise_convs": gc.depthwise_convs,
             "counted_from": f"ONNX graph {s.teacher.path.name} (initialiser + inferred shapes)",
-            "ms_per_audio_second": ms_per_s(_onnx_graph_latency_s(s.teacher.path, reps), teacher_hop_s),
             "latency_of": "ONNX graph only (quantised log-mel in), onnxruntime 1 thread",
         }
     else:  # a .tflite teacher: no graph count here; its latency includes its own frontend
         window = np.zeros((1, s.teacher.n_samples), np.float32)
-        teacher_info |= {
-            "params": None,
-            "macs": None,
-            "ms_per_audio_second": ms_per_s(_median_s(lambda: s.teacher.logits(window), reps), teacher_hop_s),
-            "latency_of": "TFLite teacher including its frontend, 1 thread",
-        }
+        calls[TEACHER] = lambda: s.teacher.logits(window)
+        teacher_info |= {"params": None, "macs": None, "latency_of": "TFLite teacher including its frontend, 1 thread"}
+    lat = _interleaved_median_s(calls, reps)
+    teacher_info["ms_per_audio_second"] = ms_per_s(lat[TEACHER], teacher_hop_s)
     teacher_info["hop_s"] = round(teacher_hop_s, 3)
-    model_info: dict[str, dict[str, Any]] = {
-        TEACHER: teacher_info,
-        FP32: {
-            "bytes": (out / "student_fp32.onnx").stat().st_size,
+    sizes = {FP32: "student_fp32.onnx", INT8[0]: "model_int8.tflite", INT8[1]: "model_int8.onnx"}
+    model_info: dict[str, dict[str, Any]] = {TEACHER: teacher_info}
+    for name, file in sizes.items():
+        model_info[name] = {
+            "bytes": (out / file).stat().st_size,
             "params": params,
             "macs": macs,
-            "ms_per_audio_second": ms_per_s(fp32_lat, window_s),
-        },
-        INT8[0]: {
-            "bytes": (out / "model_int8.tflite").stat().st_size,
-            "params": params,
-            "macs": macs,
-            "ms_per_audio_second": ms_per_s(tfl.latency_s(w1, reps), window_s),
-        },
-        INT8[1]: {
-            "bytes": (out / "model_int8.onnx").stat().st_size,
-            "params": params,
-            "macs": macs,
-            "ms_per_audio_second": ms_per_s(onx.latency_s(w1, reps), window_s),
-        },
-    }
+            "ms_per_audio_second": ms_per_s(lat[name], window_s),
+        }
     targets = np.maximum(cs.gt, (cs.peak[TEACHER] >= 0.5).astype(np.float32))
     default_threshold = 0.5
     per_class = pick_thresholds(  # on the peak scores: the scale of the detector's frames
@@ -587,6 +584,36 @@ def evaluate_and_package(out: Path, install_default: bool) -> Path:
     return model_dir
 
 
+def calibration_draw(cfg: PipelineConfig, train: Any, seed: int) -> np.ndarray:
+    """The run's int8 calibration windows: `quant.calibration_windows` drawn from its training transfer set."""
+    rng = np.random.default_rng(seed + 2)
+    idx = rng.choice(len(train), size=min(cfg.quant.calibration_windows, len(train)), replace=False)
+    return np.asarray(train.x[idx])
+
+
+def _calibration_windows(cfg: PipelineConfig, s: Setup, seed: int) -> np.ndarray:
+    """The run's calibration windows, its training transfer set loaded (or built) from the cache."""
+    train, _ = transfer_sets(s, seed)
+    return calibration_draw(cfg, train, seed)
+
+
+def _reexport_tflite(cfg: PipelineConfig, s: Setup, model: Any, seed: int, out: Path) -> None:
+    """out/model_int8.tflite written again from `model` with the run's calibration windows."""
+    from quantize.infer import TfliteRunner
+    from quantize.ptq import quantize_tflite
+
+    calib = _calibration_windows(cfg, s, seed)
+    old = out / "model_int8.tflite"
+    new = out / "model_int8.reexport.tflite"
+    print("re-exporting model_int8.tflite", flush=True)
+    quantize_tflite(model, calib, new, cfg.quant.per_channel)
+    if old.exists():
+        diff = float(np.max(np.abs(TfliteRunner(old)(calib) - TfliteRunner(new)(calib))))
+        same = "identical outputs" if diff == 0.0 else f"outputs differ by up to {diff:.4g}"
+        print(f"re-exported: {same} on the {len(calib)} calibration windows", flush=True)
+    new.replace(old)
+
+
 def _stream_model(cfg: PipelineConfig, s: Setup, model: Any, seed: int, out: Path) -> dict[str, Any] | None:
     """The streaming TFLite model (quantize.stream) for the edge pipeline's default model hop, written to
     out/model_int8_stream.tflite; its model.json entry, or None when no shorter window gives the same
@@ -603,9 +630,7 @@ def _stream_model(cfg: PipelineConfig, s: Setup, model: Any, seed: int, out: Pat
         print("stream model: none (the newest outputs need the whole window)", flush=True)
         return None
     print(f"stream model: {frames} of {cfg.window_frames} frames", flush=True)
-    train, _ = transfer_sets(s, seed)
-    rng = np.random.default_rng(seed + 2)  # the run's calibration windows (train_and_quantize)
-    calib = train.x[rng.choice(len(train), size=min(cfg.quant.calibration_windows, len(train)), replace=False)]
+    calib = _calibration_windows(cfg, s, seed)
     quantize_tflite(model, calib, out / STREAM_NAME, cfg.quant.per_channel, frames=frames)
     diff = check_stream(out / "model_int8.tflite", out / STREAM_NAME, calib[:64], frames, newest)
     if diff != 0.0:
@@ -630,19 +655,31 @@ def _without_recordings(metrics: Any) -> Any:
     return metrics
 
 
-def _median_s(fn: Any, repeats: int) -> float:
-    """Median seconds of fn() over `repeats` calls, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
+def _interleaved_median_s(calls: dict[str, Any], repeats: int, rounds: int = LATENCY_ROUNDS) -> dict[str, float]:
+    """Seconds per call of each of `calls` (name -> function): the median over `rounds` rounds of the median of
+    `repeats` calls, every function once per round in turn (after one warm-up call each), so that the
+    shared host's drift during the measurement hits every model alike and their ratios hold."""
+    for fn in calls.values():
         fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+    per_round: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            times = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t)
+            per_round[name].append(float(np.median(times)))
+    return {name: float(np.median(v)) for name, v in per_round.items()}
 
 
 def _onnx_graph_latency_s(path: Path, repeats: int) -> float:
     """Median seconds of one run of an ONNX graph on a zero input, onnxruntime on one thread."""
+    return _interleaved_median_s({"graph": _onnx_graph_call(path)}, repeats, rounds=1)["graph"]
+
+
+def _onnx_graph_call(path: Path) -> Any:
+    """One run of an ONNX graph on a zero input (onnxruntime on one thread), as a function of no arguments."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -654,7 +691,7 @@ def _onnx_graph_latency_s(path: Path, repeats: int) -> float:
     shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
     dtype = {"tensor(uint8)": np.uint8, "tensor(int8)": np.int8}.get(inp.type, np.float32)
     feed = {inp.name: np.zeros(shape, dtype)}
-    return _median_s(lambda: sess.run(None, feed), repeats)
+    return lambda: sess.run(None, feed)
 
 
 def _train_coverage_arrays(s: Setup, seed: int, train_windows: int | None) -> tuple[dict[str, np.ndarray], str]:

@@ -28,7 +28,8 @@ def targets_markdown(rows: list[dict[str, Any]]) -> str:
         "## Targets",
         "",
         f"{passed} of {len(rows)} rows pass. Teacher and student measured in the same run on the same "
-        "validation clips.",
+        "validation clips; latencies in interleaved rounds (every model in turn, the median over rounds), "
+        "so that the host's drift hits them alike.",
         "",
         "| target | measured | goal | status | note |",
         "|---|---|---|---|---|",

@@ -1083,12 +1083,15 @@ def test_weights_of_another_stem_are_refused_clearly(tmp_path: Path) -> None:
 
 @pytest.mark.quantize
 @pytest.mark.parametrize(("causal", "stem"), [(False, "conv"), (True, "conv"), (False, "patch")])
-def test_dsconv_student_exports_to_int8_tflite_and_onnx(tmp_path: Path, causal: bool, stem: str) -> None:
+def test_dsconv_student_exports_to_int8_tflite_and_onnx(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, causal: bool, stem: str
+) -> None:
     """A small dsconv student (BatchNorm folded) -> PT2E int8 .tflite and QDQ int8 .onnx; both agree with
     the fp32 model on random windows. The causal one (its time padding a separate pad op) also gives the
     streaming model: the shortest window whose newest outputs equal the full window's, bit for bit.
-    The conv stem (one input channel) becomes a DEPTHWISE_CONV_2D with a channel multiplier in the
-    TFLite graph; the patch stem a 1x1 CONV_2D, with no depthwise conv on one channel left."""
+    Neither stem leaves a DEPTHWISE_CONV_2D on one input channel in the TFLite graph: the conv stem is
+    exported as a `SpaceToDepthStem` (a CONV_2D on 4 channels) with the int8 outputs of the plain export
+    bit for bit, the patch stem is a 1x1 CONV_2D."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("litert_torch")
     from quantize.config import StudentConfig
@@ -1127,8 +1130,16 @@ def test_dsconv_student_exports_to_int8_tflite_and_onnx(tmp_path: Path, causal: 
         assert np.max(np.abs(got - ref)) < 0.1, name
         assert np.mean(got.argmax(2) == ref.argmax(2)) >= 0.9, name
     ops = _tflite_ops(tmp_path / "m.tflite")
-    one_channel_dw = [op for op in ops if op[0] == "DEPTHWISE_CONV_2D" and op[1][-1] == 1]
-    assert len(one_channel_dw) == (1 if stem == "conv" else 0)
+    assert not [op for op in ops if op[0] == "DEPTHWISE_CONV_2D" and op[1][-1] == 1]
+    assert next(op[1][-1] for op in ops if op[0] == "CONV_2D") == 4  # the stem: 2x2 blocks as 4 channels
+    if stem == "conv":
+        # the view keeps the plain export's int8 arithmetic: the same outputs, bit for bit
+        with monkeypatch.context() as mp:
+            mp.setattr(Student, "tflite_view", lambda self: self)
+            quantize_tflite(m, x[:32], tmp_path / "plain.tflite", per_channel=True)
+        plain_ops = _tflite_ops(tmp_path / "plain.tflite")
+        assert [op for op in plain_ops if op[0] == "DEPTHWISE_CONV_2D" and op[1][-1] == 1]
+        assert np.array_equal(TfliteRunner(tmp_path / "m.tflite")(x), TfliteRunner(tmp_path / "plain.tflite")(x))
     if causal:
         from quantize.stream import check_stream, stream_window
 
@@ -1218,6 +1229,89 @@ def test_float_tail_refuses_an_unnamed_node_after_the_sigmoid() -> None:
         float_tail(graph)
     graph.node[2].name = "id"
     assert float_tail(graph) == ["sig", "id"]
+
+
+@pytest.mark.quantize
+def test_tflite_view_of_a_one_mel_trunk_keeps_the_int8_arithmetic(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A student whose trunk ends at one mel (6 blocks, as the shipped one): its TFLite view has neither
+    the one-channel depthwise stem nor the pooling over the single mel (a 1x1 AVERAGE_POOL_2D, which
+    XNNPACK does not take), with learned heads attached too, and its int8 file gives the plain export's
+    outputs bit for bit: the view's observers take the calibrated states of the student's observers of
+    the same values, even where the view drops or adds value-preserving ops."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("litert_torch")
+    from quantize.config import StudentConfig
+    from quantize.ptq import quantize_tflite
+    from quantize.student import Student
+
+    torch.manual_seed(2)
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal((24, 96, 64)) * 1.5 - 4.0).astype(np.float32)
+    for w in x:
+        t0, f0 = rng.integers(0, 80), rng.integers(0, 48)
+        w[t0 : t0 + 16, f0 : f0 + 16] += rng.uniform(3.0, 8.0)
+    m = Student(StudentConfig(arch="dsconv", channels=(8, 8, 16, 16, 24, 24), kernel_time=3), 5, 64, 4)
+    m.set_normalisation(x.mean((0, 1)), x.std((0, 1)))
+    m.eval()
+    m.fold_batchnorm()
+    with torch.no_grad():
+        m.add_aux_head(2).weight.normal_(0.0, 0.5)
+    quantize_tflite(m, x[:16], tmp_path / "view.tflite", per_channel=True)
+    with monkeypatch.context() as mp:
+        mp.setattr(Student, "tflite_view", lambda self: self)
+        quantize_tflite(m, x[:16], tmp_path / "plain.tflite", per_channel=True)
+    view_ops = [op[0] for op in _tflite_ops(tmp_path / "view.tflite")]
+    plain_ops = [op[0] for op in _tflite_ops(tmp_path / "plain.tflite")]
+    assert "AVERAGE_POOL_2D" in plain_ops and "AVERAGE_POOL_2D" not in view_ops
+    assert plain_ops.count("DEPTHWISE_CONV_2D") == 6 and view_ops.count("DEPTHWISE_CONV_2D") == 5
+    got, plain = TfliteRunner(tmp_path / "view.tflite")(x), TfliteRunner(tmp_path / "plain.tflite")(x)
+    assert got.shape == (24, 24, 7)
+    assert got.std() > 0.01  # not a constant output
+    assert np.array_equal(got, plain)
+
+
+@pytest.mark.quantize
+@pytest.mark.parametrize("causal", [False, True])
+def test_space_to_depth_stem_computes_the_conv_stem(causal: bool) -> None:
+    """`Student.tflite_view` rewrites a folded (4, 3) stride-2 conv stem as a `SpaceToDepthStem`: the same
+    outputs within float rounding at every window length the model takes (the streaming model's too),
+    for the centred and the causal padding; other stems, and a stem whose BatchNorm is not folded, are
+    left as they are."""
+    torch = pytest.importorskip("torch")
+    from quantize.config import StudentConfig
+    from quantize.student import SpaceToDepthStem, Student
+
+    torch.manual_seed(1)
+    cfg = StudentConfig(arch="dsconv", channels=(8, 16, 24), kernel_time=3, causal=causal)
+    m = Student(cfg, 5, 64, 4).eval()
+    assert m.tflite_view() is m  # BatchNorm not folded yet: no rewrite
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):  # non-trivial folded biases and scales
+            mod.running_mean.uniform_(-1.0, 1.0)
+            mod.running_var.uniform_(0.5, 2.0)
+    m.fold_batchnorm()
+    view = m.tflite_view()
+    assert isinstance(view.blocks[0], SpaceToDepthStem) and view is not m
+    assert not isinstance(m.blocks[0], SpaceToDepthStem)  # the model itself is untouched
+    for frames in (4, 12, 48, 96):
+        x = torch.randn(3, frames, 64) * 2.0 - 4.0
+        with torch.no_grad():
+            ref, got = m(x), view(x)
+            stem_ref = m.blocks[0]((x - m.mean).unsqueeze(1))
+            stem_got = view.blocks[0]((x - m.mean).unsqueeze(1))
+        assert stem_got.shape == stem_ref.shape
+        assert float((stem_got - stem_ref).abs().max()) < 1e-5
+        assert float((got - ref).abs().max()) < 1e-5
+    # a wrong tap map shows: the stem's output moved by one frame is not the same
+    assert float((stem_got[:, :, 1:] - stem_ref[:, :, :-1]).abs().max()) > 0.1
+    patch = Student(StudentConfig(arch="dsconv", channels=(8, 16, 24), kernel_time=3, stem="patch"), 5, 64, 4)
+    patch.fold_batchnorm()
+    assert patch.tflite_view() is patch
+    odd = Student(StudentConfig(arch="dsconv", channels=(8, 16, 24), kernel_time=3), 5, 63, 4)
+    odd.fold_batchnorm()
+    assert odd.tflite_view() is odd  # 2x2 blocks need an even mel count
 
 
 def _tflite_ops(path: Path) -> list[tuple[str, tuple[int, ...]]]:
