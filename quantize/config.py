@@ -109,6 +109,10 @@ class DistillConfig:
     max_minutes: float = _f(60.0, 0.1, 1000.0, "stop training after this many CPU minutes of the process")
     spec_augment: bool = _f(True, doc="random time / mel masks on training windows")
     time_mask_frames: int = _f(12, 0, 96, "SpecAugment: mask up to this many frames per window (0: none)")
+    filter_augment_db: float = _f(
+        0.0, 0.0, 24.0, "FilterAugment: each training window's mel powers times a random gain curve, linear in dB "
+        "across the mels between 2 to 5 random points of -this .. +this dB (0: off): another microphone or room"
+    )
     mixup: float = _f(0.5, 0.0, 1.0, "share of each batch mixed with another window (in the mel power domain)")
     mixup_gain_db: float = _f(10.0, 0.0, 40.0, "the mixed-in window is attenuated by 0 .. this many dB")
     ema_decay: float = _f(

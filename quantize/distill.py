@@ -112,6 +112,29 @@ LOG_OFFSET = 0.001
 """The frontend's log(mel + offset) constant (edge.dsp.frontend): mixing happens on mel power."""
 
 
+def filter_augment(x: torch.Tensor, max_db: float, gen: torch.Generator) -> torch.Tensor:
+    """FilterAugment (Nam et al., 2022, linear type): each window's mel powers times its own random gain
+    curve, linear in dB across the mels between 2 to 5 points (the first and last mel among them) whose
+    gains are uniform in -max_db .. +max_db: the same sound through another microphone, wall or room.
+    Applied to the mel power (log(exp(x) - c) + gain, as mixup adds powers); the targets are unchanged."""
+    b, _, m = x.shape
+    if max_db <= 0.0 or b == 0:
+        return x
+    mels = torch.arange(m, dtype=x.dtype)
+    curves = []
+    for _ in range(b):
+        n = int(torch.randint(2, 6, (1,), generator=gen))
+        inner = torch.sort(torch.rand(n - 2, generator=gen) * (m - 1)).values
+        at = torch.cat([torch.zeros(1), inner, torch.full((1,), float(m - 1))]).to(x.dtype)
+        gain = (torch.rand(n, generator=gen) * 2.0 - 1.0).to(x.dtype) * max_db
+        seg = torch.clamp(torch.searchsorted(at, mels, right=True) - 1, 0, n - 2)
+        frac = (mels - at[seg]) / torch.clamp(at[seg + 1] - at[seg], min=1e-6)
+        curves.append(gain[seg] + frac.clamp(0.0, 1.0) * (gain[seg + 1] - gain[seg]))
+    scale = 10.0 ** (torch.stack(curves) / 10.0)  # [B, M] power gains
+    power = (torch.exp(x) - LOG_OFFSET).clamp_min(0.0)
+    return torch.log(power * scale[:, None, :] + LOG_OFFSET)
+
+
 def mixup(
     x: torch.Tensor, tg: Targets, share: float, max_atten_db: float, gen: torch.Generator
 ) -> tuple[torch.Tensor, Targets]:
@@ -198,6 +221,8 @@ def train_student(
             idx = np.sort(order[s * cfg.batch_size : (s + 1) * cfg.batch_size])
             x = torch.from_numpy(train.x[idx])
             tg = make_targets(train, idx, cfg.temperature, hop, cfg.mask_dilate_rows)
+            if cfg.filter_augment_db > 0:
+                x = filter_augment(x, cfg.filter_augment_db, gen)
             if cfg.mixup > 0:
                 x, tg = mixup(x, tg, cfg.mixup, cfg.mixup_gain_db, gen)
             if cfg.spec_augment:

@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from quantize.config import DistillConfig, StudentConfig  # noqa: E402
-from quantize.distill import WeightAverage, train_student  # noqa: E402
+from quantize.distill import LOG_OFFSET, WeightAverage, filter_augment, train_student  # noqa: E402
 from quantize.transfer import TransferSet  # noqa: E402
 
 
@@ -31,6 +31,28 @@ def test_weight_average_follows_the_exponential_recursion() -> None:
     assert torch.equal(avg.state["const"], torch.full((3,), 0.1234567))
     # the average lags the raw weights: it is not a copy of them
     assert float(avg.state["weight"][0]) < 5.0
+
+
+def test_filter_augment_is_a_piecewise_linear_gain_in_db_per_window() -> None:
+    """FilterAugment multiplies each window's mel powers by one gain curve: the same for every frame of the
+    window, linear in dB between at most 5 points, within +-max dB; silence stays silence; off at 0 dB;
+    the same generator state gives the same curves."""
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (6, 10, 32)).astype(np.float32))  # mel powers around e^0
+    x[:, :, 5] = float(np.log(LOG_OFFSET))  # a silent mel (power 0)
+    assert torch.equal(filter_augment(x, 0.0, torch.Generator().manual_seed(1)), x)
+    y = filter_augment(x, 6.0, torch.Generator().manual_seed(1))
+    assert torch.equal(y, filter_augment(x, 6.0, torch.Generator().manual_seed(1)))
+    assert torch.allclose(y[:, :, 5], x[:, :, 5])
+    gain_db = 10.0 * torch.log10((torch.exp(y) - LOG_OFFSET) / (torch.exp(x) - LOG_OFFSET))  # [B, F, M]
+    gain_db = torch.cat([gain_db[:, :, :5], gain_db[:, :, 6:]], dim=2).double()
+    assert float((gain_db - gain_db[:, :1]).abs().max()) < 1e-3  # one curve per window, every frame
+    assert float(gain_db.abs().max()) <= 6.0 + 1e-3
+    assert float(gain_db.abs().max()) > 1.0  # it does filter
+    curves = gain_db[:, 0]  # [B, 31]
+    assert float((curves - curves[:1]).abs().max()) > 0.5  # each window its own curve
+    kinks = (curves[:, 2:] - 2 * curves[:, 1:-1] + curves[:, :-2]).abs() > 1e-3  # second differences
+    assert int(kinks.sum(dim=1).max()) <= 3 * 2 + 2  # a few corners only (the silent mel's gap adds two)
 
 
 def _tiny_set(rng: np.random.Generator, n: int, k: int = 3) -> TransferSet:
