@@ -312,8 +312,8 @@ class Student(nn.Module):
         """The same function for TFLite export, in the graph LiteRT runs fastest: a copy whose conv stem
         (BatchNorm folded) is a `SpaceToDepthStem`, and without the frequency pooling when the trunk leaves
         one mel (an average over one value: in the int8 graph a 1x1 AVERAGE_POOL_2D, which XNNPACK does not
-        take, so the graph ran in two delegate partitions with the pool and the heads outside it); `self`
-        when neither applies."""
+        take, so LiteRT ran the graph as two delegate partitions with the pool between them); `self` when
+        neither applies."""
         stem = SpaceToDepthStem.of(self.blocks[0])
         if self.mean.numel() % 2:
             stem = None  # 2x2 blocks of mels need an even mel count

@@ -1237,9 +1237,10 @@ def test_tflite_view_of_a_one_mel_trunk_keeps_the_int8_arithmetic(
 ) -> None:
     """A student whose trunk ends at one mel (6 blocks, as the shipped one): its TFLite view has neither
     the one-channel depthwise stem nor the pooling over the single mel (a 1x1 AVERAGE_POOL_2D, which
-    XNNPACK does not take), with learned heads attached too, and its int8 file gives the plain export's
-    outputs bit for bit: the view's observers take the calibrated states of the student's observers of
-    the same values, even where the view drops or adds value-preserving ops."""
+    XNNPACK does not take: the graph ran in two delegate partitions), with learned heads attached too,
+    and its int8 file gives the plain export's outputs bit for bit: the view's observers take the
+    calibrated states of the student's observers of the same values, even where the view drops or adds
+    value-preserving ops."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("litert_torch")
     from quantize.config import StudentConfig
@@ -1266,6 +1267,9 @@ def test_tflite_view_of_a_one_mel_trunk_keeps_the_int8_arithmetic(
     plain_ops = [op[0] for op in _tflite_ops(tmp_path / "plain.tflite")]
     assert "AVERAGE_POOL_2D" in plain_ops and "AVERAGE_POOL_2D" not in view_ops
     assert plain_ops.count("DEPTHWISE_CONV_2D") == 6 and view_ops.count("DEPTHWISE_CONV_2D") == 5
+    # with its default XNNPACK delegate, LiteRT runs the view as one delegate partition and the plain
+    # graph as two (the pool is left to LiteRT's own kernels, splitting the graph)
+    assert (_delegate_partitions(tmp_path / "view.tflite"), _delegate_partitions(tmp_path / "plain.tflite")) == (1, 2)
     got, plain = TfliteRunner(tmp_path / "view.tflite")(x), TfliteRunner(tmp_path / "plain.tflite")(x)
     assert got.shape == (24, 24, 7)
     assert got.std() > 0.01  # not a constant output
@@ -1312,6 +1316,15 @@ def test_space_to_depth_stem_computes_the_conv_stem(causal: bool) -> None:
     odd = Student(StudentConfig(arch="dsconv", channels=(8, 16, 24), kernel_time=3), 5, 63, 4)
     odd.fold_batchnorm()
     assert odd.tflite_view() is odd  # 2x2 blocks need an even mel count
+
+
+def _delegate_partitions(path: Path) -> int:
+    """How many delegate nodes LiteRT's execution plan has for a TFLite file with its default delegates."""
+    from ai_edge_litert import interpreter
+
+    it = interpreter.Interpreter(model_path=str(path), num_threads=1)
+    it.allocate_tensors()
+    return sum(op["op_name"] == "DELEGATE" for op in it._get_ops_details())
 
 
 def _tflite_ops(path: Path) -> list[tuple[str, tuple[int, ...]]]:
