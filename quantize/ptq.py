@@ -115,7 +115,9 @@ def _copy_activation_observers(src: Any, dst: Any) -> None:
     for key, obs in _activation_observers(src):
         calibrated.setdefault(key, obs)
     for (source, padded), obs in _activation_observers(dst):
-        match = calibrated.get((source, padded)) or calibrated.get((source, False))
+        match = calibrated.get((source, padded))
+        if match is None:
+            match = calibrated.get((source, False))
         if match is None or type(match) is not type(obs):
             raise ModelError(
                 f"TFLite export: the TFLite view observes {source!r}, which the student's calibrated graph "
