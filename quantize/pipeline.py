@@ -10,11 +10,13 @@ of a run directory:
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -404,8 +406,10 @@ def evaluate_and_package(out: Path, install_default: bool, reexport: bool = Fals
     s = setup(cfg)
     n_mels = DEFAULT_FRONTEND.n_mels
     model = load_student(cfg, out, len(s.labels))
+    # the run's calibration windows (its training transfer set loaded once, only when needed)
+    calib = functools.cache(lambda: _calibration_windows(cfg, s, int(info["seed"])))
     if reexport:
-        _reexport_tflite(cfg, s, model, int(info["seed"]), out)
+        _reexport_tflite(cfg, model, calib(), out)
     params = count_params(model)
     macs = count_macs(model, cfg.window_frames, n_mels)
     k = len(s.labels)
@@ -468,9 +472,9 @@ def evaluate_and_package(out: Path, install_default: bool, reexport: bool = Fals
     lat = _interleaved_median_s(calls, reps)
     teacher_info["ms_per_audio_second"] = ms_per_s(lat[TEACHER], teacher_hop_s)
     teacher_info["hop_s"] = round(teacher_hop_s, 3)
-    sizes = {FP32: "student_fp32.onnx", INT8[0]: "model_int8.tflite", INT8[1]: "model_int8.onnx"}
+    files = {FP32: "student_fp32.onnx", INT8[0]: "model_int8.tflite", INT8[1]: "model_int8.onnx"}
     model_info: dict[str, dict[str, Any]] = {TEACHER: teacher_info}
-    for name, file in sizes.items():
+    for name, file in files.items():
         model_info[name] = {
             "bytes": (out / file).stat().st_size,
             "params": params,
@@ -564,7 +568,7 @@ def evaluate_and_package(out: Path, install_default: bool, reexport: bool = Fals
         }
     card = model_card(model_id, s, meta, card_report, command, coverage)
     model_dir = out / "model"
-    stream = _stream_model(cfg, s, model, seed, out)
+    stream = _stream_model(cfg, model, calib, out)
     if stream is not None:
         meta["stream"] = stream
     write_model_dir(
@@ -597,12 +601,11 @@ def _calibration_windows(cfg: PipelineConfig, s: Setup, seed: int) -> np.ndarray
     return calibration_draw(cfg, train, seed)
 
 
-def _reexport_tflite(cfg: PipelineConfig, s: Setup, model: Any, seed: int, out: Path) -> None:
-    """out/model_int8.tflite written again from `model` with the run's calibration windows."""
+def _reexport_tflite(cfg: PipelineConfig, model: Any, calib: np.ndarray, out: Path) -> None:
+    """out/model_int8.tflite written again from `model` with the run's calibration windows `calib`."""
     from quantize.infer import TfliteRunner
     from quantize.ptq import quantize_tflite
 
-    calib = _calibration_windows(cfg, s, seed)
     old = out / "model_int8.tflite"
     new = out / "model_int8.reexport.tflite"
     print("re-exporting model_int8.tflite", flush=True)
@@ -614,7 +617,9 @@ def _reexport_tflite(cfg: PipelineConfig, s: Setup, model: Any, seed: int, out: 
     new.replace(old)
 
 
-def _stream_model(cfg: PipelineConfig, s: Setup, model: Any, seed: int, out: Path) -> dict[str, Any] | None:
+def _stream_model(
+    cfg: PipelineConfig, model: Any, calibration: Callable[[], np.ndarray], out: Path
+) -> dict[str, Any] | None:
     """The streaming TFLite model (quantize.stream) for the edge pipeline's default model hop, written to
     out/model_int8_stream.tflite; its model.json entry, or None when no shorter window gives the same
     outputs or the int8 files disagree."""
@@ -630,7 +635,7 @@ def _stream_model(cfg: PipelineConfig, s: Setup, model: Any, seed: int, out: Pat
         print("stream model: none (the newest outputs need the whole window)", flush=True)
         return None
     print(f"stream model: {frames} of {cfg.window_frames} frames", flush=True)
-    calib = _calibration_windows(cfg, s, seed)
+    calib = calibration()  # the run's calibration windows
     quantize_tflite(model, calib, out / STREAM_NAME, cfg.quant.per_channel, frames=frames)
     diff = check_stream(out / "model_int8.tflite", out / STREAM_NAME, calib[:64], frames, newest)
     if diff != 0.0:
