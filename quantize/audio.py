@@ -51,3 +51,30 @@ def activity_mask(x: F32, rel_db: float, floor_db: float, spec: FrontendSpec = D
     if e.size == 0:
         return e
     return ((e >= e.max() - rel_db) & (e >= floor_db)).astype(np.float32)
+
+
+def synthetic_rir(rng: np.random.Generator, rt60_s: float, drr_db: float, sample_rate: int) -> F32:
+    """A room impulse response [n] (n = 1.2 rt60 at `sample_rate`, at least one sample): a unit direct
+    path, then exponentially decaying Gaussian noise (-60 dB after `rt60_s`) whose energy is `drr_db`
+    below the direct path's, starting 1-3 ms later. The late reverberation of a diffuse room (Polack's
+    model), without early reflections: an augmentation, not a room simulation."""
+    n = max(1, round(1.2 * rt60_s * sample_rate))
+    h = np.zeros(n, np.float64)
+    h[0] = 1.0
+    gap = min(n - 1, round(float(rng.uniform(0.001, 0.003)) * sample_rate))
+    if n - gap > 1:
+        t = np.arange(n - gap) / sample_rate
+        tail = rng.standard_normal(n - gap) * np.exp(-3.0 * np.log(10.0) * t / rt60_s)  # -60 dB at rt60
+        tail *= np.sqrt(10.0 ** (-drr_db / 10.0) / float(np.sum(tail**2)))
+        h[gap:] += tail
+    return h.astype(np.float32)
+
+
+def reverberate(x: F32, start: int, length: int, rir: F32) -> F32:
+    """x[start:start+length] heard through `rir`: the window's samples of x convolved with it, the earlier
+    samples' tails included (zeros outside x, as `segment`)."""
+    from scipy.signal import fftconvolve
+
+    ctx = rir.shape[0] - 1
+    src = segment(x, start - ctx, length + ctx)
+    return np.asarray(fftconvolve(src, rir, mode="full")[ctx : ctx + length], np.float32)

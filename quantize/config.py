@@ -59,6 +59,14 @@ class TransferConfig:
         {}, 0.0, 1.0, "per dataset, the ground-truth target's value (default 1; lower lets the teacher lead "
         "where a dataset has few recordings per class, whose labels teach the recordings)"
     )
+    reverb_fraction: float = _f(
+        0.0, 0.0, 1.0, "share of event windows heard through a synthetic room (`quantize.audio.synthetic_rir`) "
+        "before mixing (0: none): the same sound farther away in another room"
+    )
+    reverb_rt60_s: tuple[float, float] = _f((0.2, 1.0), 0.05, 5.0, "the synthetic rooms' reverberation times")
+    reverb_drr_db: tuple[float, float] = _f(
+        (-6.0, 12.0), -30.0, 40.0, "the synthetic rooms' direct-to-reverberant energy ratios"
+    )
 
 
 STUDENT_ARCHS = ("cnn", "dsconv")
@@ -112,6 +120,11 @@ class DistillConfig:
     filter_augment_db: float = _f(
         0.0, 0.0, 24.0, "FilterAugment: each training window's mel powers times a random gain curve, linear in dB "
         "across the mels between 2 to 5 random points of -this .. +this dB (0: off): another microphone or room"
+    )
+    mixture_kd: float = _f(
+        0.0, 0.0, 10.0, "weight of a term matching the student's mean frame probability over each window (its "
+        "clip score) to the teacher's output on that same mixture window, at the temperature (0: off; the "
+        "teacher is run on every transfer window once, cached; needs a teacher that takes log-mel patches)"
     )
     mixup: float = _f(0.5, 0.0, 1.0, "share of each batch mixed with another window (in the mel power domain)")
     mixup_gain_db: float = _f(10.0, 0.0, 40.0, "the mixed-in window is attenuated by 0 .. this many dB")

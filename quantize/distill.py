@@ -12,6 +12,12 @@ probabilities and P = linear_softmax(p) its clip score:
   clip loss  = alpha * BCE(P, max_frames teacher_1)
              + (1 - alpha) * BCE(P, max_frames max(teacher_1, gt))
   loss       = frame_weight * frame loss + (1 - frame_weight) * clip loss
+             + mixture_kd * T^2 * BCE(mean_rows sigmoid(z / T), sigmoid(teacher(x) / T))
+
+The last term (off by default) is the teacher's function on the student's own input: the transfer
+window's mixture x scored by the teacher (one 0.96 s patch), matched by the student's mean over the
+window's rows, which is how both models' clip scores are formed (`quantize.evaluate`). The other targets
+are built from the teacher on the clean event and background windows.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from edge.errors import ConfigError
 from quantize.audio import F32
 from quantize.config import DistillConfig, StudentConfig
 from quantize.student import Student, linear_softmax
@@ -37,6 +44,7 @@ class Targets:
     frame_all: torch.Tensor  # [B, T', K] max(teacher at T=1, gt)
     clip_kd: torch.Tensor  # [B, K]
     clip_all: torch.Tensor  # [B, K]
+    clip_mix: torch.Tensor | None = None  # [B, K] teacher on the mixture window at temperature T
 
 
 def make_targets(ts: TransferSet, idx: np.ndarray, temperature: float, hop: int, dilate: int = 0) -> Targets:
@@ -55,7 +63,8 @@ def make_targets(ts: TransferSet, idx: np.ndarray, temperature: float, hop: int,
     kd_t = torch.maximum(torch.sigmoid(ev / temperature) * m, torch.sigmoid(bg / temperature) * bw)
     kd_1 = torch.maximum(torch.sigmoid(ev) * m, torch.sigmoid(bg) * bw)
     all_1 = torch.maximum(kd_1, gt * m)
-    return Targets(kd_t, all_1, kd_1.amax(1), all_1.amax(1))
+    mix = None if ts.mix_logits is None else torch.sigmoid(torch.from_numpy(ts.mix_logits[idx]) / temperature)
+    return Targets(kd_t, all_1, kd_1.amax(1), all_1.amax(1), mix)
 
 
 def _bce(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -87,7 +96,14 @@ def distill_loss(z: torch.Tensor, tg: Targets, cfg: DistillConfig) -> torch.Tens
         gt = F.binary_cross_entropy_with_logits(z, tg.frame_all, reduction="none").mean((0, 2))
         frame = ((cfg.alpha * t * t * kd + (1 - cfg.alpha) * gt) * w).mean()
     clip = cfg.alpha * _bce(pooled, tg.clip_kd) + (1 - cfg.alpha) * _bce(pooled, tg.clip_all)
-    return cfg.frame_weight * frame + (1 - cfg.frame_weight) * clip
+    loss = cfg.frame_weight * frame + (1 - cfg.frame_weight) * clip
+    if cfg.mixture_kd > 0:
+        if tg.clip_mix is None:
+            raise ConfigError(
+                "distill.mixture_kd > 0 needs the teacher's logits of the mixtures (TransferSet.mix_logits)"
+            )
+        loss = loss + cfg.mixture_kd * t * t * _bce(torch.sigmoid(z / t).mean(1), tg.clip_mix)
+    return loss
 
 
 def _augment(x: torch.Tensor, mean: torch.Tensor, gen: torch.Generator, max_time: int = 0) -> torch.Tensor:
@@ -156,7 +172,8 @@ def mixup(
     def mx(t: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
         return torch.where(sel, torch.maximum(t, t[partner]), t)
 
-    out = Targets(mx(tg.frame_kd_t, sel3), mx(tg.frame_all, sel3), mx(tg.clip_kd, sel2), mx(tg.clip_all, sel2))
+    mix = None if tg.clip_mix is None else mx(tg.clip_mix, sel2)
+    out = Targets(mx(tg.frame_kd_t, sel3), mx(tg.frame_all, sel3), mx(tg.clip_kd, sel2), mx(tg.clip_all, sel2), mix)
     return torch.where(sel3, mixed, x), out
 
 

@@ -131,6 +131,8 @@ def transfer_file(s: Setup, seed: int, split: str) -> Path:
         del transfer["dataset_label_weight"]  # likewise; validation windows keep full labels (transfer_sets)
     if not transfer["us8k_folds"]:
         del transfer["us8k_folds"], transfer["us8k_val_fold"]  # likewise
+    if not transfer["reverb_fraction"]:
+        del transfer["reverb_fraction"], transfer["reverb_rt60_s"], transfer["reverb_drr_db"]  # likewise
     key_src = json.dumps(
         {
             "transfer": transfer,
@@ -177,7 +179,35 @@ def transfer_sets(s: Setup, seed: int) -> tuple[TransferSet, TransferSet]:
         s.cache.hits, s.cache.misses = cache.hits, cache.misses
         ts.save(f)
         out.append(ts)
+    if s.cfg.distill.mixture_kd > 0:
+        splits = ("train", "val")
+        out = [mixture_logits(s, ts, transfer_file(s, seed, split)) for ts, split in zip(out, splits, strict=True)]
     return out[0], out[1]
+
+
+def mixture_logits(s: Setup, ts: TransferSet, f: Path) -> TransferSet:
+    """`ts` with the teacher's logits of each of its mixture windows (`TransferSet.mix_logits`, for
+    `distill.mixture_kd`), cached beside the transfer set's file (the teacher's key is in its name)."""
+    mf = f.with_name(f.name.replace(".npz", "-mix.npz"))
+    if mf.exists():
+        with np.load(mf) as z:
+            mix = z["mix_logits"]
+        if mix.shape == (len(ts), len(s.labels)):
+            print(f"teacher on the mixtures: cached {mf}", flush=True)
+            return replace(ts, mix_logits=mix)
+    from quantize.evaluate import Progress
+
+    progress = Progress(f"teacher on the mixtures ({len(ts)} windows)", len(ts))
+    mix = np.empty((len(ts), len(s.labels)), np.float32)
+    for i in range(0, len(ts), 256):
+        j = min(i + 256, len(ts))
+        mix[i:j] = s.teacher.logits_logmel(ts.x[i:j])[:, s.teacher_cols]
+        progress.update(j - i)
+    progress.close()
+    tmp = mf.with_suffix(f".{os.getpid()}.tmp.npz")  # runs may share a cache dir
+    np.savez(tmp, mix_logits=mix)
+    tmp.replace(mf)
+    return replace(ts, mix_logits=mix)
 
 
 def run(cfg: PipelineConfig, out: Path, seed: int, command: str, install_default: bool) -> Path:

@@ -88,6 +88,14 @@ class Teacher(ABC):
             out[i] = self._logits_one(w)
         return out
 
+    def logits_logmel(self, patches: F32) -> F32:
+        """Log-mel patches [N, window_frames, n_mels] of the shared frontend -> logits [N, n_classes]:
+        the teacher on an input the caller already has as log-mel (a transfer set's mixtures)."""
+        raise ModelError(
+            f"{self.path}: this teacher ({type(self).__name__}) computes its own frontend from the waveform "
+            "and cannot score log-mel patches; use the ONNX teacher"
+        )
+
     def describe(self) -> dict[str, Any]:
         return {"path": str(self.path), "kind": type(self).__name__, "sha256_16": self.fingerprint,
                 "execution": self.execution or "default"}  # fmt: skip
@@ -148,7 +156,18 @@ class OnnxTeacher(Teacher):
         return self._n_classes
 
     def _logits_one(self, wave: F32) -> F32:
-        lm = logmel(wave, self.spec)
+        return self._logits_patch(logmel(wave, self.spec))
+
+    def logits_logmel(self, patches: F32) -> F32:
+        want = (self.window_frames, self.spec.n_mels)
+        if patches.ndim != 3 or patches.shape[1:] != want:
+            raise ModelError(f"teacher expects log-mel patches [N, {want[0]}, {want[1]}], got {list(patches.shape)}")
+        out = np.empty((patches.shape[0], self.n_classes), np.float32)
+        for i, lm in enumerate(patches):
+            out[i] = self._logits_patch(lm)
+        return out
+
+    def _logits_patch(self, lm: F32) -> F32:
         feed: npt.NDArray[Any]
         if self._in_uint8 or self._in_int8:
             assert self._in_scale is not None and self._in_zp is not None

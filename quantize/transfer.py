@@ -1,11 +1,13 @@
 """Data folders + teacher -> transfer set: 0.96 s log-mel windows with frame-level soft targets.
 
-Each training example is an event window mixed into a background window at a random SNR:
+Each training example is an event window (with `reverb_fraction`, some heard through a synthetic room)
+mixed into a background window at a random SNR:
   x          log-mel [96, 64] of the mixture (the shared frontend)
   ev_logits  teacher logits of the clean event window, restricted to the student's classes [K]
   ev_mask    which of the 96 frames hold the event (from the event clip's energy envelope) [96]
   bg_logits  teacher logits of the clean background window [K]; bg_weight says whether they count
   gt         ground-truth classes of the event clip, mapped to AudioSet (dataset_to_audioset.csv) [K]
+  mix_logits (optional, for `distill.mixture_kd`) teacher logits of the mixture x itself [K]
 The frame target is max(sigmoid(ev_logits / T) * mask, gt * mask, bg_weight * sigmoid(bg_logits / T)),
 computed by the trainer (so T stays a training knob). Everything is seeded and reproducible.
 
@@ -28,7 +30,7 @@ import numpy.typing as npt
 
 from edge.dsp.frontend import DEFAULT_FRONTEND, FrontendSpec, logmel
 from edge.errors import ConfigError, InputError
-from quantize.audio import F32, activity_mask, read_audio, segment, window_samples
+from quantize.audio import F32, activity_mask, read_audio, reverberate, segment, synthetic_rir, window_samples
 from quantize.config import TransferConfig
 from quantize.labels import LabelSet
 from quantize.teacher import TeacherCache
@@ -160,19 +162,22 @@ class TransferSet:
     bg_logits: F32  # [N, K]
     bg_weight: F32  # [N]
     gt: F32  # [N, K]
+    # teacher logits of the mixture window x itself [N, K] (`pipeline.mixture_logits`; only for
+    # `distill.mixture_kd`): the teacher's function on exactly the student's input
+    mix_logits: F32 | None = None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # runs may share a cache dir
-        np.savez(tmp, **{k: getattr(self, k) for k in self.__dataclass_fields__})
+        np.savez(tmp, **{k: getattr(self, k) for k in self.__dataclass_fields__ if getattr(self, k) is not None})
         tmp.replace(path)
 
     @classmethod
     def load(cls, path: Path) -> TransferSet:
         with np.load(path) as z:
-            return cls(**{k: z[k] for k in cls.__dataclass_fields__})
+            return cls(**{k: z[k] for k in cls.__dataclass_fields__ if k in z.files})
 
 
 def gt_vector(clip: Clip, mapping: dict[tuple[str, str], tuple[int, ...]], k: int) -> F32:
@@ -245,6 +250,8 @@ def build_transfer(
         starts = np.array([plan[i][3] for i in rows], np.int64)
         bg_logits[rows] = cache.logits(backgrounds[bi], starts, bg_waves[bi])[:, teacher_cols]
 
+    # rooms drawn from their own stream: the plan above (and the teacher logits cached for it) stays the same
+    room_rng = np.random.default_rng([seed, 1])
     x_out = np.zeros((len(plan), window_frames, spec.n_mels), np.float32)
     ev_mask = np.zeros((len(plan), window_frames), np.float32)
     bg_weight = np.zeros(len(plan), np.float32)
@@ -252,7 +259,14 @@ def build_transfer(
     for i, (ci, start, bi, bstart, snr_db, gain_db) in enumerate(plan):
         bg = segment(bg_waves[bi], bstart, n)
         if ci >= 0:
-            ev = segment(waves[ci], start, n)
+            if cfg.reverb_fraction > 0 and room_rng.random() < cfg.reverb_fraction:
+                rir = synthetic_rir(
+                    room_rng, float(room_rng.uniform(*cfg.reverb_rt60_s)), float(room_rng.uniform(*cfg.reverb_drr_db)),
+                    spec.sample_rate,
+                )  # fmt: skip
+                ev = reverberate(waves[ci], start, n, rir)
+            else:
+                ev = segment(waves[ci], start, n)
             mask = _window_mask(masks[ci], start // spec.hop, window_frames)
             mix = _mix(ev, mask, bg, snr_db, spec)
             ev_mask[i] = mask

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -138,3 +140,93 @@ def test_mask_dilation_widens_an_impulsive_events_frame_targets() -> None:
     assert np.flatnonzero(wide > 0.5).tolist() == list(range(7, 15))
     assert wide.max() == plain.max() and np.all(wide >= plain)
     assert make_targets(ts, idx, 1.0, 4, dilate=3).clip_all.tolist() == make_targets(ts, idx, 1.0, 4).clip_all.tolist()
+
+
+def test_mixture_kd_matches_the_windows_mean_score_to_the_teacher_on_the_mixture() -> None:
+    """`mixture_kd`: an extra term that depends on the rows only through their mean probability (at the
+    temperature), is least where that mean equals the teacher's output on the mixture, and scales with
+    the weight; without the teacher's mixture logits the loss refuses to run."""
+    from dataclasses import replace
+
+    from edge.errors import ConfigError
+    from quantize.distill import Targets, distill_loss
+
+    t = 2.0
+    frame = torch.full((1, 24, 2), 0.2)
+    target = torch.tensor([[0.6, 0.1]])
+    tg = Targets(frame, frame, frame[:, 0], frame[:, 0], target)
+    off = DistillConfig(temperature=t)
+    on = replace(off, mixture_kd=1.0)
+
+    def term(z: torch.Tensor, cfg: DistillConfig = on) -> float:
+        return float(distill_loss(z, tg, cfg)) - float(distill_loss(z, tg, off))
+
+    flat = (t * torch.logit(target))[:, None, :].expand(1, 24, 2).clone()  # every row's sigmoid(z/T) = target
+    # the same mean with unequal rows: half the rows at 0.6 + d, half at 0.6 - d (class 0)
+    uneven = flat.clone()
+    uneven[0, ::2, 0] = t * torch.logit(torch.tensor(0.7))
+    uneven[0, 1::2, 0] = t * torch.logit(torch.tensor(0.5))
+    mean_only = term(flat) - term(uneven)
+    # the frame and clip terms differ between the two; the mixture term must not
+    assert abs(mean_only) < 1e-5, mean_only
+    wrong = flat.clone()
+    wrong[..., 0] -= 3.0  # the mean moves away from the teacher's 0.6
+    assert term(wrong) > term(flat) + 0.05
+    assert term(wrong, replace(on, mixture_kd=2.0)) == pytest.approx(2.0 * term(wrong), rel=1e-4)
+    with pytest.raises(ConfigError, match="mixture_kd"):
+        distill_loss(flat, Targets(frame, frame, frame[:, 0], frame[:, 0]), on)
+
+
+def test_mixture_kd_teaches_what_only_the_teacher_on_the_mixture_knows() -> None:
+    """A task whose clean-window targets say nothing (the event logits are the same for every class, no
+    labels) but whose mixture logits name the class: with only the KD terms, a student learns it through
+    `mixture_kd` and not without it."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng(0)
+
+    def blind(ts: TransferSet) -> TransferSet:
+        return replace(
+            ts,
+            ev_logits=np.full_like(ts.ev_logits, -2.0),
+            gt=np.zeros_like(ts.gt),
+            mix_logits=np.where(ts.gt > 0, 4.0, -4.0).astype(np.float32),
+        )
+
+    train, val = blind(_tiny_set(rng, 256)), blind(_tiny_set(rng, 64))
+    labels = val.mix_logits.argmax(1)  # type: ignore[union-attr]
+    cfg = DistillConfig(epochs=15, batch_size=32, lr=2e-2, ema_decay=0.0, mixup=0.0, spec_augment=False, alpha=1.0)
+    accs = []
+    for weight in (0.0, 1.0):
+        model, _ = train_student(
+            train, val, 3, StudentConfig(channels=(16, 16, 16), dropout=0.0), replace(cfg, mixture_kd=weight), 4, seed=0
+        )
+        with torch.no_grad():
+            p = model(torch.from_numpy(val.x)).numpy().mean(axis=1)  # [N, K] clip means
+        accs.append(float((p.argmax(1) == labels).mean()))
+    assert accs[1] > 0.9 and accs[0] < 0.6, accs
+
+
+def test_mixup_mixes_the_mixture_targets_too() -> None:
+    from quantize.distill import Targets, mixup
+
+    x = torch.zeros(4, 16, 8)
+    frame = torch.zeros(4, 4, 3)
+    mix = torch.eye(3)[[0, 1, 2, 0]]
+    gen = torch.Generator().manual_seed(0)
+    _, out = mixup(x, Targets(frame, frame, frame[:, 0], frame[:, 0], mix), 1.0, 0.0, gen)
+    assert out.clip_mix is not None
+    assert torch.all(out.clip_mix >= mix) and float(out.clip_mix.sum()) > float(mix.sum())
+
+
+def test_transfer_set_saves_and_loads_the_mixture_logits_when_present(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    ts = _tiny_set(np.random.default_rng(0), 8)
+    ts.save(tmp_path / "plain.npz")
+    assert TransferSet.load(tmp_path / "plain.npz").mix_logits is None
+    with_mix = replace(ts, mix_logits=np.arange(24, dtype=np.float32).reshape(8, 3))
+    with_mix.save(tmp_path / "mix.npz")
+    back = TransferSet.load(tmp_path / "mix.npz")
+    assert back.mix_logits is not None and np.array_equal(back.mix_logits, with_mix.mix_logits)
+    assert np.array_equal(back.x, ts.x)

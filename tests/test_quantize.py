@@ -1618,3 +1618,93 @@ def test_dataset_label_weight_scales_only_that_datasets_training_labels(tiny_wor
     assert np.array_equal(train.gt[changed], scaled[changed])
     assert set(np.unique(train.gt)) == {0.0, 0.25, 1.0}  # ESC-50 windows keep 1
     assert np.array_equal(val.gt, plain_val.gt)
+
+
+def test_teacher_scores_log_mel_patches_as_their_waveforms(tiny_world: dict[str, Path], tmp_path: Path) -> None:
+    """`logits_logmel` (the teacher on a transfer set's mixtures) equals the teacher on the waveform the
+    patch came from; a patch of the wrong shape is refused, and so is a teacher that computes its own
+    frontend (TFLite YAMNet takes waveforms)."""
+    t = OnnxTeacher(tiny_world["teacher"], 96)
+    rng = np.random.default_rng(3)
+    waves = np.stack([tone(f, 1.0, rng)[: window_samples(96)] for f in (300.0, 1200.0, 3000.0)])
+    patches = np.stack([logmel(w)[:96] for w in waves])
+    np.testing.assert_array_equal(t.logits_logmel(patches), t.logits(waves))
+    with pytest.raises(ModelError, match=r"log-mel patches \[N, 96, 64\]"):
+        t.logits_logmel(patches[:, :48])
+    pytest.importorskip("litert_torch")
+    tfl = load_teacher(_tiny_yamnet_tflite(tmp_path / "yamnet.tflite", 96), tmp_path, 96)
+    with pytest.raises(ModelError, match="cannot score log-mel patches"):
+        tfl.logits_logmel(patches)
+
+
+def test_mixture_kd_runs_the_teacher_on_every_transfer_window_once(tiny_world: dict[str, Path]) -> None:
+    """With `distill.mixture_kd`, each transfer set carries the teacher's logits of its own windows (the
+    student's classes), cached beside the set; without it, none."""
+    from dataclasses import replace
+
+    from quantize.pipeline import setup, transfer_file, transfer_sets
+
+    cfg = tiny_config(tiny_world)
+    plain_train, _ = transfer_sets(setup(cfg), 0)
+    assert plain_train.mix_logits is None
+    mcfg = replace(cfg, distill=replace(cfg.distill, mixture_kd=0.5))
+    s = setup(mcfg)
+    train, val = transfer_sets(s, 0)
+    for ts in (train, val):
+        assert ts.mix_logits is not None
+        np.testing.assert_array_equal(ts.mix_logits, s.teacher.logits_logmel(ts.x)[:, s.teacher_cols])
+    assert np.array_equal(train.x, plain_train.x)
+    mix_file = transfer_file(s, 0, "train").with_name(transfer_file(s, 0, "train").name.replace(".npz", "-mix.npz"))
+    assert mix_file.exists()
+    before = mix_file.stat().st_mtime_ns
+    again, _ = transfer_sets(setup(mcfg), 0)
+    assert mix_file.stat().st_mtime_ns == before
+    assert again.mix_logits is not None and np.array_equal(again.mix_logits, train.mix_logits)
+
+
+@pytest.mark.parametrize(("rt60", "drr"), [(0.3, 6.0), (0.9, -3.0)])
+def test_synthetic_room_decays_at_its_rt60_with_its_direct_to_reverberant_ratio(rt60: float, drr: float) -> None:
+    """The impulse response's tail falls 60 dB in `rt60` (Schroeder backward integration, fitted from -5 to
+    -35 dB as T30) and carries `drr` dB less energy than its direct path; `reverberate` is the window of
+    the full convolution, the tails of the samples before it included."""
+    from quantize.audio import reverberate, synthetic_rir
+
+    rng = np.random.default_rng(1)
+    h = synthetic_rir(rng, rt60, drr, 16000).astype(np.float64)
+    assert abs(10 * np.log10(h[0] ** 2 / np.sum(h[1:] ** 2)) - drr) < 0.01
+    energy = np.cumsum(h[1:][::-1] ** 2)[::-1]
+    decay = 10 * np.log10(energy / energy[0])
+    t30 = 2.0 * (np.argmax(decay < -35.0) - np.argmax(decay < -5.0)) / 16000
+    assert abs(t30 - rt60) < 0.05 * rt60, t30
+    x = rng.standard_normal(40000).astype(np.float32)
+    for start in (-3000, 0, 20000, 35000):  # windows reaching outside the signal: zeros there
+        got = reverberate(x, start, 15600, h.astype(np.float32))
+        padded = np.concatenate([np.zeros(20000), x, np.zeros(20000)])
+        ref = np.convolve(padded, h)[20000 + start : 20000 + start + 15600]
+        np.testing.assert_allclose(got, ref, atol=2e-5)
+
+
+def test_reverb_changes_only_the_audio_of_the_windows_it_picks(tiny_world: dict[str, Path]) -> None:
+    """`transfer.reverb_fraction`: the same windows (event, position, background, SNR and so the cached
+    teacher targets) with some events heard through a room; 0 keeps the cache files' names of the runs
+    made before the option existed."""
+    from dataclasses import replace
+
+    from quantize.pipeline import setup, transfer_file, transfer_sets
+
+    cfg = tiny_config(tiny_world)
+    s = setup(cfg)
+    plain, _ = transfer_sets(s, 0)
+    assert transfer_file(setup(replace(cfg, transfer=replace(cfg.transfer, reverb_rt60_s=(0.3, 0.4)))), 0, "train") == (
+        transfer_file(s, 0, "train")
+    )  # an unused room setting does not rename the cache
+    rs = setup(replace(cfg, transfer=replace(cfg.transfer, reverb_fraction=0.5)))
+    assert transfer_file(rs, 0, "train") != transfer_file(s, 0, "train")
+    rev, _ = transfer_sets(rs, 0)
+    for f in ("ev_logits", "ev_mask", "bg_logits", "bg_weight", "gt"):
+        assert np.array_equal(getattr(rev, f), getattr(plain, f)), f
+    changed = np.any(rev.x != plain.x, axis=(1, 2))
+    events = np.any(plain.ev_mask > 0, axis=1)
+    assert not changed[~events].any()  # background-only windows hold no event to reverberate
+    share = changed[events].mean()
+    assert 0.3 < share < 0.7, share
