@@ -19,6 +19,7 @@ import os
 import shutil
 import zipfile
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,9 +84,13 @@ class Teacher(ABC):
         """Waveform windows [N, n_samples] -> logits [N, n_classes]."""
         if windows.ndim != 2 or windows.shape[1] != self.n_samples:
             raise ModelError(f"teacher expects windows [N, {self.n_samples}], got {list(windows.shape)}")
-        out = np.empty((windows.shape[0], self.n_classes), np.float32)
-        for i, w in enumerate(windows):
-            out[i] = self._logits_one(w)
+        return self._each(windows, self._logits_one)
+
+    def _each(self, items: F32, one: Callable[[F32], F32]) -> F32:
+        """`one` on every item of `items` (first axis) -> logits [N, n_classes]."""
+        out = np.empty((items.shape[0], self.n_classes), np.float32)
+        for i, x in enumerate(items):
+            out[i] = one(x)
         return out
 
     def logits_logmel(self, patches: F32) -> F32:
@@ -162,10 +167,7 @@ class OnnxTeacher(Teacher):
         want = (self.window_frames, self.spec.n_mels)
         if patches.ndim != 3 or patches.shape[1:] != want:
             raise ModelError(f"teacher expects log-mel patches [N, {want[0]}, {want[1]}], got {list(patches.shape)}")
-        out = np.empty((patches.shape[0], self.n_classes), np.float32)
-        for i, lm in enumerate(patches):
-            out[i] = self._logits_patch(lm)
-        return out
+        return self._each(patches, self._logits_patch)
 
     def _logits_patch(self, lm: F32) -> F32:
         feed: npt.NDArray[Any]
