@@ -151,44 +151,54 @@ def transfer_file(s: Setup, seed: int, split: str) -> Path:
 
 
 def transfer_sets(s: Setup, seed: int) -> tuple[TransferSet, TransferSet]:
-    """Train and validation mixture sets, cached by everything that determines them."""
+    """Train and validation mixture sets, cached by everything that determines them (with
+    `distill.mixture_kd`, the teacher's logits of their windows too)."""
     out = []
     for split, split_seed in (("train", seed), ("val", seed + 1)):
         f = transfer_file(s, seed, split)
         if f.exists():
             print(f"transfer set ({split}): cached {f}", flush=True)
-            out.append(TransferSet.load(f))
-            continue
-        print(f"transfer set ({split}): building", flush=True)
-        split_clips = [c for c in s.clips if c.split == split]
-        # one cache call per event clip and per background used: the total is an upper bound
-        cache = _ProgressCache(s.cache, f"teacher ({split}): files", len(split_clips) + len(s.backgrounds))
-        ts = build_transfer(
-            split_clips,
-            s.backgrounds,
-            cache,
-            s.teacher_cols,
-            s.mapping,
-            s.labels,
-            # validation windows keep full labels: QAT's window accuracy scores against them
-            s.cfg.transfer if split == "train" else replace(s.cfg.transfer, dataset_label_weight={}),
-            split_seed,
-            s.cfg.window_frames,
-        )
-        cache.progress.close()
-        s.cache.hits, s.cache.misses = cache.hits, cache.misses
-        ts.save(f)
+            ts = TransferSet.load(f)
+        else:
+            ts = _build_transfer_set(s, split, split_seed)
+            ts.save(f)
+        if s.cfg.distill.mixture_kd > 0:
+            ts = mixture_logits(s, ts, mixture_file(f))
         out.append(ts)
-    if s.cfg.distill.mixture_kd > 0:
-        splits = ("train", "val")
-        out = [mixture_logits(s, ts, transfer_file(s, seed, split)) for ts, split in zip(out, splits, strict=True)]
     return out[0], out[1]
 
 
-def mixture_logits(s: Setup, ts: TransferSet, f: Path) -> TransferSet:
+def _build_transfer_set(s: Setup, split: str, split_seed: int) -> TransferSet:
+    print(f"transfer set ({split}): building", flush=True)
+    split_clips = [c for c in s.clips if c.split == split]
+    # one cache call per event clip and per background used: the total is an upper bound
+    cache = _ProgressCache(s.cache, f"teacher ({split}): files", len(split_clips) + len(s.backgrounds))
+    ts = build_transfer(
+        split_clips,
+        s.backgrounds,
+        cache,
+        s.teacher_cols,
+        s.mapping,
+        s.labels,
+        # validation windows keep full labels: QAT's window accuracy scores against them
+        s.cfg.transfer if split == "train" else replace(s.cfg.transfer, dataset_label_weight={}),
+        split_seed,
+        s.cfg.window_frames,
+    )
+    cache.progress.close()
+    s.cache.hits, s.cache.misses = cache.hits, cache.misses
+    return ts
+
+
+def mixture_file(transfer: Path) -> Path:
+    """Where the teacher's logits of a transfer set's windows are cached: beside its file (whose name
+    holds the teacher's key)."""
+    return transfer.with_name(transfer.name.replace(".npz", "-mix.npz"))
+
+
+def mixture_logits(s: Setup, ts: TransferSet, mf: Path) -> TransferSet:
     """`ts` with the teacher's logits of each of its mixture windows (`TransferSet.mix_logits`, for
-    `distill.mixture_kd`), cached beside the transfer set's file (the teacher's key is in its name)."""
-    mf = f.with_name(f.name.replace(".npz", "-mix.npz"))
+    `distill.mixture_kd`), read from or cached in `mf` (`mixture_file`)."""
     if mf.exists():
         with np.load(mf) as z:
             mix = z["mix_logits"]

@@ -1642,7 +1642,7 @@ def test_mixture_kd_runs_the_teacher_on_every_transfer_window_once(tiny_world: d
     student's classes), cached beside the set; without it, none."""
     from dataclasses import replace
 
-    from quantize.pipeline import setup, transfer_file, transfer_sets
+    from quantize.pipeline import mixture_file, setup, transfer_file, transfer_sets
 
     cfg = tiny_config(tiny_world)
     plain_train, _ = transfer_sets(setup(cfg), 0)
@@ -1654,7 +1654,8 @@ def test_mixture_kd_runs_the_teacher_on_every_transfer_window_once(tiny_world: d
         assert ts.mix_logits is not None
         np.testing.assert_array_equal(ts.mix_logits, s.teacher.logits_logmel(ts.x)[:, s.teacher_cols])
     assert np.array_equal(train.x, plain_train.x)
-    mix_file = transfer_file(s, 0, "train").with_name(transfer_file(s, 0, "train").name.replace(".npz", "-mix.npz"))
+    mix_file = mixture_file(transfer_file(s, 0, "train"))
+    assert mix_file.parent == transfer_file(s, 0, "train").parent and mix_file.name.endswith("-mix.npz")
     assert mix_file.exists()
     before = mix_file.stat().st_mtime_ns
     again, _ = transfer_sets(setup(mcfg), 0)
