@@ -397,6 +397,31 @@ def check_block_post(kern: dict[str, Callable[..., Any]]) -> None:
     row("block_post", "2 onset settings", 0.0, 0.0, ok, "bit-identical to the separate kernels")
 
 
+def check_stream_front() -> None:
+    """tests/test_backends.py (fused front end): edge.stft.StftStage's one native call per block (DC blocker,
+    joining, fused STFT) gives the spectra of the native DC blocker and STFT called one by one, bit for bit,
+    whatever the cut into blocks."""
+    from edge.dsp import frontend
+    from edge.messages import Block
+    from edge.stft import StftStage
+
+    spec, ok = frontend.DEFAULT_FRONTEND, True
+    for channels in (1, 4, 6):
+        x = random_audio(channels, channels=channels, n=9000) + np.float32(0.2)
+        for hz in (0.0, 20.0):
+            fused, apart = StftStage(spec, "native", hz), StftStage(spec, "native", hz)
+            ok = ok and fused._front is not None
+            apart._front = None
+            got: list[list[Arr]] = [[], []]
+            i = 0
+            for k, n in enumerate((1600, 0, 37, 400, 1, 1000, 160, 9000)):
+                for st, out in zip((fused, apart), got, strict=True):
+                    out.append(st.process(Block(x[:, i : i + n], i / 16000, k, 16000)).frames)
+                i = min(i + n, x.shape[1])
+            ok = ok and np.array_equal(np.concatenate(got[0], axis=2), np.concatenate(got[1], axis=2))
+    row("stream front", "1/4/6 ch, 8 blocks", 0.0, 0.0, ok, "bit-identical to dc_block + stft")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variant", default="neon", help="the build the loader must pick (default %(default)s)")
@@ -440,6 +465,7 @@ def main() -> int:
     check_ring_accumulate(kern["ring_accumulate"], ref["ring_accumulate"])
     check_dc_block(kern["dc_block"], ref["dc_block"])
     check_block_post(kern)
+    check_stream_front()
 
     print(f"\n{'kernel':<20} {'input':<22} {'max error':>10} {'tolerance':>10}  result")
     for r in ROWS:

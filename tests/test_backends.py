@@ -278,6 +278,54 @@ def test_streaming_stft_with_native_backend_matches_whole_stream() -> None:
     assert np.array_equal(np.concatenate(got, axis=2), whole)
 
 
+def _stage_spectra(stage: StftStage, x: np.ndarray, sizes: list[int]) -> np.ndarray:
+    """The stage's spectra of x fed in blocks of the given sizes, in turn (then the rest in one block)."""
+    out, i, k = [], 0, 0
+    for n in [*sizes, x.shape[1]]:
+        out.append(stage.process(Block(x[:, i : i + n], i / FS, k, FS)).frames)
+        i, k = min(i + n, x.shape[1]), k + 1
+    return np.concatenate(out, axis=2)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4, 6])
+@pytest.mark.parametrize("hz", [0.0, 20.0])
+def test_native_stream_front_equals_its_kernels_one_by_one(channels: int, hz: float) -> None:
+    """The native stage's one call per block (DC blocker, joining, fused STFT) gives the spectra of the
+    native DC blocker and STFT called one by one, bit for bit, and the numpy stage's within float32
+    rounding, whatever the blocks' sizes (empty ones and ones shorter than a hop included)."""
+    if "native" not in backends.backends() or not native.kernels().fused_fft:
+        pytest.skip("native fused STFT unavailable")
+    x = _audio(channels, channels, n=9000) + np.float32(0.2)  # an offset for the blocker to remove
+    sizes = [1600, 0, 37, 400, 1, 1000, 160, 3000]
+    fused = StftStage(SPEC, backend="native", dc_block_hz=hz)
+    assert fused._front is not None
+    apart = StftStage(SPEC, backend="native", dc_block_hz=hz)
+    apart._front = None  # the kernels one by one
+    got = _stage_spectra(fused, x, sizes)
+    assert got.shape == (channels, SPEC.n_bins, frontend.n_frames(9000, SPEC))
+    assert np.array_equal(got, _stage_spectra(apart, x, sizes))
+    ref = _stage_spectra(StftStage(SPEC, backend="numpy", dc_block_hz=hz), x, [1600])
+    assert np.abs(got - ref).max() <= 2e-4 * np.abs(ref).max()
+    view = np.repeat(x, 2, axis=0)[::2]  # rows two apart: read in place, the same spectra
+    assert np.array_equal(_stage_spectra(StftStage(SPEC, backend="native", dc_block_hz=hz), view, sizes), got)
+
+
+def test_native_stream_front_rejects_nan_and_a_changed_channel_count() -> None:
+    if "native" not in backends.backends() or not native.kernels().fused_fft:
+        pytest.skip("native fused STFT unavailable")
+    x = _audio(2, 4, n=4800)
+    bad = x[:, 1600:3200].copy()
+    bad[1, 5] = np.inf
+    stage = StftStage(SPEC, backend="native", dc_block_hz=20.0)
+    first = stage.process(Block(x[:, :1600], 0.0, 0, FS)).frames
+    with pytest.raises(InputError, match=r"block 1 \(t=0.100 s\) holds NaN or infinite samples"):
+        stage.process(Block(bad, 0.1, 1, FS))
+    after = stage.process(Block(x[:, 1600:3200], 0.2, 2, FS)).frames  # the stream goes on, the blocker restarted
+    assert np.isfinite(after).all() and after.shape[2] == frontend.n_frames(3200, SPEC) - first.shape[2]
+    with pytest.raises(InputError, match="channel count changed mid-stream: 4 -> 3"):
+        stage.process(Block(x[:3, 3200:], 0.3, 3, FS))
+
+
 @pytest.mark.parametrize("az", [-120.0, 33.0, 150.0])
 def test_native_localiser_finds_the_source_where_numpy_does(az: float) -> None:
     """Physics: a plane wave from a known azimuth is found there, and at the same place as numpy."""

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edge.dsp.dcblock import check_dc_block
+from edge.dsp.dcblock import check_dc_block, dc_block_state
 from edge.dsp.frontend import (
     DEFAULT_FRONTEND,
     FrontendSpec,
@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "tympan_dsp.c"
-ABI_VERSION = 18  # TP_ABI_VERSION in tympan_dsp.c
+ABI_VERSION = 19  # TP_ABI_VERSION in tympan_dsp.c
 VARIANTS = ("avx2", "sse2", "neon", "portable")
 # Compiler flags per variant (the package build in setup.py uses the same).
 VARIANT_FLAGS: dict[str, tuple[str, ...]] = {
@@ -105,6 +105,8 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "tp_ring_accumulate": (None, [_I, _I, _I, _I, _P, _P, _I, _P, _P, _P, _P]),
     "tp_leq_dbfs": (ctypes.c_double, [_P, _I]),
     "tp_dc_block": (None, [_P, _I, _I, _D, _P, _P]),
+    # x, C, N, xs, r, state, buf, cap, n0 | T, hop, win, wlen, M, tw, rot, rev, work, out
+    "tp_front_block": (_I, [_P, _I, _I, _I, _D, _P, _P, _I, _I, *(_I, _I, _P, _I, _I, _P, _P, _P, _P, _P)]),
     # spec, C, F, T, pw_w, power | b0, b1, K, floor, hist, opw, ow | pairs, P, eps, tmp, cross | first, sub, R,
     # psum, pcount, pframe, ring | M, bstart, blen, wofs, wts, log_offset, mag, feats
     "tp_block_post": (
@@ -820,6 +822,68 @@ class Kernels:
 def kernels() -> Kernels:
     """The kernels of the best build for this machine. Raises NativeUnavailable."""
     return Kernels(library())
+
+
+class StreamFront:
+    """`edge.stft.StftStage`'s work on a block in one C call (`tp_front_block`): the DC blocker (pole `r`;
+    0: none) into the buffer of samples not yet covered by a whole frame, the fused STFT of its whole
+    frames, and the rest kept for the next block. The same C code as `dc_block` then `stft` on the joined
+    samples, so the same spectra bit for bit; what it saves is their wrappers, checks and the joining
+    copies per block. Only where the fused STFT runs (`Kernels.fused_fft`: a power-of-two n_fft and SIMD
+    lanes); the stage uses the kernels one by one otherwise."""
+
+    def __init__(self, k: Kernels, spec: FrontendSpec, r: float = 0.0) -> None:
+        tables = _fft_ptrs(spec.n_fft) if k.fused_fft else None
+        if tables is None:
+            raise NativeUnavailable(f"no fused STFT for n_fft={spec.n_fft} in the {k.variant} build")
+        if not (r == 0.0 or 0.0 < r < 1.0):
+            raise InputError(f"DC blocker pole {r!r}: must be in (0, 1), or 0 for none")
+        self._k, self.spec, self.r = k, spec, float(r)
+        self._tables = tables  # kept alive with their addresses
+        self._win = _window(spec.win)
+        self._work = np.empty(2 * (spec.n_fft // 2) * 8 + 16, np.float32)
+        self.state: _F64 | None = None  # the DC blocker's, from the stream's first samples
+        self.channels = 0
+        self.carried = 0  # samples in the buffer not yet covered by a whole frame
+        self._buf = np.zeros((0, 0), np.float32)
+
+    def _grow(self, channels: int, need: int) -> None:
+        buf = np.zeros((channels, max(need, 2 * self._buf.shape[1], 4096)), np.float32)
+        if self._buf.size:
+            buf[:, : self.carried] = self._buf[:, : self.carried]
+        self._buf = buf
+
+    def __call__(self, x: npt.NDArray[np.floating]) -> npt.NDArray[np.complex64] | None:
+        """Samples [C, N] -> spectra [C, n_bins, T] of the frames they complete; None (nothing kept from
+        this block, the DC blocker restarting at the next one) when they hold NaN or infinite samples."""
+        sp = self.spec
+        if x.ndim != 2 or x.dtype != np.float32 or x.strides[1] != 4 or x.strides[0] % 4 or x.strides[0] < 0:
+            x = np.ascontiguousarray(x, dtype=np.float32)
+        c, n = x.shape
+        if self.channels == 0:
+            self.channels = c
+        elif c != self.channels:
+            raise InputError(f"channel count changed mid-stream: {self.channels} -> {c}")
+        if n == 0:  # the carried samples never hold a whole frame
+            return np.zeros((c, sp.n_bins, 0), np.complex64)
+        if self.r and self.state is None:
+            self.state = dc_block_state(x[:, 0])
+        need = self.carried + n
+        if self._buf.shape[0] != c or self._buf.shape[1] < need:
+            self._grow(c, need)
+        t = n_frames(need, sp)
+        out = np.empty((c, sp.n_bins, t), np.complex64)
+        ptw, prot, prev = self._tables[1]
+        kept = self._k.lib.tp_front_block(
+            _ptr(x), c, n, x.strides[0] // 4, self.r, 0 if self.state is None else _ptr(self.state),
+            _ptr(self._buf), self._buf.shape[1], self.carried,
+            t, sp.hop, self._win[1], sp.win, sp.n_fft // 2, ptw, prot, prev, _ptr(self._work), _ptr(out),
+        )  # fmt: skip
+        if kept < 0:
+            self.state = None
+            return None
+        self.carried = int(kept)
+        return out
 
 
 class BlockPost:

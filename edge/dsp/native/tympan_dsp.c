@@ -20,7 +20,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define TP_ABI_VERSION 18
+#define TP_ABI_VERSION 19
 #define SQRT_HALF_BITS 0x3f3504f3 /* the bits of sqrt(1/2) as a float */
 #ifndef M_PI
 #define M_PI 3.14159265358979323846
@@ -1395,15 +1395,16 @@ TP_API double tp_leq_dbfs(const float *x, int64_t n) {
     return n > 0 ? 10.0 * log10(2.0 * s / (double)n + 1e-20) : -200.0;
 }
 
-/* DC blocker (edge/dsp/dcblock.py): y[n] = x[n] - x[n-1] + r y[n-1] per channel of x [C, N], in direct
- * form II transposed with the double state z[C] carried between calls: y = x + z; z = r y - x (the
- * reference's lfilter arithmetic, so the same doubles). The channels run side by side (independent
- * recursions: their latencies overlap). */
-TP_API void tp_dc_block(const float *x, int64_t C, int64_t N, double r, double *state, float *y) {
+/* DC blocker (edge/dsp/dcblock.py): y[n] = x[n] - x[n-1] + r y[n-1] per channel of x [C, N] (rows xs
+ * apart; y's rows ys apart), in direct form II transposed with the double state z[C] carried between
+ * calls: y = x + z; z = r y - x (the reference's lfilter arithmetic, so the same doubles). The channels
+ * run side by side (independent recursions: their latencies overlap). */
+static void dc_block_rows(const float *x, int64_t xs, int64_t C, int64_t N, double r, double *state, float *y,
+                          int64_t ys) {
     int64_t c0 = 0;
     for (; c0 + 4 <= C; c0 += 4) {
-        const float *x0 = x + c0 * N, *x1 = x0 + N, *x2 = x1 + N, *x3 = x2 + N;
-        float *y0 = y + c0 * N, *y1 = y0 + N, *y2 = y1 + N, *y3 = y2 + N;
+        const float *x0 = x + c0 * xs, *x1 = x0 + xs, *x2 = x1 + xs, *x3 = x2 + xs;
+        float *y0 = y + c0 * ys, *y1 = y0 + ys, *y2 = y1 + ys, *y3 = y2 + ys;
         double z0 = state[c0], z1 = state[c0 + 1], z2 = state[c0 + 2], z3 = state[c0 + 3];
         for (int64_t n = 0; n < N; n++) {
             double a = x0[n], b = x1[n], c = x2[n], d = x3[n];
@@ -1414,8 +1415,8 @@ TP_API void tp_dc_block(const float *x, int64_t C, int64_t N, double r, double *
         state[c0] = z0; state[c0 + 1] = z1; state[c0 + 2] = z2; state[c0 + 3] = z3;
     }
     for (; c0 < C; c0++) {
-        const float *xc = x + c0 * N;
-        float *yc = y + c0 * N;
+        const float *xc = x + c0 * xs;
+        float *yc = y + c0 * ys;
         double z = state[c0];
         for (int64_t n = 0; n < N; n++) {
             double v = xc[n], o = v + z;
@@ -1424,4 +1425,33 @@ TP_API void tp_dc_block(const float *x, int64_t C, int64_t N, double r, double *
         }
         state[c0] = z;
     }
+}
+
+TP_API void tp_dc_block(const float *x, int64_t C, int64_t N, double r, double *state, float *y) {
+    dc_block_rows(x, N, C, N, r, state, y, N);
+}
+
+/* The streaming front end of one block (edge/stft.py's StftStage in one call): the block's samples x [C, N]
+ * (rows xs apart) go through the DC blocker (r > 0; r = 0: copied as they are) into buf [C, cap] after the
+ * n0 samples it carries; the T whole frames of the n0 + N samples go through tp_stft_f32 into out; the
+ * samples after them move to the start of buf. Returns the samples buf carries now, or -1 when the DC
+ * state is no longer finite (NaN or infinite samples: then nothing after the DC blocker is done, and buf
+ * still carries its n0 samples). The caller sizes cap >= n0 + N and T = n_frames(n0 + N). */
+TP_API int64_t tp_front_block(const float *x, int64_t C, int64_t N, int64_t xs, double r, double *state,
+                              float *buf, int64_t cap, int64_t n0, int64_t T, int64_t hop, const float *win,
+                              int64_t wlen, int64_t M, const float *tw, const float *rot, const int32_t *rev,
+                              float *work, float *out) {
+    if (r > 0.0) {
+        dc_block_rows(x, xs, C, N, r, state, buf + n0, cap);
+        for (int64_t c = 0; c < C; c++)
+            if (!isfinite(state[c])) return -1;
+    } else {
+        for (int64_t c = 0; c < C; c++) memcpy(buf + c * cap + n0, x + c * xs, (size_t)N * sizeof(float));
+    }
+    const int64_t n = n0 + N, used = T * hop;
+    if (T > 0) {
+        tp_stft_f32(buf, C, cap, T, hop, win, wlen, M, tw, rot, rev, work, out);
+        for (int64_t c = 0; c < C; c++) memmove(buf + c * cap, buf + c * cap + used, (size_t)(n - used) * sizeof(float));
+    }
+    return T > 0 ? n - used : n;
 }
