@@ -344,10 +344,13 @@ def test_resampled_file_equals_whole_file_resampling(tmp_path: Path) -> None:
 # Blocks: the split never changes the samples; stream time and sequence numbers
 
 
+@pytest.mark.parametrize("subtype", ["FLOAT", "PCM_16"])
 @pytest.mark.parametrize("rate", [16000, 44100])
-def test_block_size_does_not_change_the_samples(tmp_path: Path, rate: int) -> None:
+def test_block_size_does_not_change_the_samples(tmp_path: Path, rate: int, subtype: str) -> None:
     x = np.random.default_rng(4).uniform(-0.9, 0.9, (3, READ_FRAMES + 30011)).astype(np.float32)
-    path = write(tmp_path / "x.wav", x, rate, "FLOAT")
+    if subtype == "PCM_16":  # 16-bit files are read as int16 and scaled by the source itself
+        x = np.round(x * 32768.0).astype(np.float32) / np.float32(32768.0)
+    path = write(tmp_path / "x.wav", x, rate, subtype)
     whole = read_audio(str(path))
     streams = {}
     for block_size in (160, 16000, 1, 999_999):
@@ -356,8 +359,12 @@ def test_block_size_does_not_change_the_samples(tmp_path: Path, rate: int) -> No
         blocks = list(FileSource(path, block_size=block_size))
         streams[block_size] = np.concatenate([b.samples for b in blocks], axis=1)
         np.testing.assert_array_equal(streams[block_size], whole)
+        if block_size == 160:  # each block owns its samples: its own writeable, contiguous float32 array
+            assert all(b.samples.flags.c_contiguous and b.samples.flags.owndata for b in blocks)
+            assert all(b.samples.dtype == np.float32 and b.n == 160 for b in blocks[:-1])
     if rate == 16000:
         np.testing.assert_array_equal(whole, x)
+        np.testing.assert_array_equal(whole, sf.read(str(path), dtype="float32", always_2d=True)[0].T)
 
 
 def test_block_times_and_sequence_numbers(tmp_path: Path) -> None:

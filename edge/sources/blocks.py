@@ -58,18 +58,31 @@ class BlockCutter:
         return self._cut(final=True) if self._n_pending else []
 
     def _cut(self, final: bool) -> list[Block]:
-        data = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending, axis=1)
-        n_full = data.shape[1] // self.block_size * self.block_size
-        stop = data.shape[1] if final else n_full
-        blocks = [self._block(data[:, i : min(i + self.block_size, stop)]) for i in range(0, stop, self.block_size)]
-        rest = data[:, stop:]
-        self._pending = [rest] if rest.shape[1] else []
-        self._n_pending = rest.shape[1]
+        blocks = []
+        while self._n_pending >= self.block_size or (final and self._n_pending):
+            blocks.append(self._block(self._take(min(self.block_size, self._n_pending))))
         return blocks
+
+    def _take(self, n: int) -> F32:
+        """The next n pending samples as a new array: one copy of each sample (a block that straddles
+        chunks is filled piece by piece; no chunk is first joined to the rest of the one before)."""
+        out = np.empty((self.channels, n), np.float32)
+        filled = 0
+        while filled < n:
+            head = self._pending[0]
+            m = min(n - filled, head.shape[1])
+            out[:, filled : filled + m] = head[:, :m]
+            filled += m
+            if m < head.shape[1]:
+                self._pending[0] = head[:, m:]
+            else:
+                self._pending.pop(0)
+        self._n_pending -= n
+        return out
 
     def _block(self, samples: F32) -> Block:
         block = Block(
-            samples=np.array(samples, dtype=np.float32, order="C"),  # a copy: blocks own their samples
+            samples=samples,  # a new array (`_take`): blocks own their samples
             t=self._emitted / self.sample_rate,
             seq=self._seq,
             sample_rate=self.sample_rate,

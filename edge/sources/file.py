@@ -1,7 +1,8 @@
 """An audio file (WAV, FLAC, OGG, ... anything libsndfile reads) -> `Block`s float32 [C, N] at 16 kHz.
 
 - Integer PCM is scaled to [-1, 1) by libsndfile: 16-bit by 1/32768, 24-bit by 1/2**23, 32-bit by
-  1/2**31, unsigned 8-bit as (u - 128) / 128. Float files are taken as they are.
+  1/2**31, unsigned 8-bit as (u - 128) / 128. Float files are taken as they are. (16-bit files are
+  read as int16 and scaled here, in the same pass as the de-interleaving: the same floats, exactly.)
 - Any sample rate is brought to 16 kHz by `edge.sources.resample` (polyphase, Kaiser FIR, flat to 7 kHz,
   >= 70 dB down from 8 kHz; see that module).
 - Channels: all of them, or with `array=` the array's microphones through `select_mic_channels`.
@@ -110,6 +111,9 @@ class FileSource:
             self.file_channels = int(f.channels)
             self.file_sample_rate = int(f.samplerate)
             self.file_format = f"{f.format}/{f.subtype}"
+            # 16-bit PCM is read as int16 and scaled here: libsndfile's own float conversion (x / 32768)
+            # in the same pass as the transpose, and no NaN check for integers (the same samples)
+            self._pcm16 = f.subtype == "PCM_16"
             frames = int(f.frames)
             # libsndfile reports an unknown length (a FLAC header with 0 total samples) as the maximum.
             self.file_frames: int | None = None if frames >= _UNKNOWN_FRAMES else frames
@@ -159,14 +163,15 @@ class FileSource:
         position = 0
         failed: Exception | None = None  # the decoding error, once a chunk has failed
         salvage: sf.SoundFile | None = None  # the file opened again at the failed chunk
+        dtype = "int16" if self._pcm16 else "float32"
         with _open(self.origin) as f:
             try:
                 while True:
                     try:
                         if salvage is None:
-                            frames = f.read(READ_FRAMES, dtype="float32", always_2d=True)
+                            frames = f.read(READ_FRAMES, dtype=dtype, always_2d=True)
                         else:
-                            frames = salvage.read(SALVAGE_FRAMES, dtype="float32", always_2d=True)
+                            frames = salvage.read(SALVAGE_FRAMES, dtype=dtype, always_2d=True)
                     except (sf.SoundFileError, RuntimeError) as err:
                         if salvage is not None:
                             raise self._damaged(position, failed) from None
@@ -179,14 +184,17 @@ class FileSource:
                         if salvage is not None and self.file_frames is not None and position < self.file_frames:
                             raise self._damaged(position, failed) from None
                         break
-                    if not np.isfinite(frames).all():
+                    if self._pcm16:  # [C, n] float32 in one pass; x / 32768 is exact in float32
+                        chunk = np.multiply(frames.T, np.float32(1.0 / 32768.0), dtype=np.float32, order="C")
+                    elif not np.isfinite(frames).all():
                         sample, channel = _first_non_finite(frames)
                         raise InputError(
                             f"{self.origin}: holds NaN or infinite samples "
                             f"(first at sample {position + sample}, channel {channel})"
                         )
+                    else:
+                        chunk = frames.T
                     position += frames.shape[0]
-                    chunk = frames.T
                     if self.array is not None:
                         chunk = select_mic_channels(chunk, self.array, self.origin)
                     if resampler is None:
