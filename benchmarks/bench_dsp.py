@@ -166,7 +166,7 @@ def make_workload(task: str, impl: str, seconds: float | None = None) -> tuple[W
             az = np.radians(np.arange(-178.0, 180.0 + 1e-9, 2.0))
             mics = (array.mics - array.mics.mean(axis=0)).T
             # pyroomacoustics treats a planar array as 2-D and searches azimuth only (180 directions);
-            # Tympan also searches 10 elevations and refines the peak to 0.1 degree: 10x the directions
+            # Tympan searches 120 azimuths x 5 elevations and refines the peak to 0.1 degree
             doa = pra.doa.algorithms["SRP"](mics[:2], FS, spec.n_fft, c=343.0, num_src=1, azimuth=az)
             band = [300.0, 6000.0]
 

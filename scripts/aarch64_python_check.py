@@ -278,9 +278,9 @@ def check_vote_hist(native: Callable[..., Any], ref: Callable[..., Any]) -> None
 def check_cover_scores(native: Callable[..., Any], ref: Callable[..., Any]) -> None:
     """tests/test_dsp_vote.py: pair scores and matches within COVER_TOL of the largest, relatively."""
     from boards.profiles import load_array
-    from edge.localise import Localiser
+    from edge.localise import Localiser, LocaliserConfig
 
-    loc = Localiser(load_array("respeaker-4mic-hat"))
+    loc = Localiser(load_array("respeaker-4mic-hat"), config=LocaliserConfig(az_step_deg=2.0))  # 180 directions
     sr, si = loc._nb_re, loc._nb_im
     for k, cand in ((1, [0, 45]), (5, [3, 50, 90, 140]), (34, [0, 20, 40, 60, 80, 100, 120, 140, 179])):
         rng = np.random.default_rng(k)

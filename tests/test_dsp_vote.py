@@ -8,11 +8,12 @@ import pytest
 
 from boards.profiles import load_array
 from edge.dsp import backends, native
-from edge.localise import Localiser
+from edge.localise import Localiser, LocaliserConfig
 
 
 def _inputs(k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    loc = Localiser(load_array("respeaker-4mic-hat"))
+    # a 2-degree grid (180 directions: the candidate indices below go up to 179)
+    loc = Localiser(load_array("respeaker-4mic-hat"), config=LocaliserConfig(az_step_deg=2.0))
     rng = np.random.default_rng(seed)
     p, b = len(loc.pairs), loc.bins.stop - loc.bins.start
     blocks = (rng.standard_normal((k, p, b)) + 1j * rng.standard_normal((k, p, b))).astype(np.complex64)

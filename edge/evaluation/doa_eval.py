@@ -18,7 +18,7 @@ Methods, on the same STFT frames (the edge's 25 ms / 10 ms STFT, its loud frames
 band): Tympan `srp-phat`, `music`, `normmusic` (`edge.localise`, on the DSP backend the device would
 pick, `backends.resolve`: the native kernels where built) and pyroomacoustics `SRP`, `MUSIC`,
 `NormMUSIC` (`pra.doa`, azimuth grid of 1 degree, 2-D: the plane of the array; Tympan searches azimuth
-x elevation, 1620 directions on a planar array: 180 azimuths x 9 elevations, none at the pole). CPU
+x elevation, 600 directions on a planar array: 120 azimuths x 5 elevations, none at the pole). CPU
 time per audio second is process time (each recording's median of `--cpu-repeats` calls), medians over
 scenes, of the DOA stage given the STFT (both get
 the same frames: Tympan's PHAT cross-spectra, map and refinement; pyroomacoustics' `locate_sources`);
