@@ -28,7 +28,7 @@ from edge.errors import ConfigError, ModelError
 from quantize.audio import F32, read_audio
 from quantize.config import PipelineConfig
 from quantize.labels import LabelSet, load_dataset_mapping, load_labels, packaged_data
-from quantize.teacher import OnnxTeacher, Teacher, TeacherCache, load_teacher
+from quantize.teacher import OnnxTeacher, Teacher, TeacherCache, load_teacher, save_npz
 from quantize.transfer import Clip, TransferSet, _hash_fraction, build_transfer, list_backgrounds, list_clips
 
 STUDENT_PT = "student_fp32.pt"
@@ -214,9 +214,7 @@ def mixture_logits(s: Setup, ts: TransferSet, mf: Path) -> TransferSet:
         mix[i:j] = s.teacher.logits_logmel(ts.x[i:j])[:, s.teacher_cols]
         progress.update(j - i)
     progress.close()
-    tmp = mf.with_suffix(f".{os.getpid()}.tmp.npz")  # runs may share a cache dir
-    np.savez(tmp, mix_logits=mix)
-    tmp.replace(mf)
+    save_npz(mf, mix_logits=mix)
     return replace(ts, mix_logits=mix)
 
 

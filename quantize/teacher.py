@@ -352,10 +352,15 @@ class TeacherCache:
             new = self.teacher.logits(np.stack([segment(x, s, n) for s in missing]))
             known.update({s: row for s, row in zip(missing, new, strict=True)})
             keys = sorted(known)
-            tmp = f.with_suffix(f".{os.getpid()}.tmp.npz")  # runs may share a cache dir
-            np.savez(tmp, starts=np.array(keys, np.int64), logits=np.stack([known[k] for k in keys]))
-            tmp.replace(f)
+            save_npz(f, starts=np.array(keys, np.int64), logits=np.stack([known[k] for k in keys]))
         return np.stack([known[int(s)] for s in starts])
+
+
+def save_npz(path: Path, **arrays: Any) -> None:
+    """Write `arrays` to `path` (.npz) whole or not at all: runs may share a cache dir."""
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
 
 
 def teacher_class_map(path: Path) -> LabelSet:

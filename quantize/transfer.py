@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from edge.errors import ConfigError, InputError
 from quantize.audio import F32, activity_mask, read_audio, reverberate, segment, synthetic_rir, window_samples
 from quantize.config import TransferConfig
 from quantize.labels import LabelSet
-from quantize.teacher import TeacherCache
+from quantize.teacher import TeacherCache, save_npz
 
 
 @dataclass(frozen=True)
@@ -170,9 +169,7 @@ class TransferSet:
         return int(self.x.shape[0])
 
     def save(self, path: Path) -> None:
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # runs may share a cache dir
-        np.savez(tmp, **{k: getattr(self, k) for k in self.__dataclass_fields__ if getattr(self, k) is not None})
-        tmp.replace(path)
+        save_npz(path, **{k: getattr(self, k) for k in self.__dataclass_fields__ if getattr(self, k) is not None})
 
     @classmethod
     def load(cls, path: Path) -> TransferSet:
